@@ -1,0 +1,57 @@
+"""Job configuration: defaults < config file < command-line flags; unknown keys and bad values fail clearly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+
+from scaleup.job_config import ConfigError, config_to_dict, parse_config
+
+
+@dataclass(frozen=True)
+class _Job:
+    model: str = "runwayml/stable-diffusion-v1-5"
+    steps: int = 20
+    guidance: float = 7.5
+    attribute: Literal["gender", "race"] = "gender"
+    lora: Optional[str] = None
+    target: tuple[float, ...] = (0.5, 0.5)
+    use_ema: bool = False
+    lr: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
+
+
+def test_defaults_then_file_then_flags(tmp_path):
+    cfg_file = tmp_path / "job.yaml"
+    cfg_file.write_text("steps: 30\nguidance: 5.0\ntarget: [0.75, 0.25]\nuse_ema: true\n", encoding="utf-8")
+    cfg = parse_config(_Job, ["--config", str(cfg_file), "--steps", "12", "--attribute", "race"])
+    assert cfg == _Job(steps=12, guidance=5.0, attribute="race", target=(0.75, 0.25), use_ema=True)
+
+
+def test_json_file_and_list_flag(tmp_path):
+    cfg_file = tmp_path / "job.json"
+    cfg_file.write_text(json.dumps({"lora": "/w/lora"}), encoding="utf-8")
+    cfg = parse_config(_Job, ["--config", str(cfg_file), "--target", "0.2,0.8", "--lora", "none"])
+    assert cfg.lora is None and cfg.target == (0.2, 0.8)
+    assert config_to_dict(cfg)["target"] == [0.2, 0.8]
+
+
+@pytest.mark.parametrize("text, message", [("stpes: 3\n", "unknown config key.*stpes"),
+                                           ("steps: 2.5\n", "steps = 2.5 is not an integer"),
+                                           ("attribute: age\n", "attribute = 'age' is not one of"),
+                                           ("- a\n- b\n", "one mapping"),
+                                           ("steps: [\n", "not valid YAML")])
+def test_bad_config_files_fail_naming_the_key(tmp_path, text, message):
+    cfg_file = tmp_path / "job.yaml"
+    cfg_file.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_Job, ["--config", str(cfg_file)])
+
+
+def test_bad_flag_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="use_ema = 'maybe' is not a boolean"):
+        parse_config(_Job, ["--use-ema", "maybe"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_config(_Job, ["--config", str(tmp_path / "missing.yaml")])
