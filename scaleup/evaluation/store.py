@@ -1,0 +1,96 @@
+"""The evaluation's records on disk: one JSON file per finished prompt, so an interrupted run resumes where it stopped.
+
+``OUT/records/prompt_NNNNN.json`` is written atomically once a prompt's images are all generated and classified; a
+rerun skips every prompt whose file exists. ``OUT/evaluation.json`` holds the settings that determine the images and
+their labels: a rerun with other settings into the same folder is refused (naming what differs), so a run never
+mixes its records with another run's or overwrites results it did not make.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from scaleup.evaluation.summary import ImageRecord
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a unique temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class SettingsMismatchError(ValueError):
+    """The output folder holds records made with other settings."""
+
+
+class RecordStore:
+    """Per-prompt record files under ``root``, tied to the settings that made them."""
+
+    def __init__(self, root: str | Path, settings: dict[str, Any], *, restart: bool = False):
+        self.root = Path(root)
+        self.records_dir = self.root / "records"
+        settings_path = self.root / "evaluation.json"
+        if settings_path.exists() and not restart:
+            previous = json.loads(settings_path.read_text(encoding="utf-8"))
+            differing = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            if differing:
+                raise SettingsMismatchError(
+                    f"{self.root} holds an evaluation made with other settings ({', '.join(differing)} differ); "
+                    "choose another output folder, or pass --restart to discard its records")
+        if restart and self.records_dir.exists():
+            for path in self.records_dir.glob("prompt_*.json"):
+                path.unlink()
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+    def _path(self, prompt_index: int) -> Path:
+        return self.records_dir / f"prompt_{prompt_index:05d}.json"
+
+    def done(self, prompt_index: int) -> bool:
+        return self._path(prompt_index).exists()
+
+    def save(self, prompt_index: int, records: Sequence[ImageRecord]) -> None:
+        write_text_atomic(self._path(prompt_index), json.dumps([asdict(r) for r in records]) + "\n")
+
+    def load(self, prompt_index: int) -> list[ImageRecord]:
+        path = self._path(prompt_index)
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            return [ImageRecord(**row) for row in rows]
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"record file {path} is damaged ({err}); delete it to regenerate that prompt") from None
+
+
+def write_table(path: Path, records: Sequence[ImageRecord], class_names: Sequence[str]) -> None:
+    """One CSV row per image (prompt, seed, face box, class probabilities, scores): every metric can be recomputed."""
+    columns = ["prompt_index", "prompt", "image_index", "seed", "has_face", "box_x0", "box_y0", "box_x1", "box_y1",
+               *[f"p_{name}" for name in class_names], "label", "clip_t", "clip_i", "dino"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for r in records:
+            box = r.box if r.box is not None else [None] * 4
+            probs = r.probs if r.probs is not None else [None] * len(class_names)
+            label = class_names[r.label] if r.label >= 0 else ""
+            writer.writerow([r.prompt_index, r.prompt, r.image_index, r.seed, int(r.has_face), *box, *probs, label,
+                             r.clip_t, r.clip_i, r.dino])
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

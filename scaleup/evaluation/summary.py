@@ -1,0 +1,93 @@
+"""Per-prompt and overall bias numbers of an evaluation, from its per-image records alone.
+
+Every number here is a :mod:`theory` metric applied to the records written by the evaluation job, so any of them
+can be recomputed from ``records.csv`` without regenerating an image:
+
+- ``bias`` — seed 000 [0124], :func:`theory.metrics.frequency_bias` of the class frequencies among images with a face;
+- ``discrepancy`` — seed 001 eq. 11, :func:`theory.metrics.discrepancy` of the face images' class probabilities
+  against the target (uniform unless given);
+- ``no_face_share`` — the share of images in which the detector found no face (they carry no class);
+- ``clip_t`` / ``clip_score`` — CLIP-T of image and prompt as a cosine and as seed 001's x100 score;
+- ``clip_i`` / ``dino`` — cosine to the original model's image from the same noise (seed 000 Table 1), when given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from theory.metrics import class_frequencies, discrepancy, frequency_bias
+
+
+@dataclass
+class ImageRecord:
+    """What the evaluation knows of one generated image."""
+
+    prompt_index: int
+    prompt: str
+    image_index: int
+    seed: int
+    has_face: bool
+    box: list[float] | None
+    probs: list[float] | None
+    clip_t: float | None = None
+    clip_i: float | None = None
+    dino: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> int:
+        """The most probable class, or -1 for an image without a face."""
+        return int(np.argmax(self.probs)) if self.has_face and self.probs is not None else -1
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def prompt_summary(records: Sequence[ImageRecord], class_names: Sequence[str],
+                   target: Sequence[float] | None = None) -> dict:
+    """The bias numbers of one prompt's images (see the module docstring); ``None`` where no face was found."""
+    if not records:
+        raise ValueError("a prompt summary needs at least one image record")
+    k = len(class_names)
+    target_arr = np.full(k, 1.0 / k) if target is None else np.asarray(target, dtype=np.float64)
+    faces = [r for r in records if r.has_face]
+    summary: dict = {
+        "prompt": records[0].prompt,
+        "n_images": len(records),
+        "n_faces": len(faces),
+        "no_face_share": 1.0 - len(faces) / len(records),
+        "clip_t": _mean([r.clip_t for r in records]),
+        "clip_score": None,
+        "clip_i": _mean([r.clip_i for r in records]),
+        "dino": _mean([r.dino for r in records]),
+        "freq": None, "bias": None, "discrepancy": None,
+    }
+    if summary["clip_t"] is not None:
+        summary["clip_score"] = _mean([100.0 * max(r.clip_t, 0.0) for r in records if r.clip_t is not None])
+    if faces:
+        probs = np.array([r.probs for r in faces], dtype=np.float64)
+        if probs.shape[1] != k:
+            raise ValueError(f"records hold {probs.shape[1]} class probabilities but the attribute has {k} classes")
+        freq = class_frequencies(np.array([r.label for r in faces]), k)
+        summary.update(freq=dict(zip(class_names, freq.tolist())), bias=frequency_bias(freq),
+                       discrepancy=discrepancy(probs, target_arr))
+    return summary
+
+
+def overall_summary(per_prompt: Sequence[dict], records: Sequence[ImageRecord], class_names: Sequence[str],
+                    target: Sequence[float] | None = None) -> dict:
+    """Mean and standard deviation over prompts of each per-prompt number, and the numbers of all images pooled."""
+    out: dict = {"n_prompts": len(per_prompt)}
+    for key in ("bias", "discrepancy", "no_face_share", "clip_t", "clip_score", "clip_i", "dino"):
+        values = np.array([p[key] for p in per_prompt if p[key] is not None], dtype=np.float64)
+        out[key] = ({"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                     "n_prompts": int(values.size)} if values.size else None)
+    pooled = prompt_summary(records, class_names, target)
+    out["pooled"] = {key: pooled[key] for key in ("n_images", "n_faces", "no_face_share", "freq", "bias",
+                                                   "discrepancy")}
+    return out
