@@ -1,0 +1,75 @@
+"""The shared training loop: resume from a checkpoint equals an uninterrupted run bit for bit; non-finite steps are
+skipped; checkpoints are atomic, rotated and found by 'latest'."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from scaleup.training.checkpoints import (MARKER, TrainingProgress, complete_checkpoints, load_checkpoint,
+                                          resolve_resume)
+from scaleup.training.log import JsonlLog
+from scaleup.training.loop import run_training
+
+DATA = torch.linspace(-1, 1, 64).reshape(32, 2)
+
+
+def _job(out, *, resume=None, until=None, poison_step=None, n_iterations=6):
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(123)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress)
+    path = resolve_resume(out, resume)
+    if path is not None:
+        load_checkpoint(accelerator, path)
+    log = JsonlLog(out / "log.jsonl", resume_step=progress.step if path is not None else None)
+
+    def step_fn(p):
+        batch = DATA[(p.data_position * 4) % 32:(p.data_position * 4) % 32 + 4]
+        p.data_position += 1
+        noise = torch.randn(4, 1)  # the global RNG: restored by load_state
+        loss = ((model(batch) - noise) ** 2).mean()
+        if p.step == poison_step:
+            loss = loss * float("inf")
+        accelerator.backward(loss)
+        return {"loss": float(loss.detach())}
+
+    run_training(accelerator, step_fn=step_fn, parameters=list(model.parameters()), optimizer=optimizer,
+                 lr_scheduler=scheduler, progress=progress, n_iterations=n_iterations, output_dir=out, log=log,
+                 checkpoint_every=2, total_limit=2, until=until, show_progress=False)
+    return [p.detach().clone() for p in model.parameters()], log.read()
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    full, full_log = _job(tmp_path / "a")
+    _job(tmp_path / "b", until=3)  # "killed" after iteration 3; the last checkpoint is iteration 2
+    (tmp_path / "b" / "log.jsonl").open("a").write('{"step": 99}\n')
+    resumed, resumed_log = _job(tmp_path / "b", resume="latest")
+    assert all(torch.equal(x, y) for x, y in zip(full, resumed))
+    assert resumed_log == full_log
+    assert [s for s, _ in complete_checkpoints(tmp_path / "b")] == [4, 6]  # total_limit = 2 rotates
+
+
+def test_non_finite_gradient_skips_the_update(tmp_path):
+    params, log = _job(tmp_path, poison_step=1, n_iterations=2)
+    assert [entry["skipped"] for entry in log] == [False, True]
+    one, _ = _job(tmp_path / "one", n_iterations=1)
+    assert all(torch.equal(x, y) for x, y in zip(params, one))
+
+
+def test_half_written_checkpoint_is_never_resumed(tmp_path):
+    _job(tmp_path, n_iterations=2)
+    (tmp_path / "checkpoint-4").mkdir()  # no marker: a save that was killed
+    (tmp_path / ".checkpoint-6.tmp").mkdir()
+    assert resolve_resume(tmp_path, "latest").name == "checkpoint-2"
+    with pytest.raises(ValueError, match="not a finished checkpoint"):
+        resolve_resume(tmp_path, str(tmp_path / "checkpoint-4"))
+    assert resolve_resume(tmp_path / "nothing", "latest") is None
+    assert json.loads((tmp_path / "checkpoint-2" / MARKER).read_text())["step"] == 2
