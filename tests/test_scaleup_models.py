@@ -91,3 +91,101 @@ def test_resolve_dtype_and_bad_arguments():
         resolve_model_source("sd3")
     with pytest.raises(ValueError, match="family must be 'sd15' or 'sdxl'"):
         load_pipeline("x", family="sd3")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. tiny random models, saved and loaded back through the loaders
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory):
+    from scaleup.models.tiny import save_tiny_models
+
+    return save_tiny_models(tmp_path_factory.mktemp("tiny-models"), seed=0)
+
+
+def _fake_hub_cache(cache, repo_id: str, folder) -> None:
+    """The Hugging Face cache layout (models--org--name/refs/main -> snapshots/<commit>/...) holding ``folder``."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_tiny_tokenizer_is_a_real_clip_bpe(tmp_path):
+    from scaleup.models.tiny import tiny_bpe_vocab, tiny_clip_tokenizer
+
+    vocab, merges = tiny_bpe_vocab()
+    tok = tiny_clip_tokenizer(tmp_path)
+    assert (tmp_path / "vocab.json").is_file() and (tmp_path / "merges.txt").is_file() and merges
+    ids = tok("A photo of the face of a doctor, a person", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and ids[0] == tok.bos_token_id and max(ids) == tok.eos_token_id == len(vocab) - 1
+    assert tok.decode(ids, skip_special_tokens=True) == "a photo of the face of a doctor , a person"
+    assert tok.tokenize("man") == ["man</w>"] and ("ma", "n</w>") in merges  # merges apply
+    assert len(tok("zqxj")["input_ids"]) == 2 + 4  # unseen words fall back to bytes, never to <unk>
+
+
+def test_tiny_builders_are_seeded_bit_identical_and_leave_the_global_rng_alone():
+    from scaleup.models.tiny import tiny_clip_text_model, tiny_dinov2, tiny_unet, tiny_vae
+
+    state = torch.random.get_rng_state()
+    for build in (tiny_unet, tiny_vae, tiny_clip_text_model, lambda s: tiny_dinov2(s)[0]):
+        assert _same_state(build(0), build(0))
+        assert not _same_state(build(0), build(1))
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_tiny_models_load_back_through_the_loaders_offline(offline, tiny_folders, monkeypatch):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from transformers import CLIPModel, Dinov2Model
+
+    from scaleup.models.tiny import tiny_clip_text_model, tiny_unet
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    assert type(pipe) is StableDiffusionPipeline and type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert pipe.scheduler.config.algorithm_type == "dpmsolver++" and pipe.scheduler.config.solver_order == 2
+    assert _same_state(pipe.unet, tiny_unet(2)) and _same_state(pipe.text_encoder, tiny_clip_text_model(1))
+    xl = load_pipeline(tiny_folders["sdxl"], torch_dtype="bf16", scheduler="ddim")
+    assert type(xl) is StableDiffusionXLPipeline and xl.unet.dtype == torch.bfloat16
+    assert type(xl.scheduler).__name__ == "DDIMScheduler"
+    clip, processor = load_clip(tiny_folders["clip"], torch_dtype=torch.float16)
+    assert type(clip) is CLIPModel and clip.dtype == torch.float16 and not clip.training
+    assert not any(p.requires_grad for p in clip.parameters()) and processor.tokenizer.model_max_length == 77
+    dino, dino_processor = load_dinov2(tiny_folders["dinov2"])
+    pixels = dino_processor(images=torch.rand(2, 3, 40, 48), return_tensors="pt", do_rescale=False).pixel_values
+    assert type(dino) is Dinov2Model and pixels.shape == (2, 3, 32, 32) and dino(pixels).pooler_output.shape == (2, 32)
+    monkeypatch.setenv("FAIRDIFF_SD15", str(tiny_folders["sd15"]))  # the environment variable, below the argument
+    assert _same_state(load_sd15().unet, pipe.unet)
+    with pytest.raises(ModelNotFoundError, match="no-such-org"):
+        load_sd15("no-such-org/x")  # an explicit argument wins over the variable
+
+
+def test_hub_ids_load_from_the_cache_and_sd15_falls_back_to_its_mirror(offline, tiny_folders):
+    _fake_hub_cache(offline, "stable-diffusion-v1-5/stable-diffusion-v1-5", tiny_folders["sd15"])
+    _fake_hub_cache(offline, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", tiny_folders["clip"])
+    source = resolve_model_source("sd15", None, cache_dir=offline)
+    assert (source.location, source.is_local, source.origin) == ("stable-diffusion-v1-5/stable-diffusion-v1-5",
+                                                                 False, "default")
+    default = load_sd15(cache_dir=offline)
+    by_old_id = load_sd15("runwayml/stable-diffusion-v1-5", cache_dir=offline)
+    assert _same_state(default.unet, by_old_id.unet)
+    clip, _ = load_clip(cache_dir=offline)
+    assert clip.config.projection_dim == 16
+
+
+def test_tiny_generation_is_fast(offline, tiny_folders):
+    from scaleup.models.pipelines import generate
+
+    for folder in (tiny_folders["sd15"], tiny_folders["sdxl"]):
+        pipe = load_pipeline(folder)
+        generate(pipe, "a photo", [0], num_inference_steps=2, height=32, width=32, progress=False)  # warm-up
+        start = time.perf_counter()
+        images = generate(pipe, "a photo", [1, 2], num_inference_steps=2, height=32, width=32, progress=False)
+        assert time.perf_counter() - start < 1.0
+        assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
