@@ -189,3 +189,155 @@ def test_tiny_generation_is_fast(offline, tiny_folders):
         images = generate(pipe, "a photo", [1, 2], num_inference_steps=2, height=32, width=32, progress=False)
         assert time.perf_counter() - start < 1.0
         assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. LoRA (peft, diffusers format) and soft prompts
+
+
+def _probe_outputs(pipe) -> list[torch.Tensor]:
+    """Text-encoder hidden states (both encoders for SDXL) and one U-Net noise prediction on fixed inputs."""
+    g = torch.Generator().manual_seed(0)
+    ids = pipe.tokenizer(["a photo of the face of a doctor"], padding="max_length", max_length=77,
+                         return_tensors="pt").input_ids
+    sample = torch.randn(1, 4, 16, 16, generator=g)
+    context = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, generator=g)
+    extra = {}
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        extra["added_cond_kwargs"] = {"text_embeds": torch.randn(1, 32, generator=g),
+                                      "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}
+    with torch.no_grad():
+        out = [pipe.text_encoder(ids)[0], pipe.unet(sample, torch.tensor([500]), context, **extra).sample]
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            out.append(pipe.text_encoder_2(ids)[0])
+    return out
+
+
+@pytest.fixture(params=["installed", "transformers-integration"])
+def lora_path(request, monkeypatch):
+    """'installed': whatever this environment's transformers accepts (peft directly if it refuses the installed
+    peft); 'transformers-integration': transformers' own add_adapter / load_adapter, i.e. pipe.load_lora_weights
+    for every part, with transformers' minimum-peft gate lowered to the installed version."""
+    if request.param == "transformers-integration":
+        from importlib.metadata import version
+
+        import transformers.integrations.peft as transformers_peft
+
+        monkeypatch.setattr(transformers_peft, "MIN_PEFT_VERSION", version("peft"))
+    return request.param
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_lora_save_load_round_trip_and_disabling_is_exact(offline, tiny_folders, tmp_path, family, lora_path):
+    from scaleup.models.adapters import adapters_disabled, add_lora, load_lora, lora_parameters, save_lora
+
+    pipe = load_pipeline(tiny_folders[family])
+    base = _probe_outputs(pipe)
+    params = add_lora(pipe, text_encoder_rank=4, unet_rank=3, alpha=6.0)  # alpha != rank: the scale must travel
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
+    assert params and all(p.requires_grad and p.dtype == torch.float32 for p in params)
+    for module in [pipe.unet, *encoders]:  # only the adapters are trainable
+        trainable = {id(p) for p in module.parameters() if p.requires_grad}
+        assert trainable == {id(p) for p in lora_parameters(module)} and trainable
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # fresh LoRA has B = 0; perturb every A and B so the adapters change the outputs
+        for p in params:
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    tuned = _probe_outputs(pipe)
+    assert all(not torch.allclose(a, b) for a, b in zip(base, tuned))
+    with adapters_disabled(pipe.unet, *encoders):
+        disabled = _probe_outputs(pipe)
+    assert all(torch.equal(a, b) for a, b in zip(base, disabled))
+    assert all(p.requires_grad for p in params) and all(torch.equal(a, b) for a, b in zip(tuned, _probe_outputs(pipe)))
+
+    save_lora(pipe, tmp_path / "lora")
+    fresh = load_pipeline(tiny_folders[family])
+    load_lora(fresh, tmp_path / "lora")
+    assert all(torch.equal(a, b) for a, b in zip(tuned, _probe_outputs(fresh)))
+    fresh.disable_lora()  # diffusers' own switch reproduces the base model too
+    assert all(torch.equal(a, b) for a, b in zip(base, _probe_outputs(fresh)))
+
+
+def test_unet_lora_loads_with_plain_diffusers(offline, tiny_folders, tmp_path):
+    from scaleup.models.adapters import add_unet_lora, save_lora
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    with torch.no_grad():
+        for p in add_unet_lora(pipe.unet, 2):
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    save_lora(pipe, tmp_path / "unet-lora")
+    fresh = load_sd15(tiny_folders["sd15"])
+    fresh.load_lora_weights(str(tmp_path / "unet-lora"))  # the public diffusers call, no wrapper
+    assert torch.equal(_probe_outputs(pipe)[1], _probe_outputs(fresh)[1])
+
+
+def test_lora_bad_input(offline, tiny_folders, tmp_path):
+    from scaleup.models.adapters import add_lora, load_lora, save_lora
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    with pytest.raises(ValueError, match="no LoRA adapter named 'default'"):
+        save_lora(pipe, tmp_path / "nothing")
+    with pytest.raises(ModelNotFoundError, match="pytorch_lora_weights.safetensors"):
+        load_lora(pipe, tmp_path / "missing")
+    with pytest.raises(ValueError, match="rank must be a positive integer"):
+        add_lora(pipe, text_encoder_rank=0)
+    with pytest.raises(ValueError, match="at least one of"):
+        add_lora(pipe, text_encoder_rank=None)
+
+
+def test_soft_prompt_equals_the_same_tokens_written_in_the_prompt(offline, tiny_folders):
+    """A soft prompt holding the input embeddings of the tokens of "young woman" is exactly the prompt prefix
+    "young woman": same hidden states, same images (an independent computation through the plain pipeline)."""
+    from scaleup.models.pipelines import generate
+    from scaleup.models.soft_prompt import SoftPrompt, encode_with_soft_prompt
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    tok, encoder = pipe.tokenizer, pipe.text_encoder
+    words = tok("young woman").input_ids[1:-1]
+    soft = SoftPrompt.from_token_ids(encoder, words)
+    prompts = ["a photo of the face of a doctor", "a nurse"]
+    with torch.no_grad():
+        hidden = encode_with_soft_prompt(encoder, tok, prompts, soft)
+        plain_ids = tok(["young woman " + p for p in prompts], padding="max_length", max_length=77,
+                        return_tensors="pt").input_ids
+        assert torch.equal(hidden, encoder(plain_ids)[0])
+        assert torch.equal(encode_with_soft_prompt(encoder, tok, prompts, None),
+                           pipe.encode_prompt(prompts, "cpu", 1, False)[0])
+    kwargs = dict(num_inference_steps=2, height=32, width=32, progress=False)
+    with_soft = generate(pipe, prompts, [3, 4], soft_prompt=soft, **kwargs)
+    assert torch.equal(with_soft, generate(pipe, ["young woman " + p for p in prompts], [3, 4], **kwargs))
+    assert not torch.allclose(with_soft, generate(pipe, prompts, [3, 4], **kwargs))
+
+
+def test_soft_prompt_round_trip_and_gradient(offline, tiny_folders, tmp_path):
+    from safetensors import safe_open
+
+    from scaleup.models.soft_prompt import SOFT_PROMPT_FILE, SoftPrompt, encode_with_soft_prompt
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    pipe.text_encoder.requires_grad_(False)
+    soft = SoftPrompt.from_text_encoder(pipe.text_encoder, 5, seed=3)  # seed 000 Table 1: five soft tokens
+    assert soft.num_tokens == 5 and soft.hidden_size == 32
+    with torch.no_grad():
+        soft.embeddings.add_(torch.randn(soft.embeddings.shape, generator=torch.Generator().manual_seed(0)))
+    path = soft.save(tmp_path / "soft")
+    assert path == tmp_path / "soft" / SOFT_PROMPT_FILE
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["num_tokens"] == "5" and f.metadata()["position"] == "prefix"
+    loaded = SoftPrompt.load(tmp_path / "soft")
+    assert torch.equal(loaded.embeddings, soft.embeddings)
+    prompts = ["a photo of a pilot"]
+    with torch.no_grad():
+        assert torch.equal(encode_with_soft_prompt(pipe.text_encoder, pipe.tokenizer, prompts, soft),
+                           encode_with_soft_prompt(pipe.text_encoder, pipe.tokenizer, prompts, loaded))
+    encode_with_soft_prompt(pipe.text_encoder, pipe.tokenizer, prompts, loaded).square().sum().backward()
+    assert loaded.embeddings.grad is not None and loaded.embeddings.grad.abs().sum() > 0
+    assert all(p.grad is None for p in pipe.text_encoder.parameters())
+    # the hook is gone afterwards: plain encoding is unchanged
+    assert not pipe.text_encoder.get_input_embeddings()._forward_hooks
+    with pytest.raises(ModelNotFoundError, match=SOFT_PROMPT_FILE):
+        SoftPrompt.load(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="num_tokens must be a positive integer"):
+        SoftPrompt.from_text_encoder(pipe.text_encoder, 0)
+    with pytest.raises(ValueError, match="width 8"):
+        encode_with_soft_prompt(pipe.text_encoder, pipe.tokenizer, prompts, SoftPrompt(torch.zeros(2, 8)))

@@ -9,12 +9,16 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "adapters": ("LORA_WEIGHT_NAME", "TEXT_ENCODER_TARGETS", "UNET_TARGETS", "adapters_disabled", "add_lora",
+                 "add_text_encoder_lora", "add_unet_lora", "load_lora", "lora_config", "lora_parameters", "save_lora",
+                 "transformers_peft_usable"),
     "errors": ("ModelNotFoundError", "ModelUnavailableError"),
     "loading": ("FAMILIES", "ModelFamily", "ModelSource", "load_clip", "load_dinov2", "load_pipeline", "load_sd15",
                 "load_sdxl", "pipeline_family", "resolve_dtype", "resolve_model_source"),
     "pipelines": ("default_size", "generate", "generate_batches", "latent_shape", "seed_latents",
                   "seeded_generators"),
     "schedulers": ("SCHEDULERS", "make_scheduler", "set_scheduler"),
+    "soft_prompt": ("SOFT_PROMPT_FILE", "SoftPrompt", "encode_with_soft_prompt", "soft_prompt_input_ids"),
     "tiny": ("save_tiny_models", "tiny_clip_model", "tiny_clip_text_model", "tiny_clip_tokenizer", "tiny_dinov2",
              "tiny_scheduler", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_unet", "tiny_vae"),
 }
