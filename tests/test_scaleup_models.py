@@ -341,3 +341,23 @@ def test_soft_prompt_round_trip_and_gradient(offline, tiny_folders, tmp_path):
         SoftPrompt.from_text_encoder(pipe.text_encoder, 0)
     with pytest.raises(ValueError, match="width 8"):
         encode_with_soft_prompt(pipe.text_encoder, pipe.tokenizer, prompts, SoftPrompt(torch.zeros(2, 8)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. full-size architectures with random weights (meta device only here)
+
+
+def test_full_size_architectures_have_the_published_parameter_counts():
+    """SD 1.5: U-Net 859,520,964, VAE 83,653,863, CLIP text 123,060,480 (forums.fast.ai/t/101515, counted on the
+    loaded checkpoint); SDXL base: U-Net 2.567B (paper Table 1 "2.6B"; 5.14 GB in fp16 = 2.57e9 half floats),
+    text encoders 123.06M + 694.66M = the paper's 817M."""
+    from scaleup.models.full_size import count_parameters, full_size_sd15_pipeline, full_size_sdxl_pipeline
+
+    sd = full_size_sd15_pipeline(device="meta")
+    assert (count_parameters(sd.unet), count_parameters(sd.vae), count_parameters(sd.text_encoder)) == (
+        859_520_964, 83_653_863, 123_060_480)
+    assert all(p.is_meta for p in sd.unet.parameters()) and sd.vae_scale_factor == 8
+    xl = full_size_sdxl_pipeline(device="meta", torch_dtype="fp16")
+    assert round(count_parameters(xl.unet) / 1e9, 2) == 2.57 and xl.unet.dtype == torch.float16
+    assert 817e6 <= count_parameters(xl.text_encoder) + count_parameters(xl.text_encoder_2) < 818e6
+    assert count_parameters(xl.vae) == 83_653_863 and xl.unet.config.cross_attention_dim == 2048

@@ -13,6 +13,7 @@ _EXPORTS = {
                  "add_text_encoder_lora", "add_unet_lora", "load_lora", "lora_config", "lora_parameters", "save_lora",
                  "transformers_peft_usable"),
     "errors": ("ModelNotFoundError", "ModelUnavailableError"),
+    "full_size": ("count_parameters", "full_size_sd15_pipeline", "full_size_sdxl_pipeline"),
     "loading": ("FAMILIES", "ModelFamily", "ModelSource", "load_clip", "load_dinov2", "load_pipeline", "load_sd15",
                 "load_sdxl", "pipeline_family", "resolve_dtype", "resolve_model_source"),
     "pipelines": ("default_size", "generate", "generate_batches", "latent_shape", "seed_latents",
