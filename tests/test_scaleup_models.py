@@ -361,3 +361,80 @@ def test_full_size_architectures_have_the_published_parameter_counts():
     assert round(count_parameters(xl.unet) / 1e9, 2) == 2.57 and xl.unet.dtype == torch.float16
     assert 817e6 <= count_parameters(xl.text_encoder) + count_parameters(xl.text_encoder_2) < 818e6
     assert count_parameters(xl.vae) == 83_653_863 and xl.unet.config.cross_attention_dim == 2048
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. seeded, batched generation
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_an_image_depends_only_on_its_seed(offline, tiny_folders, family):
+    from scaleup.models.pipelines import default_size, generate
+
+    pipe = load_pipeline(tiny_folders[family])
+    assert default_size(pipe) == 32
+    kwargs = dict(num_inference_steps=3, guidance_scale=7.5, progress=False)
+    prompts = ["a photo of the face of a doctor", "a nurse", "a pilot"]
+    together = generate(pipe, prompts, [5, 6, 7], batch_size=3, **kwargs)
+    assert together.shape == (3, 3, 32, 32) and together.dtype == torch.float32
+    assert 0 <= together.min() and together.max() <= 1
+    one_by_one = generate(pipe, prompts, [5, 6, 7], batch_size=1, **kwargs)
+    reordered = generate(pipe, prompts[::-1], [7, 6, 5], batch_size=2, **kwargs)
+    torch.testing.assert_close(one_by_one, together, rtol=0, atol=1e-5)
+    torch.testing.assert_close(reordered.flip(0), together, rtol=0, atol=1e-5)
+    assert torch.equal(generate(pipe, prompts, [5, 6, 7], batch_size=3, **kwargs), together)  # reproducible
+    assert not torch.allclose(generate(pipe, prompts, [5, 6, 8], batch_size=3, **kwargs)[2], together[2])
+
+
+def test_generate_draws_what_diffusers_draws_from_one_generator_per_image(offline, tiny_folders):
+    from scaleup.models.pipelines import generate
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    seeds = [11, 12]
+    ours = generate(pipe, "a photo of a chef", seeds, num_inference_steps=4, height=32, width=32, progress=False)
+    plain = pipe("a photo of a chef", num_inference_steps=4, height=32, width=32, output_type="pt",
+                 num_images_per_prompt=2, generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+    assert torch.equal(ours, plain)
+
+
+def test_generate_in_bf16_shares_the_float32_noise(offline, tiny_folders, capsys):
+    from scaleup.models.pipelines import generate, generate_batches, seed_latents
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    half = load_sd15(tiny_folders["sd15"], torch_dtype="bf16")
+    assert torch.equal(seed_latents([3], (4, 16, 16), dtype=torch.bfloat16),
+                       seed_latents([3], (4, 16, 16)).to(torch.bfloat16))
+    a = generate(pipe, "a nurse", [3, 4], num_inference_steps=2, desc="fp32")
+    b = generate(half, "a nurse", [3, 4], num_inference_steps=2, desc="bf16")
+    assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.05  # the same images up to bf16 rounding
+    assert "bf16" in capsys.readouterr().err  # the progress bar
+    batches = list(generate_batches(pipe, "a nurse", [1, 2, 3], batch_size=2, num_inference_steps=2,
+                                    progress=False))
+    assert [idx for idx, _ in batches] == [[0, 1], [2]] and batches[1][1].shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(prompts=["a", "b"], seeds=[1]), "same length"),
+    (dict(seeds=[-1]), r"seeds must be integers in \[0, 2\*\*63\)"),
+    (dict(seeds=[1.5]), "seeds must be integers"),
+    (dict(seeds=[]), "seeds must not be empty"),
+    (dict(batch_size=0), "batch_size must be a positive integer"),
+    (dict(num_inference_steps=0), "num_inference_steps must be a positive integer"),
+    (dict(height=30), "height must be a multiple of 8"),
+    (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number"),
+    (dict(prompts=[1]), "prompts must be a string or a sequence of strings"),
+])
+def test_generate_rejects_bad_input_before_any_compute(offline, tiny_folders, kwargs, match):
+    from scaleup.models.pipelines import generate
+
+    pipe = load_sd15(tiny_folders["sd15"])
+    call = dict(prompts="a photo", seeds=[1], progress=False) | kwargs
+    with pytest.raises(ValueError, match=match):
+        generate(pipe, call.pop("prompts"), call.pop("seeds"), **call)
+
+
+def test_generate_batches_validates_at_the_call(offline, tiny_folders):
+    from scaleup.models.pipelines import generate_batches
+
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_batches(load_sd15(tiny_folders["sd15"]), "a photo", [1], batch_size=-1)  # no next() needed

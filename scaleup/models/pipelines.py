@@ -92,6 +92,13 @@ def generate_batches(pipe, prompts: str | Sequence[str], seeds: Sequence[int], *
     if soft_prompt is not None and _is_sdxl(pipe):
         raise ValueError("soft_prompt is supported for single-text-encoder (SD 1.x/2.x) pipelines only")
 
+    # validated above, generated below: bad input fails at the call, not at the first next()
+    return _batches(pipe, prompts, seeds, num_inference_steps, guidance_scale, height, width, batch_size,
+                    negative_prompt, soft_prompt, progress, desc)
+
+
+def _batches(pipe, prompts, seeds, num_inference_steps, guidance_scale, height, width, batch_size, negative_prompt,
+             soft_prompt, progress, desc) -> Iterator[tuple[list[int], torch.Tensor]]:
     device = pipe._execution_device
     dtype = pipe.unet.dtype
     shape = latent_shape(pipe, height, width)
@@ -148,13 +155,7 @@ def generate(pipe, prompts: str | Sequence[str], seeds: Sequence[int], *, num_in
     soft_prompt : a :class:`scaleup.models.soft_prompt.SoftPrompt` prefixed to every prompt (SD 1.x/2.x only).
     progress : show a tqdm bar over images.
     """
-    out = torch.empty(0)
-    parts = []
-    for _, images in generate_batches(pipe, prompts, seeds, num_inference_steps=num_inference_steps,
-                                      guidance_scale=guidance_scale, height=height, width=width,
-                                      batch_size=batch_size, negative_prompt=negative_prompt,
-                                      soft_prompt=soft_prompt, progress=progress, desc=desc):
-        parts.append(images)
-    if parts:
-        out = torch.cat(parts)
-    return out
+    batches = generate_batches(pipe, prompts, seeds, num_inference_steps=num_inference_steps,
+                               guidance_scale=guidance_scale, height=height, width=width, batch_size=batch_size,
+                               negative_prompt=negative_prompt, soft_prompt=soft_prompt, progress=progress, desc=desc)
+    return torch.cat([images for _, images in batches])

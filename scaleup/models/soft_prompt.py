@@ -73,7 +73,7 @@ class SoftPrompt(nn.Module):
         return cls.from_token_ids(text_encoder, rows.tolist())
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the soft prompt to ``path`` (a ``.safetensors`` file, or a folder that gets soft_prompt.safetensors)."""
+        """Write to ``path``: a ``.safetensors`` file, or a folder that then holds soft_prompt.safetensors."""
         from safetensors.torch import save_file
 
         path = Path(path)

@@ -175,7 +175,8 @@ def tiny_sd_pipeline(seed: int = 0, *, tokenizer_folder: str | Path, scheduler: 
     from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline(
-        vae=tiny_vae(seed), text_encoder=tiny_clip_text_model(seed + 1), tokenizer=tiny_clip_tokenizer(tokenizer_folder),
+        vae=tiny_vae(seed), text_encoder=tiny_clip_text_model(seed + 1),
+        tokenizer=tiny_clip_tokenizer(tokenizer_folder),
         unet=tiny_unet(seed + 2), scheduler=tiny_scheduler(scheduler), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
 
