@@ -91,11 +91,9 @@ def _text_encoder(config: dict, *, with_projection: bool, device, dtype, seed):
 
 
 def _full_tokenizer(folder: str | Path | None):
-    import tempfile
-
     from scaleup.models.tiny import tiny_clip_tokenizer
 
-    return tiny_clip_tokenizer(folder or tempfile.mkdtemp(prefix="fairdiff-tokenizer-"))
+    return tiny_clip_tokenizer(folder)
 
 
 def full_size_sd15_pipeline(*, device: DeviceLike = "meta", torch_dtype: DTypeLike = None, seed: int = 0,

@@ -90,10 +90,16 @@ def write_tiny_tokenizer_files(folder: str | Path) -> Path:
     return folder
 
 
-def tiny_clip_tokenizer(folder: str | Path):
-    """A ``CLIPTokenizer`` read from the tiny vocab.json / merges.txt written into ``folder`` (77-token context)."""
+def tiny_clip_tokenizer(folder: str | Path | None = None):
+    """A ``CLIPTokenizer`` read from the tiny vocab.json / merges.txt written into ``folder`` (77-token context).
+
+    ``folder`` None: a new temporary folder.
+    """
+    import tempfile
+
     from transformers import CLIPTokenizer
 
+    folder = folder if folder is not None else tempfile.mkdtemp(prefix="fairdiff-tokenizer-")
     write_tiny_tokenizer_files(folder)
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=CONTEXT_LENGTH, local_files_only=True)
 
@@ -170,7 +176,8 @@ def tiny_scheduler(name: str = "dpm++2m"):
     return make_scheduler(name, base.config)
 
 
-def tiny_sd_pipeline(seed: int = 0, *, tokenizer_folder: str | Path, scheduler: str = "dpm++2m"):
+def tiny_sd_pipeline(seed: int = 0, *, tokenizer_folder: str | Path | None = None,
+                      scheduler: str = "dpm++2m"):
     """A tiny ``StableDiffusionPipeline`` (no safety checker); its tokenizer files go to ``tokenizer_folder``."""
     from diffusers import StableDiffusionPipeline
 
@@ -181,7 +188,8 @@ def tiny_sd_pipeline(seed: int = 0, *, tokenizer_folder: str | Path, scheduler: 
         requires_safety_checker=False)
 
 
-def tiny_sdxl_pipeline(seed: int = 0, *, tokenizer_folder: str | Path, scheduler: str = "dpm++2m"):
+def tiny_sdxl_pipeline(seed: int = 0, *, tokenizer_folder: str | Path | None = None,
+                      scheduler: str = "dpm++2m"):
     """A tiny ``StableDiffusionXLPipeline``: two text encoders (the second with projection), added conditioning."""
     from diffusers import StableDiffusionXLPipeline
 
@@ -193,7 +201,7 @@ def tiny_sdxl_pipeline(seed: int = 0, *, tokenizer_folder: str | Path, scheduler
         scheduler=tiny_scheduler(scheduler))
 
 
-def tiny_clip_model(seed: int = 0, *, tokenizer_folder: str | Path):
+def tiny_clip_model(seed: int = 0, *, tokenizer_folder: str | Path | None = None):
     """A tiny transformers ``CLIPModel`` (text and 32 px vision towers, 16-d projections) and ``CLIPProcessor``."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
 
