@@ -348,3 +348,323 @@ def test_shipped_gender_classifier_on_the_astronaut(astronaut, detectors):
         x0, y0, x1, y1 = (int(v) for v in faces.detections[0])
         assert grad[y0:y1, x0:x1].sum() > 0 and torch.isfinite(grad).all()
         assert grad[:, :100].sum() == 0 and grad[300:].sum() == 0  # far from the face: nothing
+
+
+# ---- embedders, zero-shot and probe classifiers on tiny random CLIP / DINOv2 ------------------------------------
+
+def _tiny_tokenizer():
+    import string
+
+    from transformers import CLIPTokenizer
+
+    chars = list(string.ascii_lowercase) + [",", ".", "-"]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77), vocab
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    """A random 2-layer CLIPModel (32 px vision tower, 16-d projections), its processor and tokenizer."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig, CLIPVisionConfig
+
+    tokenizer, vocab = _tiny_tokenizer()
+    text = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
+                          eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"])
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)).eval()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _pooled(output):
+    # transformers 5 returns a model output whose pooler_output is the projected embedding; 4.x a tensor
+    return getattr(output, "pooler_output", output)
+
+
+def _uint8_images(batch, size, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, size, size), generator=gen).float() / 255
+
+
+def test_clip_embedder_matches_transformers(tiny_clip):
+    from scaleup.perception.embedders import ClipEmbedder, ImageEmbedder, TextImageEmbedder
+
+    model, processor = tiny_clip
+    embedder = ClipEmbedder(model, processor)
+    assert isinstance(embedder, ImageEmbedder) and isinstance(embedder, TextImageEmbedder) and embedder.dim == 16
+    images = _uint8_images(3, 32, seed=0)  # already the model's size: preprocessing is normalisation only
+    pixels = processor.image_processor(images=[(im.permute(1, 2, 0) * 255).round().byte().numpy() for im in images],
+                                       return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        ref = F.normalize(_pooled(model.get_image_features(pixel_values=pixels)), dim=-1)
+        ours = embedder(images)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    texts = ["a photo of a man.", "a photo of a woman."]
+    tokens = processor.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref_t = F.normalize(_pooled(model.get_text_features(**tokens)), dim=-1)
+        torch.testing.assert_close(embedder.embed_texts(texts), ref_t, rtol=0, atol=1e-5)
+    assert torch.allclose(ours.norm(dim=1), torch.ones(3))
+
+
+def test_torch_preprocessing_matches_the_pil_processor(astronaut, tiny_clip):
+    """Resize 512 -> 32 (bicubic, antialiased) in torch vs the processor's PIL path: equal up to PIL's uint8
+    rounding (1/255 / std ~ 0.015 in normalised units)."""
+    from scaleup.perception.preprocessing import ImagePreprocessing
+
+    _, processor = tiny_clip
+    prep = ImagePreprocessing.from_image_processor(processor)
+    assert (prep.resize, prep.crop, prep.interpolation) == (32, 32, "bicubic")
+    wide = astronaut[..., 64:448, :]  # 384 x 512: shorter side 384 -> 32, then a centre crop
+    ref = processor.image_processor(images=[(wide[0].permute(1, 2, 0) * 255).round().byte().numpy()],
+                                    return_tensors="pt")["pixel_values"]
+    ours = prep(wide)
+    assert ours.shape == ref.shape == (1, 3, 32, 32)
+    assert (ours - ref).abs().mean() < 0.02 and (ours - ref).abs().max() < 0.1
+
+
+def test_dinov2_embedder_is_the_normalised_cls_token():
+    from transformers import Dinov2Config, Dinov2Model
+
+    from scaleup.perception.embedders import Dinov2Embedder
+    from scaleup.perception.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessing
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                                     image_size=32, patch_size=8)).eval()
+    embedder = Dinov2Embedder(model, preprocessing=ImagePreprocessing(32, 32, IMAGENET_MEAN, IMAGENET_STD))
+    images = _uint8_images(2, 48, seed=1).requires_grad_(True)
+    emb = embedder(images)
+    assert emb.shape == (2, 32) and torch.allclose(emb.norm(dim=1), torch.ones(2))
+    pixels = (F.interpolate(images.detach(), size=(32, 32), mode="bicubic", antialias=True, align_corners=False)
+              - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        cls = model(pixel_values=pixels).last_hidden_state[:, 0]
+    torch.testing.assert_close(emb.detach(), F.normalize(cls, dim=-1), rtol=0, atol=1e-5)
+    emb[:, 0].sum().backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_zero_shot_matches_manual_cosine_logits(tiny_clip):
+    from scaleup.perception.embedders import ClipEmbedder
+    from scaleup.perception.zero_shot import ClipZeroShotClassifier
+
+    model, processor = tiny_clip
+    embedder = ClipEmbedder(model, processor)
+    attr = get_attribute("race")
+    classifier = ClipZeroShotClassifier(embedder, attr)
+    faces = _uint8_images(5, 32, seed=2)
+    logits = classifier(faces)
+    assert logits.shape == (5, 4) and classifier.class_names == attr.class_names
+    # manual: transformers' own feature functions, prompt ensemble = normalised mean of normalised embeddings
+    with torch.no_grad():
+        pixels = (faces - torch.tensor(processor.image_processor.image_mean).view(1, 3, 1, 1)) / \
+            torch.tensor(processor.image_processor.image_std).view(1, 3, 1, 1)
+        image = F.normalize(_pooled(model.get_image_features(pixel_values=pixels)), dim=-1)
+        classes = []
+        for prompts in attr.prompts:
+            tokens = processor.tokenizer(list(prompts), padding=True, return_tensors="pt")
+            classes.append(F.normalize(F.normalize(_pooled(model.get_text_features(**tokens)), dim=-1).mean(0), dim=0))
+        manual = model.logit_scale.exp() * image @ torch.stack(classes).T
+    torch.testing.assert_close(logits.detach(), manual, rtol=1e-5, atol=1e-5)
+    # one prompt per class: exactly CLIP's own logits_per_image
+    single = ClipZeroShotClassifier(embedder, "gender", prompts=[["a man."], ["a woman."]])
+    tokens = processor.tokenizer(["a man.", "a woman."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                    pixel_values=pixels).logits_per_image
+    torch.testing.assert_close(single(faces).detach(), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="prompts must be 2 non-empty lists"):
+        ClipZeroShotClassifier(embedder, "gender", prompts=[["a man."]])
+
+
+def test_zero_shot_gradient_reaches_the_photo_through_the_crop(astronaut, detectors, tiny_clip):
+    from scaleup.perception.classifiers import classify_largest_faces
+    from scaleup.perception.embedders import ClipEmbedder
+    from scaleup.perception.zero_shot import ClipZeroShotClassifier
+
+    model, processor = tiny_clip
+    classifier = ClipZeroShotClassifier(ClipEmbedder(model, processor), "gender")
+    images = astronaut.clone().requires_grad_(True)
+    logits, faces = classify_largest_faces(images, detectors["dlib"], classifier, crop_size=64)
+    logits[0, 1].backward()
+    grad = images.grad[0].abs().sum(0)
+    x0, y0, x1, y1 = (int(v) for v in faces.boxes[0])
+    assert grad[max(y0, 0):y1, max(x0, 0):x1].sum() > 0
+    grad[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = 0
+    assert grad.max() == 0  # nothing outside the crop box (and its 1-pixel bilinear margin)
+
+
+def test_classifier_with_wrong_class_count_raises():
+    from scaleup.perception.classifiers import AttributeClassifier, check_classifier
+    from scaleup.perception.embedders import ClipEmbedder
+    from scaleup.perception.gender_onnx import DlibGenderClassifier
+    from scaleup.perception.linear_probe import ClipProbeClassifier, ProbeHead
+
+    class ThreeWay(AttributeClassifier):
+        def forward(self, faces):
+            return torch.zeros(faces.shape[0], 3)
+
+    with pytest.raises(ValueError, match="ThreeWay has 3 classes .* attribute 'gender' has 2"):
+        ThreeWay("gender", class_names=["male", "female", "other"])
+    with pytest.raises(ValueError, match="has 2 classes .* attribute 'race' has 4"):
+        check_classifier(DlibGenderClassifier(align="none"), "race")
+    with pytest.raises(ValueError, match="must be an AttributeClassifier"):
+        check_classifier(object(), "gender")
+    check_classifier(DlibGenderClassifier(align="none"), "gender")
+
+    class Fake:
+        dim = 16
+
+    with pytest.raises(ValueError, match="probe head has 2 classes but attribute 'gender_race' has 8"):
+        ClipProbeClassifier(Fake(), ProbeHead(16, 2), "gender_race")
+
+
+@pytest.mark.parametrize("hidden,classes", [(0, 2), (0, 4), (8, 2), (8, 4)])
+def test_probe_head_equals_sklearn(hidden, classes):
+    from scaleup.perception.linear_probe import ProbeHead, fit_probe
+
+    attr = {2: "gender", 4: "race"}[classes]
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(classes, 6)) * 2
+    y = rng.integers(0, classes, size=200)
+    x = centres[y] + rng.normal(size=(200, 6)) * 3 + 5  # offset and scale: the folded scaler matters
+    head, report, pipeline = fit_probe(x[:150], y[:150], attr, eval_features=x[150:], eval_labels=y[150:],
+                                       hidden=hidden, seed=0)
+    exact = ProbeHead.from_sklearn(pipeline[0], pipeline[-1], classes, dtype=torch.float64)
+    probs = torch.softmax(exact(torch.from_numpy(x)), dim=1).detach().numpy()
+    np.testing.assert_allclose(probs, pipeline.predict_proba(x), rtol=0, atol=1e-12)
+    # the returned head is float32 (CLIP features are): equal up to float32 rounding of its weights
+    probs32 = torch.softmax(head(torch.from_numpy(x).float()), dim=1).detach().numpy()
+    np.testing.assert_allclose(probs32, pipeline.predict_proba(x), rtol=0, atol=1e-5)
+    assert report.num_train == 150 and report.num_eval == 50
+    assert report.eval_accuracy == pytest.approx(np.mean(pipeline.predict(x[150:]) == y[150:]))
+    assert sum(map(sum, report.eval_confusion)) == 50
+
+
+def test_probe_save_load_roundtrip(tmp_path):
+    from scaleup.perception.linear_probe import ProbeHead, load_probe, save_probe
+
+    head = ProbeHead(16, 8, hidden=4)
+    save_probe(tmp_path / "p", head, "gender_race", {"note": "x"})
+    loaded, attr, meta = load_probe(tmp_path / "p")
+    assert attr.name == "gender_race" and meta["note"] == "x" and meta["hidden"] == 4
+    feats = torch.randn(3, 16)
+    torch.testing.assert_close(loaded(feats), head(feats))
+    with pytest.raises(ValueError, match="must contain head.safetensors and probe.json"):
+        load_probe(tmp_path)
+
+
+def test_fit_probe_refuses_a_missing_class():
+    from scaleup.perception.linear_probe import fit_probe
+
+    with pytest.raises(ValueError, match=r"classes without training images: \['Black', 'Indian'\]"):
+        fit_probe(np.random.default_rng(0).normal(size=(10, 3)), np.array([0, 1] * 5), "race")
+
+
+# ---- labelled folders and the train_probe CLI ------------------------------------------------------------------
+
+def _write_images(folder, count, colour, seed):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = []
+    for i in range(count):
+        pixels = np.clip(rng.normal(0.5, 0.15, (40, 36, 3)) + np.asarray(colour) * 0.3, 0, 1)
+        name = f"{seed}_{i}.png"
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / name)
+        names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def saved_tiny_clip(tiny_clip, tmp_path_factory):
+    model, processor = tiny_clip
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_train_probe_cli_on_a_class_folder(saved_tiny_clip, tmp_path, capsys):
+    from scaleup.perception.embedders import ClipEmbedder
+    from scaleup.perception.labelled_faces import load_image_batch, read_labelled_images
+    from scaleup.perception.linear_probe import ClipProbeClassifier, load_probe
+    from scaleup.perception.train_probe import _load_clip, main
+
+    root = tmp_path / "faces"
+    _write_images(root / "male", 20, (1, 0, 0), seed=1)
+    _write_images(root / "female", 20, (0, 0, 1), seed=2)
+    out = tmp_path / "probe"
+    code = main(["--clip", str(saved_tiny_clip), "--attribute", "gender", "--layout", "folder", "--root", str(root),
+                 "--out", str(out), "--image-size", "32", "--batch-size", "16", "--eval-fraction", "0.25"])
+    assert code == 0
+    assert "evaluation (random 0.25, 10 images) accuracy" in capsys.readouterr().out
+    head, attr, meta = load_probe(out)
+    m = meta["metrics"]
+    assert (m["num_train"], m["num_eval"]) == (30, 10) and m["class_counts_train"] == {"male": 15, "female": 15}
+    assert m["eval_accuracy"] >= 0.8  # red vs blue noise is separable even in a random CLIP's features
+    # the saved head, re-assembled into a classifier, reproduces the reported accuracies on the same images
+    embedder = _load_clip(str(saved_tiny_clip), "cpu")
+    assert isinstance(embedder, ClipEmbedder)
+    classifier = ClipProbeClassifier(embedder, head, attr)
+    data = read_labelled_images(root, "folder", "gender")
+    with torch.no_grad():
+        predicted = classifier(load_image_batch(data.paths, 32)).argmax(1).numpy()
+    correct = (predicted == data.labels).sum()
+    assert correct == round(m["train_accuracy"] * 30 + m["eval_accuracy"] * 10)
+
+
+def test_fairface_and_celeba_layouts(tmp_path):
+    from scaleup.perception.labelled_faces import read_labelled_images
+
+    ff = tmp_path / "fairface"
+    races = ["White", "East Asian", "Black", "Indian", "Middle Eastern", "Southeast Asian", "Latino_Hispanic"]
+    for split, n in (("train", 7), ("val", 4)):
+        names = _write_images(ff / split, n, (0, 0, 0), seed=3 if split == "train" else 4)
+        rows = ["file,age,gender,race,service_test"] + [
+            f"{split}/{name},{['20-29', '50-59'][i % 2]},{['Male', 'Female'][i % 2]},{races[i % 7]},True"
+            for i, name in enumerate(names)]
+        (ff / f"fairface_label_{split}.csv").write_text("\n".join(rows) + "\n")
+    data = read_labelled_images(ff, "fairface", "race")
+    assert data.labels.tolist() == [0, 1, 2, 3, 0, 1, 0] + [0, 1, 2, 3]
+    assert data.is_eval.tolist() == [False] * 7 + [True] * 4
+    assert data.paths[0] == ff / "train" / "3_0.png" and data.paths[0].is_file()
+    assert read_labelled_images(ff, "fairface", "age").labels.tolist()[:4] == [0, 1, 0, 1]
+
+    celeba = tmp_path / "celeba"
+    names = _write_images(celeba / "img_align_celeba", 4, (0, 0, 0), seed=5)
+    header = ["5_o_Clock_Shadow", "Male", "Young"]
+    lines = [str(len(names)), " ".join(header)] + [f"{n} -1 {[1, -1][i % 2]} {[1, -1][i // 2]}"
+                                                     for i, n in enumerate(names)]
+    (celeba / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (celeba / "list_eval_partition.txt").write_text("\n".join(f"{n} {p}" for n, p in zip(names, [0, 1, 2, 0])))
+    data = read_labelled_images(celeba, "celeba", "gender")
+    assert data.labels.tolist() == [0, 0, 1]  # the validation partition (second image) is left out
+    assert data.is_eval.tolist() == [False, True, False]
+    assert read_labelled_images(celeba, "celeba", "age").labels.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="CelebA has no labels for attribute 'race'"):
+        read_labelled_images(celeba, "celeba", "race")
+
+
+def test_train_probe_cli_bad_input_exits_2(saved_tiny_clip, tmp_path, capsys):
+    from scaleup.perception.train_probe import main
+
+    base = ["--clip", str(saved_tiny_clip), "--attribute", "gender", "--layout", "folder", "--out", str(tmp_path / "o")]
+    assert main(base + ["--root", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train_probe: error: data root") and "\n" not in err
+    (tmp_path / "faces" / "men").mkdir(parents=True)
+    assert main(base + ["--root", str(tmp_path / "faces")]) == 2
+    assert "one sub-folder per class of 'gender' named ['male', 'female']; found ['men']" in capsys.readouterr().err
+    assert main(base + ["--root", str(tmp_path / "faces"), "--eval-fraction", "1.5"]) == 2
+    assert main(["--clip", str(tmp_path), "--attribute", "gender", "--layout", "folder", "--root",
+                 str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a saved CLIPModel folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
