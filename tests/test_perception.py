@@ -127,11 +127,21 @@ def test_largest_face_is_chosen_by_visible_area():
     assert out.detections[0].tolist() == [-50, -50, 12, 12]
 
 
+@pytest.mark.parametrize("cls", [HaarFaceDetector, DlibFaceDetector])
+def test_detection_on_a_downscaled_copy_maps_boxes_back(astronaut, cls):
+    big = F.interpolate(astronaut, size=(1024, 1024), mode="bilinear", align_corners=False)
+    faces = find_faces(big, cls(max_side=512))
+    assert faces.found.tolist() == [True]
+    assert iou(faces.detections[0].tolist(), [2 * v for v in ASTRONAUT_FACE]) > 0.6
+
+
 def test_bad_detector_arguments():
     with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
         make_face_detector("yolo")
     with pytest.raises(ValueError, match="expand must be"):
         DlibFaceDetector(expand=-2)
+    with pytest.raises(ValueError, match="max_side must be None or an int >= 16"):
+        HaarFaceDetector(max_side=8)
     with pytest.raises(ValueError, match=r"images must have shape \(B, 3, H, W\)"):
         find_faces(torch.zeros(3, 8, 8), _FixedDetector([]))
 

@@ -11,7 +11,12 @@ Backends (all take an already-loaded model; ``scaleup.models`` loads them):
 - :class:`Dinov2Embedder`: transformers ``Dinov2Model``, the layer-normed CLS token (``pooler_output``, what the
   torch.hub ``dinov2_vitb14`` returns).
 - :class:`OpenClipEmbedder`: an open_clip model + tokenizer (open_clip is imported by the caller; it needs
-  torchvision, so it is an optional extra).
+  torchvision, so it is the optional extra ``fairdiff[clip]``). Its tests (tests/test_perception_open_clip.py) run
+  where open_clip imports, e.g. in a second environment::
+
+      python3 -m venv /tmp/venv-clip && /tmp/venv-clip/bin/pip install torch==2.14.1 torchvision==0.29.1 \
+          open_clip_torch pytest numpy
+      PYTHONPATH=$PWD /tmp/venv-clip/bin/python -m pytest tests/test_perception_open_clip.py -q
 
 Each applies its model's own preprocessing in torch (:class:`~.preprocessing.ImagePreprocessing`): no PIL
 round-trip, so gradients reach the pixels. The embedders never change ``requires_grad`` of the model.

@@ -67,6 +67,26 @@ class FaceDetector(Protocol):
     def detect(self, images: torch.Tensor) -> list[list[FaceDetection]]: ...
 
 
+def _detection_copies(images: torch.Tensor, max_side: int | None) -> tuple[list[np.ndarray], float]:
+    """uint8 copies for a detector, downscaled (area interpolation) so the longer side is at most ``max_side``;
+    returns the copies and the factor that maps their coordinates back (divide by it)."""
+    arrays = list(images_to_uint8(images))
+    height, width = images.shape[-2:]
+    if max_side is None or max(height, width) <= max_side:
+        return arrays, 1.0
+    import cv2
+
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return [cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in arrays], scale
+
+
+def _check_max_side(max_side: int | None) -> int | None:
+    if max_side is not None and not (isinstance(max_side, int) and max_side >= 16):
+        raise ValueError(f"max_side must be None or an int >= 16; got {max_side!r}")
+    return max_side
+
+
 def _check_expand(expand: float) -> float:
     if not (isinstance(expand, (int, float)) and np.isfinite(expand) and expand > -1):
         raise ValueError(f"expand must be a finite number > -1 (0 = the detector's box made square); got {expand!r}")
@@ -86,12 +106,15 @@ class HaarFaceDetector:
         Smallest face side as a fraction of the image's shorter side (skips tiny false positives).
     expand : float
         Default square expansion; Haar boxes run from the forehead to the chin, a little larger than dlib's.
+    max_side : int, optional
+        Detect on a copy downscaled to this longer side (speed on 1024 px SDXL images); boxes are scaled back.
     """
 
     name = "haar"
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", *, scale_factor: float = 1.1,
-                 min_neighbors: int = 5, min_size_fraction: float = 0.08, expand: float = 1.0) -> None:
+                 min_neighbors: int = 5, min_size_fraction: float = 0.08, expand: float = 1.0,
+                 max_side: int | None = None) -> None:
         import cv2
 
         path = Path(cascade) if os.path.sep in cascade else Path(cv2.data.haarcascades) / cascade
@@ -105,20 +128,22 @@ class HaarFaceDetector:
             raise ValueError(f"scale_factor must be > 1; got {scale_factor}")
         self.scale_factor, self.min_neighbors, self.min_size_fraction = scale_factor, int(min_neighbors), \
             float(min_size_fraction)
-        self.expand = _check_expand(expand)
+        self.expand, self.max_side = _check_expand(expand), _check_max_side(max_side)
 
     def detect(self, images: torch.Tensor) -> list[list[FaceDetection]]:
         import cv2
 
         out = []
-        for image in images_to_uint8(images):
+        copies, scale = _detection_copies(images, self.max_side)
+        for image in copies:
             gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
             side = max(1, int(self.min_size_fraction * min(gray.shape)))
             rects, _, weights = self._cascade.detectMultiScale3(
                 gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side),
                 outputRejectLevels=True)
-            out.append([FaceDetection((float(x), float(y), float(x + w), float(y + h)), float(s))
-                        for (x, y, w, h), s in zip(np.asarray(rects).reshape(-1, 4), np.ravel(weights))])
+            out.append([FaceDetection((x / scale, y / scale, (x + w) / scale, (y + h) / scale), float(s))
+                        for (x, y, w, h), s in zip(np.asarray(rects, dtype=np.float64).reshape(-1, 4),
+                                                   np.ravel(weights))])
         return out
 
 
@@ -135,25 +160,30 @@ class DlibFaceDetector:
     expand : float
         Default square expansion (1.1: the official aDFT code's value for dlib boxes, which run from the eyebrows
         to the chin).
+    max_side : int, optional
+        As for :class:`HaarFaceDetector` (dlib's HOG window finds faces of about 80 px and larger at upsample 0).
     """
 
     name = "dlib"
 
-    def __init__(self, *, upsample: int = 0, threshold: float = 0.0, expand: float = 1.1) -> None:
+    def __init__(self, *, upsample: int = 0, threshold: float = 0.0, expand: float = 1.1,
+                 max_side: int | None = None) -> None:
         import dlib
 
         if not (isinstance(upsample, int) and upsample >= 0):
             raise ValueError(f"upsample must be an int >= 0; got {upsample!r}")
         self._detector = dlib.get_frontal_face_detector()
         self.upsample, self.threshold, self.expand = upsample, float(threshold), _check_expand(expand)
+        self.max_side = _check_max_side(max_side)
 
     def detect(self, images: torch.Tensor) -> list[list[FaceDetection]]:
         out = []
-        for image in images_to_uint8(images):
+        copies, scale = _detection_copies(images, self.max_side)
+        for image in copies:
             rects, scores, _ = self._detector.run(image, self.upsample, self.threshold)
             # dlib rectangles are inclusive pixel indices: right/bottom + 1 is the continuous edge
-            out.append([FaceDetection((float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)),
-                                      float(s)) for r, s in zip(rects, scores)])
+            out.append([FaceDetection((r.left() / scale, r.top() / scale, (r.right() + 1) / scale,
+                                       (r.bottom() + 1) / scale), float(s)) for r, s in zip(rects, scores)])
         return out
 
 
