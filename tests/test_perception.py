@@ -512,7 +512,6 @@ def test_zero_shot_gradient_reaches_the_photo_through_the_crop(astronaut, detect
 
 def test_classifier_with_wrong_class_count_raises():
     from scaleup.perception.classifiers import AttributeClassifier, check_classifier
-    from scaleup.perception.embedders import ClipEmbedder
     from scaleup.perception.gender_onnx import DlibGenderClassifier
     from scaleup.perception.linear_probe import ClipProbeClassifier, ProbeHead
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,11 +70,12 @@ def test_open_clip_preprocessing_matches_its_transform(tiny_open_clip):
 
     model, tokenizer, preprocess = tiny_open_clip
     embedder = OpenClipEmbedder(model, tokenizer)
+    assert (embedder.preprocessing.resize, embedder.preprocessing.crop) == (32, 32)  # read from preprocess_cfg
     gen = torch.Generator().manual_seed(1)
     smooth = F.interpolate(torch.rand(1, 3, 6, 8, generator=gen), size=(48, 64), mode="bilinear")
     pil = Image.fromarray((smooth[0].permute(1, 2, 0) * 255).round().byte().numpy())
     ref = preprocess(pil)[None]
-    ours = embedder.preprocessing(torch.from_numpy(__import__("numpy").asarray(pil)).permute(2, 0, 1)[None] / 255)
+    ours = embedder.preprocessing(torch.from_numpy(np.array(pil)).permute(2, 0, 1)[None] / 255)
     assert ours.shape == ref.shape
     assert (ours - ref).abs().mean() < 0.02 and (ours - ref).abs().max() < 0.1
 

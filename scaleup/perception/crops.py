@@ -1,4 +1,4 @@
-"""Differentiable face crops: gradients of a classifier on the crop reach the generated image's pixels (seed 000 [0108]).
+"""Differentiable face crops: gradients of a classifier on the crop reach the generated pixels (seed 000 [0108]).
 
 The DAL acts on the face region d_face(x) of every generated image x ([0108]); for its gradient to reach the
 diffusion model the crop must be differentiable in x (the box itself comes from a non-differentiable detector and

@@ -177,6 +177,9 @@ class OpenClipEmbedder(nn.Module):
         self.model, self.tokenizer = model, tokenizer
         if preprocessing is None:
             cfg = dict(getattr(model.visual, "preprocess_cfg", None) or {})
+            if cfg.get("resize_mode", "shortest") != "shortest":
+                raise ValueError(f"open_clip resize_mode {cfg['resize_mode']!r} is not reproduced here (only "
+                                 "'shortest' + centre crop); pass preprocessing=ImagePreprocessing(...) explicitly")
             size = cfg.get("size", getattr(model.visual, "image_size", 224))
             side = int(size[0] if isinstance(size, (tuple, list)) else size)
             interpolation = cfg.get("interpolation", "bicubic")
