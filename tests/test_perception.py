@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from scaleup.perception.attributes import (ATTRIBUTES, celeba_class_index, check_class_names, fairface_class_index,
                                            get_attribute)
-from scaleup.perception.crops import crop_faces, crop_frames, square_boxes
+from scaleup.perception.crops import box_masks, crop_faces, crop_frames, square_boxes
 from scaleup.perception.faces import (DlibFaceDetector, FaceDetection, HaarFaceDetector, crop_largest_faces,
                                       find_faces, make_face_detector)
 
@@ -135,6 +135,18 @@ def test_detection_on_a_downscaled_copy_maps_boxes_back(astronaut, cls):
     assert iou(faces.detections[0].tolist(), [2 * v for v in ASTRONAUT_FACE]) > 0.6
 
 
+@pytest.mark.parametrize("name,module", [("insightface", "insightface"), ("mtcnn", "facenet_pytorch")])
+def test_optional_detectors_fail_clearly_when_absent(name, module, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        with pytest.raises(ModuleNotFoundError, match="not a fairdiff dependency. Use 'haar' or 'dlib'"):
+            make_face_detector(name)
+    elif name == "insightface":  # installed: an empty model root must name the folder it expected
+        with pytest.raises(FileNotFoundError, match="buffalo_l"):
+            make_face_detector(name, root=tmp_path)
+
+
 def test_bad_detector_arguments():
     with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
         make_face_detector("yolo")
@@ -203,10 +215,28 @@ def test_crop_gradient_matches_finite_differences():
     torch.autograd.gradcheck(lambda x: crop_faces(x, [[1.3, 2.7, 9.1, 10.4]], 5), (images,))
 
 
+def test_box_masks_cover_the_box_and_respect_found():
+    masks = box_masks([[2, 1, 5, 3], [0.5, 0, 2, 1.25]], 4, 6, found=torch.tensor([True, True]))
+    ref = torch.zeros(2, 1, 4, 6)
+    ref[0, 0, 1:3, 2:5] = 1
+    ref[1, 0, 0, 0], ref[1, 0, 0, 1] = 0.5, 1.0
+    ref[1, 0, 1, 0], ref[1, 0, 1, 1] = 0.125, 0.25
+    torch.testing.assert_close(masks, ref)
+    # the mask's sum is the box area inside the image; an image without a face gets none
+    assert box_masks([[-2, -2, 3, 3]], 4, 6).sum() == 9
+    assert box_masks([[2, 1, 5, 3]], 4, 6, found=torch.tensor([False])).sum() == 0
+
+
 def test_square_boxes_matches_the_official_expansion():
     # aDFT's expand_bbox with target ratio 1 on a 40 x 60 box, expand 0.5: side 90 on the same centre
     out = square_boxes([[10.0, 20.0, 50.0, 80.0]], 0.5)
     assert out.tolist() == [[-15.0, 5.0, 75.0, 95.0]]
+    with pytest.raises(ValueError, match=r"boxes must have shape \(B, 4\)"):
+        square_boxes([1.0, 2.0, 3.0, 4.0], 0.5)
+    with pytest.raises(ValueError, match=r"boxes must have shape \(2, 4\)"):
+        crop_faces(torch.zeros(2, 3, 8, 8), [[0, 0, 4, 4]], 4)
+    with pytest.raises(ValueError, match="x1 > x0 and y1 > y0"):
+        crop_faces(torch.zeros(1, 3, 8, 8), [[4, 0, 4, 4]], 4)
 
 
 # ---- the shipped ONNX networks in torch ------------------------------------------------------------------------

