@@ -117,6 +117,14 @@ def dal_loss(
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a torch.Tensor of shape (N, K); got {shape}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor of raw classifier scores (the cross-entropy needs "
+                         f"their gradient); got dtype {logits.dtype}")
+    # Checked on the logits, so that the error names what the caller passed (softmax turns +inf into NaN).
+    finite = torch.isfinite(logits.detach())
+    if not bool(finite.all()):
+        row = int((~finite).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"logits contains NaN or infinite values (first in row {row}); expected finite classifier scores")
     probs = torch.softmax(logits.detach().to(torch.float64), dim=1).cpu().numpy()
     y, _, mask = dal_targets(probs, target, threshold, groups=groups, method=method, n_samples=n_samples, seed=seed)
     ce = torch.nn.functional.cross_entropy(logits, torch.as_tensor(y, device=logits.device), reduction="none")

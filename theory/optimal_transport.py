@@ -40,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import bdtrc
 from scipy.stats import multinomial
 
-from theory.validation import check_distribution, check_probabilities
+from theory.validation import check_count, check_distribution, check_probabilities
 
 Method = Literal["auto", "exact", "binary", "mc"]
 METHODS: tuple[str, ...] = ("auto", "exact", "binary", "mc")
@@ -169,6 +169,8 @@ def monte_carlo_targets(
     from D (the OT depends on a draw only through its counts), and solves one capacitated assignment. Returns
     (q, stderr), both (N, K); stderr is the standard error of each entry of q over the ``n_samples`` draws.
     """
+    # >= 2 for a standard error; an integer, so that 2.9 is refused rather than truncated to 2
+    n_samples = check_count(n_samples, "n_samples (Monte Carlo draws)", minimum=2)
     n, k = probs.shape
     rng = np.random.default_rng(seed)
     cost = ot_cost_matrix(probs)
@@ -249,8 +251,6 @@ def expected_ot_targets(
     elif resolved == "exact":
         q = exact_targets(p, d, max_count_vectors=max_count_vectors)
     else:
-        if int(n_samples) < 2:
-            raise ValueError(f"n_samples must be an integer >= 2 for a Monte Carlo standard error; got {n_samples!r}")
-        q, stderr = monte_carlo_targets(p, d, n_samples=int(n_samples), seed=seed)
+        q, stderr = monte_carlo_targets(p, d, n_samples=n_samples, seed=seed)
         return (q, stderr) if return_stderr else q
     return (q, np.zeros_like(q)) if return_stderr else q

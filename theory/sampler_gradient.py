@@ -26,12 +26,14 @@ C_i = 1/A_i, standardised by the geometric mean of all C_i (:class:`AdjustedGrad
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 
 from theory.ddpm import ddpm_coefficients, ddpm_sigmas, ddpm_step
+from theory.validation import check_count
 
 GradientMode = Literal["exact", "adjusted", "adjusted_unstandardised"]
 GRADIENT_MODES: tuple[str, ...] = ("exact", "adjusted", "adjusted_unstandardised")
@@ -89,18 +91,77 @@ def scheduler_stepper(scheduler, n_steps: int) -> Callable[[torch.Tensor, torch.
     """``step(eps, z, i)`` for a diffusers-style scheduler (``set_timesteps``, ``timesteps``, ``step``), duck-typed.
 
     Calls ``scheduler.set_timesteps(n_steps)`` once, which also resets a multistep solver's history; make a new
-    stepper for every chain. The scheduler must be deterministic (DDIM with eta = 0, DPM-Solver++).
+    stepper for every chain. The scheduler must be linear in (z, eps) (no ``clip_sample``, no ``thresholding``) and
+    deterministic (DDIM, DPM-Solver++, Euler, ...): eq. 9 and the adjusted gradient are statements about a chain that
+    is a fixed function of z_T and the noise predictions. ``step`` is called without ``eta``, so DDIM runs with its
+    default eta = 0 (eta is a call argument of ``DDIMScheduler.step``, not part of its config).
+
+    Raises
+    ------
+    ValueError
+        If ``n_steps`` is not an integer >= 1, a non-linear flag is set, or the scheduler is stochastic (see
+        :func:`check_deterministic_scheduler`).
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
     config = getattr(scheduler, "config", {})
     for flag in ("clip_sample", "thresholding"):
         if config.get(flag, False):
             raise ValueError(f"the scheduler has {flag}=True, which makes its step non-linear in eps and z; "
                              f"build it with {flag}=False")
+    check_deterministic_scheduler(scheduler, n_steps)
     scheduler.set_timesteps(n_steps)
     timesteps = list(scheduler.timesteps)
     if len(timesteps) != n_steps:
         raise ValueError(f"the scheduler made {len(timesteps)} timesteps for n_steps = {n_steps}")
     return lambda eps, z, i: scheduler.step(eps, timesteps[i], z).prev_sample
+
+
+#: Schedulers (class and config) already found deterministic for a number of steps; a diffusers scheduler's step is a
+#: function of its class and config alone, so one probe per (class, config, n_steps) suffices.
+_DETERMINISTIC_SCHEDULERS: set[tuple[str, str, int]] = set()
+
+
+def check_deterministic_scheduler(scheduler, n_steps: int) -> None:
+    """Refuse a scheduler whose chain of ``n_steps`` steps is not a fixed function of its inputs.
+
+    The probe runs the whole chain twice, on two deep copies of the scheduler, with identical z_T and identical noise
+    predictions, and requires bit-identical outputs at every step. That is the property the adjusted gradient needs,
+    stated directly, rather than a list of class names or config flags that goes stale: DDPMScheduler,
+    EulerAncestralDiscreteScheduler, the SDE variants of DPM-Solver (``algorithm_type="sde-dpmsolver++"``) and any
+    other scheduler that draws fresh noise in ``step`` fail it, because the two runs draw different noise. The probe
+    runs inside ``torch.random.fork_rng``, so it leaves the caller's global random state untouched, and is cached per
+    (class, config, n_steps).
+    """
+    config = getattr(scheduler, "config", None)
+    key = None
+    if config is not None:
+        key = (f"{type(scheduler).__module__}.{type(scheduler).__qualname__}", repr(sorted(dict(config).items())), n_steps)
+        if key in _DETERMINISTIC_SCHEDULERS:
+            return
+    runs = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for _ in range(2):
+            probe = copy.deepcopy(scheduler)
+            probe.set_timesteps(n_steps)
+            timesteps = list(probe.timesteps)
+            z = torch.linspace(-1.0, 1.0, 64).reshape(1, 4, 4, 4)
+            trajectory = []
+            for i, t in enumerate(timesteps):
+                eps = torch.sin(z * 3.0 + i)  # a fixed, input-dependent stand-in for the noise prediction
+                if hasattr(probe, "scale_model_input"):  # Euler-type schedulers warn when step comes first
+                    probe.scale_model_input(z, t)
+                z = probe.step(eps, t, z).prev_sample
+                trajectory.append(z)
+            runs.append(trajectory)
+    for i, (a, b) in enumerate(zip(*runs)):
+        if not torch.equal(a, b):
+            raise ValueError(
+                f"{type(scheduler).__name__} is stochastic: two runs of its step on identical inputs differ at step {i} "
+                f"of {n_steps} (it draws fresh noise). Eq. 9 and the adjusted gradient need a deterministic sampler: use "
+                "DDIMScheduler (eta = 0) or DPMSolverMultistepScheduler(algorithm_type='dpmsolver++')"
+            )
+    if key is not None:
+        _DETERMINISTIC_SCHEDULERS.add(key)
 
 
 def ddpm_stepper(betas: np.ndarray, noises: Sequence[torch.Tensor] | None = None) -> Callable:
@@ -130,6 +191,7 @@ def unrolled_coefficients(
     internal history (multistep solvers). Differentiating z_0 with respect to scalar leaves eps_i and z_T gives the
     coefficients exactly, because the chain is linear. Returned k is in sampling order (first entry: first step).
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
     z_T = torch.ones(1, dtype=torch.float64, requires_grad=True)
     eps = [torch.zeros(1, dtype=torch.float64, requires_grad=True) for _ in range(n_steps)]
     z = z_T
@@ -146,6 +208,8 @@ def adjusted_gradient_scales(a_coefficients: np.ndarray, *, standardise: bool = 
     Standardising keeps the overall gradient scale of the unadjusted chain while equalising the steps.
     """
     a = np.asarray(a_coefficients, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] == 0:
+        raise ValueError(f"a_coefficients must be a non-empty 1-D array, one A_i per sampler step; got shape {a.shape}")
     if not np.isfinite(a).all() or (a == 0).any():
         raise ValueError("every A_i must be finite and non-zero to be inverted; "
                          f"got {int((a == 0).sum())} zeros and {int((~np.isfinite(a)).sum())} non-finite values")
@@ -193,6 +257,8 @@ class AdjustedGradient:
             if a_coefficients is None:
                 raise ValueError(f"mode {mode!r} needs the sampler's A coefficients")
             self.scales = adjusted_gradient_scales(a_coefficients, standardise=mode == "adjusted")
+        #: The number of sampler steps the scales were standardised over (None for the exact gradient, which has none).
+        self.n_steps: int | None = None if self.scales is None else int(self.scales.shape[0])
 
     def network_input(self, z: torch.Tensor) -> torch.Tensor:
         """z itself (exact) or z detached, so that no gradient flows through J (B -> I)."""
@@ -218,6 +284,12 @@ def run_sampler(
     With ``checkpoint`` the network's activations are recomputed in the backward pass
     (``torch.utils.checkpoint``), so that with the adjusted gradient memory stays flat in the number of steps.
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
+    if gradient.n_steps is not None and gradient.n_steps != n_steps:
+        raise ValueError(
+            f"the AdjustedGradient was built for {gradient.n_steps} sampler steps (its C_i are standardised over all of "
+            f"them) but run_sampler was asked for n_steps = {n_steps}; build it from the same sampler and step count"
+        )
     z = z_T
     for i in range(n_steps):
         x = gradient.network_input(z)
@@ -225,6 +297,9 @@ def run_sampler(
             eps = torch.utils.checkpoint.checkpoint(eps_model, x, i, use_reentrant=False)
         else:
             eps = eps_model(x, i)
+        if eps.shape != z.shape:  # a step would broadcast them silently into a different chain
+            raise ValueError(f"eps_model returned shape {tuple(eps.shape)} for a state of shape {tuple(z.shape)} at "
+                             f"step {i}; the noise prediction must have the state's shape")
         z = step(gradient.network_output(eps, i), z, i)
     return z
 
@@ -240,6 +315,7 @@ def multistep_coefficients(
     including those that reach z_{i+1} through the solver's stored history. Returns, per step, ``{"z": {j: alpha},
     "eps": {j: beta}}`` with only the non-zero entries. A one-step sampler has alpha_{i,i} = a_i and beta_{i,i} = b_i.
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
     z_leaves, eps_leaves, out = [], [], []
     z = torch.ones(1, dtype=torch.float64)
     for i in range(n_steps):
