@@ -171,3 +171,110 @@ def test_scheduler_probe_is_cached_per_class_config_and_steps():
     for _ in range(3):
         scheduler_stepper(DDIMScheduler(clip_sample=False, num_train_timesteps=999), 7)
     assert len(_DETERMINISTIC_SCHEDULERS) == before + 1
+
+
+# ------------------------------------------------------------------------------------------ clear errors, one line
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_dal_loss_refuses_integer_and_bool_logits(dtype):
+    from theory.dal import dal_loss
+
+    with pytest.raises(ValueError, match=f"logits must be a floating-point tensor.*{dtype}"):
+        dal_loss(torch.zeros(4, 2, dtype=dtype), [0.5, 0.5], 0.8)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_dal_loss_reports_non_finite_logits_as_logits(bad):
+    """NaN logits used to be reported as "probs contains NaN", an argument the caller never passed."""
+    from theory.dal import dal_loss
+
+    logits = torch.zeros(3, 2)
+    logits[1, 0] = bad
+    with pytest.raises(ValueError, match=r"^logits contains NaN or infinite values \(first in row 1\)"):
+        dal_loss(logits, [0.5, 0.5], 0.8)
+
+
+def test_popalign_loss_refuses_numpy_r():
+    with pytest.raises(ValueError, match="r must be a floating-point torch.Tensor.*ndarray"):
+        popalign_loss(np.zeros(4), torch.tensor([True, False, True, False]), 1.0)
+
+
+def test_scheduler_stepper_refuses_zero_steps():
+    from diffusers import DDIMScheduler
+
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1; got 0"):
+        scheduler_stepper(DDIMScheduler(clip_sample=False), 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((np.zeros(0), np.zeros(0), [], []), "jacobians is empty"),
+        ((np.zeros(3), np.zeros(3), [np.eye(2)] * 2, [np.zeros((2, 4))] * 3), "jacobians = 2.*eps_grads = 3"),
+        ((np.zeros(2), np.zeros(3), [np.eye(2)] * 2, [np.zeros((2, 4))] * 2), "k = 2, chat = 3"),
+        ((np.zeros(2), np.zeros(2), [np.eye(2), np.eye(3)], [np.zeros((2, 4))] * 2), r"jacobians\[1\] has shape"),
+        ((np.zeros(2), np.zeros(2), [np.eye(2)] * 2, [np.zeros((2, 4)), np.zeros((2, 5))]), r"eps_grads\[1\] has shape"),
+    ],
+)
+def test_eq9_gradient_refuses_empty_or_mismatched_lists(args, message):
+    """These used to end in an IndexError (or a silent zip truncation)."""
+    from theory.sampler_gradient import eq9_gradient, recursive_chain_gradient
+
+    with pytest.raises(ValueError, match=message):
+        eq9_gradient(*args)
+    if message == "jacobians is empty":
+        with pytest.raises(ValueError, match=message):
+            recursive_chain_gradient([], [], [])
+
+
+@pytest.mark.parametrize("seed", [1.5, "1", -1, True])
+def test_expected_ot_targets_refuses_bad_seeds(seed):
+    """A float or string seed used to raise numpy's TypeError from SeedSequence."""
+    from theory.optimal_transport import expected_ot_targets
+
+    with pytest.raises(ValueError, match="seed must be"):
+        expected_ot_targets(np.full((4, 3), 1 / 3), [1 / 3] * 3, method="mc", n_samples=10, seed=seed)
+
+
+def test_dal_targets_refuses_bad_seed_with_groups():
+    from theory.dal import dal_targets
+
+    with pytest.raises(ValueError, match="seed must be"):
+        dal_targets(np.full((4, 3), 1 / 3), [1 / 3] * 3, 0.5, groups=[0, 0, 1, 1], seed=0.5)
+
+
+def test_metric_messages_do_not_contradict_themselves():
+    """``symmetric_score_kl([], [])`` said "protected must be ... with length 0; got shape (0,)";
+    ``class_frequencies([0, 0], 0)`` said "labels must be integers in [0, -1]"."""
+    from theory.metrics import class_frequencies, symmetric_score_kl
+
+    with pytest.raises(ValueError, match=r"^scores must be a non-empty 1-D array.*got shape \(0,\)$"):
+        symmetric_score_kl([], [])
+    with pytest.raises(ValueError, match=r"^n_classes must be an integer >= 1; got 0$"):
+        class_frequencies([0, 0], 0)
+    with pytest.raises(ValueError, match=r"protected must be a 1-D array with length 3"):
+        symmetric_score_kl([0.1, 0.2, 0.3], [0, 1])
+
+
+@pytest.mark.parametrize("n", [3000, 199_998])
+def test_exact_method_bounds_the_work_and_refuses_in_milliseconds(n):
+    """N = 3000, K = 2 ran for ~14 minutes; N = 199,998 raised a MemoryError. Both are refused before any work."""
+    import time
+
+    from theory.optimal_transport import EXACT_MAX_WORK, exact_work, expected_ot_targets
+
+    probs = np.column_stack([np.linspace(0.01, 0.99, n), 1 - np.linspace(0.01, 0.99, n)])
+    assert exact_work(n, 2) == (n + 1) * n * n > EXACT_MAX_WORK
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="method='mc'.*method='binary'"):
+        expected_ot_targets(probs, [0.5, 0.5], method="exact")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_exact_work_bound_keeps_the_cases_it_should_run():
+    from theory.optimal_transport import EXACT_MAX_WORK, exact_work, expected_ot_targets
+
+    assert exact_work(24, 4) <= EXACT_MAX_WORK  # seed 000's race setting, N = 24 with K = 4
+    q = expected_ot_targets(np.full((6, 3), 1 / 3), [0.5, 0.3, 0.2], method="exact", max_work=6**2 * 28)
+    np.testing.assert_allclose(q.sum(axis=0), 6 * np.array([0.5, 0.3, 0.2]), rtol=1e-12)
+    with pytest.raises(ValueError, match="max_work = 1e\\+03"):
+        expected_ot_targets(np.full((6, 3), 1 / 3), [0.5, 0.3, 0.2], method="exact", max_work=1000)

@@ -23,7 +23,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from theory.optimal_transport import DEFAULT_MC_SAMPLES, Method, expected_ot_targets
-from theory.validation import check_distribution, check_labels, check_probabilities, check_threshold
+from theory.validation import check_distribution, check_labels, check_probabilities, check_seed, check_threshold
 
 
 class DALTargets(NamedTuple):
@@ -66,6 +66,7 @@ def dal_targets(
     """
     p = check_probabilities(probs)
     c_min = check_threshold(threshold)
+    seed = check_seed(seed)
     q = np.empty_like(p)
     if groups is None:
         if isinstance(target, Mapping):

@@ -40,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import bdtrc
 from scipy.stats import multinomial
 
-from theory.validation import check_count, check_distribution, check_probabilities
+from theory.validation import check_count, check_distribution, check_probabilities, check_seed
 
 Method = Literal["auto", "exact", "binary", "mc"]
 METHODS: tuple[str, ...] = ("auto", "exact", "binary", "mc")
@@ -48,8 +48,14 @@ METHODS: tuple[str, ...] = ("auto", "exact", "binary", "mc")
 #: ``method="auto"`` enumerates exactly while there are at most this many class-count vectors (N = 24, K = 4 has
 #: 2925; each costs one N x N assignment, about 15 us at N = 24).
 AUTO_EXACT_MAX_COUNT_VECTORS = 5_000
-#: ``method="exact"`` refuses beyond this many count vectors and names the method to use instead.
+#: ``method="exact"`` refuses beyond this many count vectors (they are enumerated in memory) and names the method to
+#: use instead.
 EXACT_MAX_COUNT_VECTORS = 200_000
+#: ``method="exact"`` also refuses when its estimated work, count vectors x N^2 entries of one N x N assignment
+#: (:func:`exact_work`), exceeds this: one entry costs about 10-40 ns in scipy's solver on the development machines
+#: (N = 24..1000), so the limit is a few seconds. Without it N = 3000, K = 2 (3001 count vectors) ran for about
+#: 14 minutes and N = 199,998 raised a MemoryError building one assignment matrix.
+EXACT_MAX_WORK = 200_000_000
 DEFAULT_MC_SAMPLES = 1_000
 
 
@@ -63,6 +69,15 @@ def ot_cost_matrix(probs: np.ndarray) -> np.ndarray:
 def n_count_vectors(n: int, k: int) -> int:
     """Number of class-count vectors m in N^K with sum m = n, i.e. C(n + k - 1, k - 1)."""
     return comb(n + k - 1, k - 1)
+
+
+def exact_work(n: int, k: int) -> int:
+    """Estimated work of the exact enumeration: C(n + k - 1, k - 1) count vectors x n^2 entries of one assignment.
+
+    Each count vector costs one N x N capacitated assignment (:func:`capacitated_assignment`), whose cost matrix alone
+    has N^2 entries; computed with Python integers, so it is exact and instant even where the enumeration is not.
+    """
+    return n_count_vectors(n, k) * n * n
 
 
 def count_vectors(n: int, k: int) -> np.ndarray:
@@ -135,19 +150,31 @@ def binary_closed_form_targets(probs: np.ndarray, target: np.ndarray) -> np.ndar
     return q
 
 
-def exact_targets(probs: np.ndarray, target: np.ndarray, *, max_count_vectors: int = EXACT_MAX_COUNT_VECTORS) -> np.ndarray:
+def exact_targets(
+    probs: np.ndarray,
+    target: np.ndarray,
+    *,
+    max_count_vectors: int = EXACT_MAX_COUNT_VECTORS,
+    max_work: int = EXACT_MAX_WORK,
+) -> np.ndarray:
     """Exact expected OT targets by enumerating class counts m ~ Multinomial(N, D) (seed 000, [0105]).
 
-    Classes with zero target mass never appear in a draw, so only the support of D is enumerated.
+    Classes with zero target mass never appear in a draw, so only the support of D is enumerated. Refused, before
+    anything is allocated, beyond ``max_count_vectors`` count vectors or ``max_work`` estimated assignment entries
+    (:func:`exact_work`).
     """
     n, k = probs.shape
     support = np.flatnonzero(target > 0)
     n_vectors = n_count_vectors(n, support.size)
-    if n_vectors > max_count_vectors:
+    work = n_vectors * n * n
+    if n_vectors > max_count_vectors or work > max_work:
+        instead = "use method='mc' (Monte Carlo with a standard error)" + (
+            " or method='binary' (the exact K = 2 closed form)" if support.size <= 2 and k == 2 else "")
         raise ValueError(
-            f"exact enumeration needs C(N+K-1, K-1) = {n_vectors} class-count vectors for N = {n}, "
-            f"K = {support.size} (classes with target mass), more than max_count_vectors = {max_count_vectors}; "
-            "use method='mc' (Monte Carlo with a standard error)" + (" or method='binary'" if k == 2 else "")
+            f"exact enumeration for N = {n}, K = {support.size} (classes with target mass) needs C(N+K-1, K-1) = "
+            f"{n_vectors} class-count vectors, each an N x N assignment: about {float(work):.2g} assignment entries "
+            f"(limits: max_count_vectors = {max_count_vectors}, max_work = {float(max_work):.2g}, a few seconds); "
+            + instead
         )
     cost = ot_cost_matrix(probs)[:, support]
     counts = count_vectors(n, support.size)
@@ -209,9 +236,10 @@ def expected_ot_targets(
     *,
     method: Method = "auto",
     n_samples: int = DEFAULT_MC_SAMPLES,
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.SeedSequence | np.random.Generator | None = None,
     return_stderr: bool = False,
     max_count_vectors: int = EXACT_MAX_COUNT_VECTORS,
+    max_work: int = EXACT_MAX_WORK,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Expected optimal-transport targets q_i = E_u[u_sigma*(i)] of the DAL (seed 000, [0105]).
 
@@ -231,8 +259,8 @@ def expected_ot_targets(
         Seed of the Monte Carlo draws; the same seed gives the same targets.
     return_stderr : bool
         Also return the (N, K) standard error of each entry (zeros for the exact methods).
-    max_count_vectors : int
-        Refusal limit of ``"exact"``.
+    max_count_vectors, max_work : int
+        Refusal limits of ``"exact"``: class-count vectors, and count vectors x N^2 (:func:`exact_work`).
 
     Returns
     -------
@@ -243,13 +271,15 @@ def expected_ot_targets(
     """
     p = check_probabilities(probs)
     d = check_distribution(target, p.shape[1])
+    n_samples = check_count(n_samples, "n_samples (Monte Carlo draws)", minimum=2)
+    seed = check_seed(seed)
     resolved = resolve_method(method, p.shape[0], d)
     if resolved == "binary":
         if p.shape[1] != 2:
             raise ValueError(f"method='binary' is the K = 2 closed form; probs have K = {p.shape[1]} classes")
         q = binary_closed_form_targets(p, d)
     elif resolved == "exact":
-        q = exact_targets(p, d, max_count_vectors=max_count_vectors)
+        q = exact_targets(p, d, max_count_vectors=max_count_vectors, max_work=max_work)
     else:
         q, stderr = monte_carlo_targets(p, d, n_samples=n_samples, seed=seed)
         return (q, stderr) if return_stderr else q

@@ -50,7 +50,8 @@ def ddpm_b_matrices(c: np.ndarray, jacobians: Sequence[np.ndarray]) -> list[np.n
 
     ``jacobians[s - 1]`` is J_s = d eps_s / d z_s along the trajectory; B_1 = I.
     """
-    d = jacobians[0].shape[0]
+    c = np.asarray(c, dtype=np.float64)
+    d, _ = _check_chain_terms({"c": c}, jacobians, None)
     out, b = [], np.eye(d)
     for c_s, j_s in zip(c, jacobians):
         out.append(b)
@@ -78,13 +79,47 @@ def eq9_gradient(
     ``jacobians[i]`` is J_i = d eps_i / d z (d x d) and ``eps_grads[i]`` the partial d eps_i / d theta (d x P), both
     at the trajectory's z_i. For DDPM k_i = -A_t and chat_i = c_t, which is seed 000's eq. 9.
     """
-    d = jacobians[0].shape[0]
-    total = np.zeros_like(np.asarray(eps_grads[0], dtype=np.float64))
+    k = np.asarray(k, dtype=np.float64)
+    chat = np.asarray(chat, dtype=np.float64)
+    d, p = _check_chain_terms({"k": k, "chat": chat}, jacobians, eps_grads)
+    total = np.zeros((d, p))
     b_mat = np.eye(d)
     for i in range(len(k) - 1, -1, -1):
         total += k[i] * (b_mat @ eps_grads[i])
         b_mat = b_mat @ (np.eye(d) - chat[i] * jacobians[i])
     return total
+
+
+def _check_chain_terms(
+    coefficients: dict[str, np.ndarray], jacobians: Sequence[np.ndarray], eps_grads: Sequence[np.ndarray] | None
+) -> tuple[int, int | None]:
+    """(d, P) of a chain's per-step terms, or one ValueError naming the list that is empty or of the wrong length/shape.
+
+    Every coefficient array and both lists need one entry per sampler step; each J_i is (d, d) and each
+    d eps_i / d theta is (d, P) with the same d and P.
+    """
+    n = len(jacobians)
+    if n == 0:
+        raise ValueError("jacobians is empty; eq. 9 needs one Jacobian J_i = d eps_i / d z per sampler step")
+    lengths = {"jacobians": n, **{name: len(v) if np.ndim(v) == 1 else None for name, v in coefficients.items()}}
+    if eps_grads is not None:
+        lengths["eps_grads"] = len(eps_grads)
+    if len(set(lengths.values())) != 1:
+        raise ValueError("need one entry per sampler step in every argument (1-D coefficient arrays); got lengths "
+                         + ", ".join(f"{name} = {'not 1-D' if m is None else m}" for name, m in lengths.items()))
+    d = np.shape(jacobians[0])[0] if np.ndim(jacobians[0]) == 2 else None
+    bad = [i for i, j in enumerate(jacobians) if d is None or np.shape(j) != (d, d)]
+    if bad:
+        raise ValueError(f"every jacobians[i] must be a square (d, d) matrix of one d; jacobians[{bad[0]}] has shape "
+                         f"{np.shape(jacobians[bad[0]])}")
+    if eps_grads is None:
+        return d, None
+    p = np.shape(eps_grads[0])[1] if np.ndim(eps_grads[0]) == 2 else None
+    bad = [i for i, g in enumerate(eps_grads) if p is None or np.shape(g) != (d, p)]
+    if bad:
+        raise ValueError(f"every eps_grads[i] must have shape (d, P) = ({d}, P) with one P; eps_grads[{bad[0]}] has "
+                         f"shape {np.shape(eps_grads[bad[0]])}")
+    return d, p
 
 
 def scheduler_stepper(scheduler, n_steps: int) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
@@ -343,7 +378,11 @@ def recursive_chain_gradient(
     G_{i+1} = sum_j alpha_{i,j} G_j + beta_{i,j} E_j. For a one-step sampler this unrolls to
     sum_i k_i B_i (d eps_i / d theta) (:func:`eq9_gradient`).
     """
-    g_states = [np.zeros_like(np.asarray(eps_grads[0], dtype=np.float64))]
+    d, p = _check_chain_terms({}, jacobians, eps_grads)
+    if len(coefficients) != len(jacobians):
+        raise ValueError(f"need one entry per sampler step; got {len(coefficients)} coefficients for "
+                         f"{len(jacobians)} jacobians")
+    g_states = [np.zeros((d, p))]
     e_totals: list[np.ndarray] = []
     for i, coef in enumerate(coefficients):
         e_totals.append(jacobians[i] @ g_states[i] + eps_grads[i])
