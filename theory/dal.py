@@ -62,7 +62,8 @@ def dal_targets(
         Conditioning label of each image (e.g. the predicted gender x race class). The targets are then computed
         within each group separately: the conditional DAL of seed 000 [0132].
     method, n_samples, seed
-        Passed to :func:`~theory.optimal_transport.expected_ot_targets`.
+        Passed to :func:`~theory.optimal_transport.expected_ot_targets`; ``seed=None`` gives targets determined by the
+        inputs. :func:`~theory.optimal_transport.resolve_method` says which method ``"auto"`` runs.
     """
     p = check_probabilities(probs)
     c_min = check_threshold(threshold)
@@ -75,7 +76,9 @@ def dal_targets(
     else:
         labels = np.asarray(groups)
         codes = check_labels(labels, p.shape[0], name="groups")
-        rng = np.random.default_rng(seed)
+        # One stream for all groups when seeded; unseeded, every group's Monte Carlo draws derive from its own inputs
+        # (theory.optimal_transport.input_seed_sequence), so the targets are reproducible either way.
+        rng = None if seed is None else np.random.default_rng(seed)
         for code in range(int(codes.max()) + 1):
             members = np.flatnonzero(codes == code)
             label = labels[members[0]].item()

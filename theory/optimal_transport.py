@@ -29,6 +29,7 @@ cost) have probability zero for continuous classifier outputs and are left to th
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from itertools import combinations
 from math import comb
@@ -187,19 +188,41 @@ def exact_targets(
     return _TieAverager(probs)(q)
 
 
+def input_seed_sequence(probs: np.ndarray, target: np.ndarray) -> np.random.SeedSequence:
+    """The Monte Carlo stream used when no seed is given: a SeedSequence determined by the inputs alone.
+
+    Its entropy is a BLAKE2b digest of the target and of the probability rows in lexicographic order, so identical
+    inputs give identical targets on every call, in every process, and a permutation of the images gives the same
+    class-count draws, hence permuted targets (the draws do not depend on the image order). Distinct inputs give
+    unrelated streams.
+    """
+    p = np.ascontiguousarray(probs, dtype=np.float64)
+    rows = p[np.lexsort(p.T[::-1])] if p.shape[0] > 1 else p
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (np.asarray(p.shape, dtype=np.int64), np.ascontiguousarray(target, dtype=np.float64), rows):
+        digest.update(part.tobytes())
+    return np.random.SeedSequence(int.from_bytes(digest.digest(), "little"))
+
+
 def monte_carlo_targets(
-    probs: np.ndarray, target: np.ndarray, *, n_samples: int = DEFAULT_MC_SAMPLES, seed: int | np.random.Generator | None = None
+    probs: np.ndarray,
+    target: np.ndarray,
+    *,
+    n_samples: int = DEFAULT_MC_SAMPLES,
+    seed: int | np.random.SeedSequence | np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo expected OT targets and their standard errors (seed 000, [0105]: "empirical average").
 
     Each sample draws class counts m ~ Multinomial(N, D), which has the law of the counts of N iid one-hot draws
     from D (the OT depends on a draw only through its counts), and solves one capacitated assignment. Returns
     (q, stderr), both (N, K); stderr is the standard error of each entry of q over the ``n_samples`` draws.
+    ``seed=None`` draws from :func:`input_seed_sequence`, so the targets are a function of the inputs; pass a seed
+    (or a Generator) for draws independent of them.
     """
     # >= 2 for a standard error; an integer, so that 2.9 is refused rather than truncated to 2
     n_samples = check_count(n_samples, "n_samples (Monte Carlo draws)", minimum=2)
     n, k = probs.shape
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(input_seed_sequence(probs, target) if seed is None else seed)
     cost = ot_cost_matrix(probs)
     tie_average = _TieAverager(probs)
     draws = rng.multinomial(n, target, size=n_samples)
@@ -217,10 +240,18 @@ def monte_carlo_targets(
     return q, np.sqrt(variance / n_samples)
 
 
-def resolve_method(method: str, n: int, target: np.ndarray) -> str:
-    """The concrete method ``"auto"`` stands for: the closed form for K = 2, exact where cheap, else Monte Carlo."""
+def resolve_method(method: str, n: int, target: ArrayLike) -> str:
+    """The method :func:`expected_ot_targets` runs for ``method`` on N = ``n`` images and this ``target``.
+
+    ``"auto"`` stands for the closed form for K = 2 (``"binary"``), exact enumeration while there are at most
+    :data:`AUTO_EXACT_MAX_COUNT_VECTORS` class-count vectors over the classes with target mass (``"exact"``), and
+    Monte Carlo beyond (``"mc"``, reproducible without a seed, see :func:`input_seed_sequence`); any other method is
+    returned unchanged. Record it beside results that call the DAL with the default method.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    n = check_count(n, "n (number of images)", minimum=1)
+    target = np.asarray(target, dtype=np.float64)
     if method != "auto":
         return method
     if target.shape[0] == 2:
@@ -255,8 +286,11 @@ def expected_ot_targets(
         K = 2, exact enumeration while at most 5000 count vectors, Monte Carlo otherwise.
     n_samples : int
         Monte Carlo draws (``"mc"`` only).
-    seed : int, Generator or None
-        Seed of the Monte Carlo draws; the same seed gives the same targets.
+    seed : int, SeedSequence, Generator or None
+        Seed of the Monte Carlo draws; the same seed gives the same targets. ``None`` derives the stream from the
+        inputs (:func:`input_seed_sequence`), so that the default (``method="auto"``, which switches to Monte Carlo
+        beyond 5000 count vectors, e.g. N = 32 with K = 4) gives the same targets on every call.
+        :func:`resolve_method` says which method runs.
     return_stderr : bool
         Also return the (N, K) standard error of each entry (zeros for the exact methods).
     max_count_vectors, max_work : int
