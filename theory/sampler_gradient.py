@@ -21,7 +21,11 @@ coefficients (:func:`multistep_coefficients`) instead. The adjusted gradient (se
     dz_0/dtheta ~ -sum_i d eps_i / d theta,
 
 realised in a sampler by detaching z before the network (B -> I) and multiplying the gradient reaching eps_i by
-C_i = 1/A_i, standardised by the geometric mean of all C_i (:class:`AdjustedGradient`).
+C_i = 1/A_i, standardised by the geometric mean of all C_i (:class:`AdjustedGradient`). Which A_i: Algorithm A.1 (and
+the official code, under DPM-Solver++ too) takes the DDPM A_t at the visited timestep t_i
+(``coefficients="algorithm_a1"``); the sampler's own unrolled A_i = -k_i (``coefficients="sampler"``) makes the
+adjusted gradient exactly -sum_i d eps_i/d theta for any linear sampler, and coincides with the former for DDPM.
+:meth:`AdjustedGradient.from_scheduler` builds either from a diffusers scheduler.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ from theory.validation import check_count
 
 GradientMode = Literal["exact", "adjusted", "adjusted_unstandardised"]
 GRADIENT_MODES: tuple[str, ...] = ("exact", "adjusted", "adjusted_unstandardised")
+#: Where the A_i that the adjusted gradient inverts come from: ``"sampler"``, the sampler's own unrolled coefficient
+#: of eps_i in z_0 (exact for any linear sampler); ``"algorithm_a1"``, the DDPM A_t = c_t / sqrt(abar_t) at the
+#: timestep t_i the sampler visits, as seed 000's Algorithm A.1 and the official aDFT code use under every scheduler.
+Coefficients = Literal["sampler", "algorithm_a1"]
+COEFFICIENTS: tuple[str, ...] = ("sampler", "algorithm_a1")
 
 
 def ddpm_a_coefficients(betas: np.ndarray) -> np.ndarray:
@@ -57,6 +66,38 @@ def ddpm_b_matrices(c: np.ndarray, jacobians: Sequence[np.ndarray]) -> list[np.n
         out.append(b)
         b = b @ (np.eye(d) - c_s * j_s)
     return out
+
+
+def algorithm_a1_a_coefficients(betas: np.ndarray, alphas_cumprod: np.ndarray, timesteps: Sequence) -> np.ndarray:
+    """A_{t_i} = (1 / sqrt(abar_{t_i})) beta_{t_i} / sqrt(1 - abar_{t_i}) at the sampler's timesteps t_i (Algorithm A.1).
+
+    Seed 000, Algorithm A.1 ("C_i <- 1 / (1/sqrt(abar_{t_i}) beta_{t_i} / sqrt(1 - abar_{t_i}))"): the DDPM A_t of
+    eq. 9 evaluated at the timestep t_i the network sees at step i, whatever the sampler. ``betas`` and
+    ``alphas_cumprod`` are indexed by the scheduler's timestep, which is diffusers' 0-based index (t_i = 999 is the
+    paper's t = 1000), exactly as the official code reads ``alphas_cumprod[t]`` and ``alphas[t]`` with diffusers' t.
+    Returned in sampling order, float64.
+    """
+    betas = np.asarray(betas, dtype=np.float64)
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    t = np.asarray([float(x) for x in timesteps])
+    if t.ndim != 1 or t.shape[0] == 0:
+        raise ValueError("timesteps must be a non-empty sequence of the sampler's timesteps")
+    if not np.array_equal(t, np.round(t)) or t.min() < 0 or t.max() >= betas.shape[0]:
+        raise ValueError(f"Algorithm A.1's A_t is defined at the integer DDPM timesteps 0..{betas.shape[0] - 1}; the "
+                         f"sampler visits {t.tolist()}. Use coefficients='sampler' for a scheduler with continuous time")
+    t = t.astype(np.int64)
+    return betas[t] / np.sqrt(1.0 - abar[t]) / np.sqrt(abar[t])
+
+
+def sampler_a_coefficients(scheduler, n_steps: int) -> np.ndarray:
+    """A_i = -k_i, the coefficient of eps_i in z_0 of the scheduler's own chain of ``n_steps`` steps, sampling order.
+
+    Read off by autograd through ``scheduler.step`` (:func:`unrolled_coefficients`) on a deep copy, so the caller's
+    scheduler is left as it was. Exact for any linear sampler, multistep solvers included (seed 000 eq. 10 in general
+    form); for DDPM it is the A_t of eq. 9.
+    """
+    k, _ = unrolled_coefficients(scheduler_stepper(copy.deepcopy(scheduler), n_steps), n_steps)
+    return -k
 
 
 def one_step_coefficients(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -279,13 +320,21 @@ class AdjustedGradient:
         ``"exact"`` backpropagates through the whole chain (eq. 9); the adjusted modes detach z_i before the network
         (B -> I) and scale the gradient reaching eps_i by C_i (A -> 1), standardised or not.
     a_coefficients : array of shape (n,), in sampling order
-        A_i = -k_i of the sampler (:func:`ddpm_a_coefficients` reversed, or -:func:`unrolled_coefficients`).
+        The A_i whose inverses C_i scale the gradients: by default A_i = -k_i of the sampler
+        (:func:`ddpm_a_coefficients` reversed, or -:func:`unrolled_coefficients`).
+    coefficients : {"sampler", "algorithm_a1"}
+        Which A_i ``a_coefficients`` holds (see :data:`COEFFICIENTS`), recorded for the results; use
+        :meth:`from_scheduler` to compute either from a diffusers scheduler.
     """
 
-    def __init__(self, mode: GradientMode, a_coefficients: np.ndarray | None = None):
+    def __init__(self, mode: GradientMode, a_coefficients: np.ndarray | None = None, *,
+                 coefficients: Coefficients = "sampler"):
         if mode not in GRADIENT_MODES:
             raise ValueError(f"mode must be one of {GRADIENT_MODES}; got {mode!r}")
+        if coefficients not in COEFFICIENTS:
+            raise ValueError(f"coefficients must be one of {COEFFICIENTS}; got {coefficients!r}")
         self.mode = mode
+        self.coefficients = coefficients
         if mode == "exact":
             self.scales = None
         else:
@@ -295,6 +344,45 @@ class AdjustedGradient:
         #: The number of sampler steps the scales were standardised over (None for the exact gradient, which has none).
         self.n_steps: int | None = None if self.scales is None else int(self.scales.shape[0])
 
+    @classmethod
+    def from_scheduler(cls, scheduler, n_steps: int, mode: GradientMode = "adjusted", *,
+                       coefficients: Coefficients = "algorithm_a1") -> "AdjustedGradient":
+        """The gradient mode for ``n_steps`` steps of a diffusers scheduler, with the C_i of Algorithm A.1 or of the sampler.
+
+        Parameters
+        ----------
+        scheduler
+            A diffusers scheduler (``betas``, ``alphas_cumprod``, ``set_timesteps``, ``timesteps``, ``step``); it is
+            deep-copied, never modified.
+        n_steps : int
+            Sampler steps S - 1 of Algorithm A.1; the C_i are standardised over exactly these steps, so build a new
+            one whenever the step count changes (the official code draws 19-23 steps per iteration).
+        mode : {"exact", "adjusted", "adjusted_unstandardised"}
+            As in the constructor; ``"exact"`` needs no coefficients.
+        coefficients : {"algorithm_a1", "sampler"}
+            ``"algorithm_a1"`` (seed 000, Algorithm A.1; the default): C_i = 1 / A_{t_i}, the DDPM
+            A_t = beta_t / (sqrt(1 - abar_t) sqrt(abar_t)) at the timestep t_i of step i, from the scheduler's
+            ``betas`` and ``alphas_cumprod`` (:func:`algorithm_a1_a_coefficients`), whatever the sampler is (DDIM,
+            DPM-Solver++). ``"sampler"``: C_i = 1 / |A_i| with A_i the scheduler's own unrolled coefficient of eps_i
+            in z_0 (:func:`sampler_a_coefficients`), which makes the adjusted gradient exactly -sum_i d eps_i/d theta
+            for any linear sampler. Both are divided by their geometric mean in ``mode="adjusted"``.
+        """
+        n_steps = check_count(n_steps, "n_steps", minimum=1)
+        if coefficients not in COEFFICIENTS:
+            raise ValueError(f"coefficients must be one of {COEFFICIENTS}; got {coefficients!r}")
+        if mode == "exact":
+            return cls("exact", coefficients=coefficients)
+        if coefficients == "sampler":
+            a = sampler_a_coefficients(scheduler, n_steps)
+        else:
+            probe = copy.deepcopy(scheduler)
+            probe.set_timesteps(n_steps)
+            timesteps = list(probe.timesteps)
+            if len(timesteps) != n_steps:
+                raise ValueError(f"the scheduler made {len(timesteps)} timesteps for n_steps = {n_steps}")
+            a = algorithm_a1_a_coefficients(_as_numpy(probe.betas), _as_numpy(probe.alphas_cumprod), timesteps)
+        return cls(mode, a, coefficients=coefficients)
+
     def network_input(self, z: torch.Tensor) -> torch.Tensor:
         """z itself (exact) or z detached, so that no gradient flows through J (B -> I)."""
         return z if self.mode == "exact" else z.detach()
@@ -302,6 +390,10 @@ class AdjustedGradient:
     def network_output(self, eps: torch.Tensor, i: int) -> torch.Tensor:
         """eps itself (exact) or eps with its gradient scaled by C_i (A -> 1); ``i`` in sampling order."""
         return eps if self.scales is None else scale_gradient(eps, self.scales[i])
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
 def run_sampler(
