@@ -297,7 +297,7 @@ class _ScaleGradient(torch.autograd.Function):
     """Identity in the forward pass, multiplies the incoming gradient by a constant in the backward pass."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: D401
+    def forward(ctx, x: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:  # noqa: D401
         ctx.scale = scale
         return x.view_as(x)
 
@@ -306,8 +306,20 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """x in the forward pass; the gradient reaching x is multiplied by ``scale``."""
+def scale_gradient(x: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """x in the forward pass; the gradient reaching x is multiplied by ``scale``.
+
+    ``scale`` is a number, or a constant tensor that broadcasts to x's shape (an elementwise scale, e.g. a region of
+    an image); it is never differentiated.
+    """
+    if isinstance(scale, torch.Tensor):
+        try:
+            fits = torch.broadcast_shapes(scale.shape, x.shape) == x.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"a tensor scale must broadcast to x's shape {tuple(x.shape)}; got {tuple(scale.shape)}")
+        return _ScaleGradient.apply(x, scale.detach().to(dtype=x.dtype, device=x.device))
     return _ScaleGradient.apply(x, float(scale))
 
 
