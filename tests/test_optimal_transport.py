@@ -189,8 +189,9 @@ def test_conditional_dal_targets_are_reproducible_without_seed():
     from theory.dal import dal_targets
 
     rng = np.random.default_rng(12)
-    probs = random_probs(rng, 40, 4)
-    groups = np.arange(40) % 2
+    probs = random_probs(rng, 64, 4)
+    groups = np.arange(64) % 2  # 32 images per group with K = 4: above the exact budget, so Monte Carlo
+    assert resolve_method("auto", 32, np.full(4, 0.25)) == "mc"
     first = dal_targets(probs, np.full(4, 0.25), 0.5, groups=groups, n_samples=30)
     second = dal_targets(probs, np.full(4, 0.25), 0.5, groups=groups, n_samples=30)
     for a, b in zip(first, second):
