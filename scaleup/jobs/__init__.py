@@ -1,0 +1,1 @@
+"""Training jobs of the scale-up, each a package runnable with ``accelerate launch -m scaleup.jobs.NAME``."""

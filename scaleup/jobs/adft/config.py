@@ -1,0 +1,434 @@
+"""Settings of the aDFT job (seed 000, [0104]-[0135]) and their check before anything is loaded or computed.
+
+:class:`AdftConfig` holds every setting; each field is also a command-line flag (``--batch-size 24``) and a config
+file key, the flags winning over the file (:func:`scaleup.job_config.parse_config`). Fields left ``None`` take the
+preset's value. :func:`plan_job` checks the whole configuration, resolves the preset and returns a :class:`JobPlan`,
+or raises one ``ValueError`` (or :class:`~scaleup.models.errors.ModelNotFoundError` for a missing model) naming the
+setting, what was wrong and what is expected, before any model is read.
+
+Presets (``--preset``):
+
+=================  ==============================================================================================
+``gender``         seed 000 [0121]: gender, lambda_face = 1, lambda_img = 8, 0.2 x 8, 0.2 x 0.2 x 8, N = 24, C = 0.8
+``race``           [0121]-[0122]: race (4 classes of [0120]), lambda_face = 0.1, lambda_img = 6, 0.6x, 0.3x, N = 32
+``gender-race``    [0123]: gender and race jointly, lambda_face = 0.1, N = 32, C = 0.6
+``age``            [0132]: gender and race as [0123], plus age 75 % young / 25 % old within every gender x race group
+                   (the seed states no hyper-parameters for this run: [0123]'s are used, age weighted as gender)
+``multi-concept``  [0134]: [0123] on four prompt families at once: occupations, sports, occupations with style and
+                   context (the shipped LAION-Aesthetics-style list), personal descriptors
+=================  ==============================================================================================
+
+All train with AdamW at 5e-5 ([0121]) through DPM-Solver++(2M), CFG 7.5, about 20 steps ([0119]-[0120]); the
+first three presets are :data:`theory.adft_loss.PRESETS`, the formulas' own record of [0121]-[0123].
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from theory.adft_loss import PRESETS as PAPER_PRESETS
+from theory.adft_loss import AdftPreset, AttributeSetting, ImageWeights
+from theory.sampler_gradient import COEFFICIENTS
+from theory.validation import check_distribution, check_threshold
+
+ADAPTERS = ("text-encoder-lora", "unet-lora", "both-lora", "soft-prompt")
+DETECTORS = ("dlib", "haar", "insightface", "mtcnn", "centre")
+CLASSIFIERS = ("clip-zero-shot", "dlib-gender", "dlib-age")  # or "probe:/path/to/probe-folder"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+#: diffusers.optimization.get_scheduler names that need no further arguments
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+
+@dataclass(frozen=True)
+class JobPreset:
+    """A preset of the job: the paper's hyper-parameters (:class:`theory.adft_loss.AdftPreset`) plus what the job
+    needs besides them: non-uniform and conditional targets, prompt families, the attribute evaluated."""
+
+    paper: AdftPreset
+    prompts: tuple[str, ...] = ("occupations-train",)
+    test_prompts: tuple[str, ...] = ("occupations-test",)
+    targets: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    conditional: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    eval_attribute: str = "gender"
+
+
+_GENDER_RACE = PAPER_PRESETS["gender-race"]
+_AGE = AdftPreset(
+    "age", "[0132] ([0123]'s hyper-parameters; the seed gives none for this run)",
+    _GENDER_RACE.attributes + (AttributeSetting("age", 2, ImageWeights.from_factors(8.0, 0.2, 0.2)),),
+    lambda_face=_GENDER_RACE.lambda_face, batch_size=_GENDER_RACE.batch_size, threshold=_GENDER_RACE.threshold,
+    iterations=_GENDER_RACE.iterations, learning_rate=_GENDER_RACE.learning_rate, external_faces="FairFace",
+    classifier_data="FairFace")
+_MULTI = AdftPreset(
+    "multi-concept", "[0134]-[0135] ([0123]'s hyper-parameters)", _GENDER_RACE.attributes,
+    lambda_face=_GENDER_RACE.lambda_face, batch_size=_GENDER_RACE.batch_size, threshold=_GENDER_RACE.threshold,
+    iterations=_GENDER_RACE.iterations, learning_rate=_GENDER_RACE.learning_rate, external_faces="FairFace",
+    classifier_data="FairFace")
+
+#: The job's presets by name (module docstring).
+PRESETS: dict[str, JobPreset] = {
+    "gender": JobPreset(PAPER_PRESETS["gender"], eval_attribute="gender"),
+    "race": JobPreset(PAPER_PRESETS["race"], eval_attribute="race"),
+    "gender-race": JobPreset(_GENDER_RACE, eval_attribute="gender_race"),
+    "age": JobPreset(_AGE, targets=(("age", (0.75, 0.25)),), conditional=(("age", ("gender", "race")),),
+                     eval_attribute="age"),
+    "multi-concept": JobPreset(_MULTI, prompts=("occupations-train", "sports-train", "laion-aesthetics",
+                                                "personal-descriptors"),
+                               test_prompts=("occupations-test", "sports-test"), eval_attribute="gender_race"),
+}
+
+
+@dataclass(frozen=True)
+class AdftConfig:
+    """Every setting of the aDFT job; ``None`` takes the preset's value (seed 000 [0121]-[0123], [0132], [0134])."""
+
+    preset: str = field(default="gender", metadata={"help": "gender | race | gender-race | age | multi-concept"})
+    # models
+    pretrained_model: Optional[str] = field(default=None, metadata={"help": "SD 1.5 folder or id; default "
+                                                                            "$FAIRDIFF_SD15"})
+    clip_model: Optional[str] = field(default=None, metadata={"help": "CLIP folder or id for L_img (and the "
+                                                                      "zero-shot classifier); default $FAIRDIFF_CLIP"})
+    dinov2_model: Optional[str] = field(default=None, metadata={"help": "DINOv2 folder or id; default "
+                                                                        "$FAIRDIFF_DINOV2"})
+    face_embedding_model: Optional[str] = field(
+        default=None, metadata={"help": "folder of a transformers CLIP or DINOv2 model embedding faces for L_face; "
+                                        "default: the CLIP image tower"})
+    external_faces: Optional[str] = field(default=None, metadata={"help": "folder of real face images (D_F of "
+                                                                          "[0108]); needed when lambda_face > 0"})
+    max_external_faces: int = 10_000
+    # what is finetuned (seed 000 Table 1)
+    adapter: Literal["text-encoder-lora", "unet-lora", "both-lora", "soft-prompt"] = "text-encoder-lora"
+    lora_rank: int = 50
+    unet_lora_rank: Optional[int] = field(default=None, metadata={"help": "default: lora_rank"})
+    soft_prompt_tokens: int = 5
+    # faces and classifiers
+    detector: Literal["dlib", "haar", "insightface", "mtcnn", "centre"] = field(
+        default="dlib", metadata={"help": "face detector; 'centre' takes the central square of every image as its "
+                                          "face (tiny random models, benchmarks)"})
+    face_expand: Optional[float] = None
+    crop_size: int = 224
+    classifier: str = field(default="clip-zero-shot", metadata={"help": "training classifier of every attribute: "
+                                                                        "clip-zero-shot | dlib-gender | dlib-age | "
+                                                                        "probe:/path"})
+    classifiers: dict[str, str] = field(default_factory=dict, metadata={"help": "per-attribute classifier, JSON"})
+    # the objective
+    targets: dict[str, list[float]] = field(default_factory=dict, metadata={"help": "per-attribute target "
+                                                                                    "distribution, JSON"})
+    conditional: Optional[dict[str, list[str]]] = field(
+        default=None, metadata={"help": "attribute -> conditioning attributes, JSON (age within gender x race)"})
+    threshold: Optional[float] = None
+    lambda_face: Optional[float] = None
+    lambda_img: dict[str, list[float]] = field(
+        default_factory=dict, metadata={"help": "attribute -> [lambda_img_1, factor_2, factor_3], JSON"})
+    agreement_needs_confidence: bool = False
+    dal_method: Literal["auto", "exact", "binary", "mc"] = "auto"
+    dal_mc_samples: int = 1_000
+    # data
+    prompts: Optional[tuple[str, ...]] = field(default=None, metadata={"help": "prompt sets (names or files)"})
+    test_prompts: Optional[tuple[str, ...]] = None
+    batch_size: Optional[int] = field(default=None, metadata={"help": "N images per iteration, all processes"})
+    sub_batch_size: int = field(default=8, metadata={"help": "images differentiated at once (memory)"})
+    # the sampler (seed 000 [0119]-[0120], Algorithm A.1)
+    num_inference_steps: int = 20
+    random_inference_steps: bool = field(default=False, metadata={"help": "draw the steps per iteration from "
+                                                                          "inference_steps_range"})
+    inference_steps_range: tuple[int, ...] = (19, 23)
+    guidance_scale: float = 7.5
+    coefficients: Literal["algorithm_a1", "sampler"] = "algorithm_a1"
+    resolution: Optional[int] = None
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    loss_scale: Optional[float] = field(default=None, metadata={"help": "static loss scale; default 1024 for fp16, "
+                                                                        "else 1"})
+    gradient_checkpointing: bool = True
+    # optimisation
+    iterations: Optional[int] = None
+    learning_rate: Optional[float] = None
+    weight_decay: float = 1e-2
+    lr_scheduler: str = field(default="constant", metadata={"help": ", ".join(LR_SCHEDULERS)})
+    lr_warmup_steps: int = 0
+    max_grad_norm: Optional[float] = None
+    ema: bool = False
+    ema_decay: float = 0.996
+    # checkpoints, logs, evaluation
+    output_dir: str = "runs/adft"
+    checkpoint_every: int = 200
+    checkpoints_total_limit: Optional[int] = 3
+    resume: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
+    until: Optional[int] = field(default=None, metadata={"help": "stop after this iteration (resume later)"})
+    evaluate_checkpoints: bool = field(default=False, metadata={"help": "evaluate held-out bias at every checkpoint "
+                                                                        "and keep the best"})
+    eval_attribute: Optional[str] = None
+    eval_classifier: str = "clip-zero-shot"
+    eval_detector: Optional[str] = field(default=None, metadata={"help": "default: the training detector"})
+    eval_images_per_prompt: Optional[int] = None
+    eval_max_prompts: Optional[int] = None
+    eval_batch_size: int = 8
+    tensorboard: bool = False
+    progress: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AttributePlan:
+    """One debiased attribute: classes, target distribution, lambda_img, conditioning attributes, classifier."""
+
+    name: str
+    class_names: tuple[str, ...]
+    target: tuple[float, ...]
+    weights: ImageWeights
+    conditional_on: tuple[str, ...]
+    classifier: str
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The configuration resolved against its preset and checked (:func:`plan_job`)."""
+
+    preset: str
+    paragraph: str
+    attributes: tuple[AttributePlan, ...]
+    prompts: tuple[str, ...]
+    test_prompts: tuple[str, ...]
+    batch_size: int
+    threshold: float
+    lambda_face: float
+    iterations: int
+    learning_rate: float
+    loss_scale: float
+    eval_attribute: str
+    eval_detector: str
+
+    @property
+    def image_weights(self) -> tuple[ImageWeights, ...]:
+        return tuple(a.weights for a in self.attributes)
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.attributes)
+
+
+def _fail(setting: str, problem: str, expected: str) -> ValueError:
+    return ValueError(f"{setting}: {problem}; expected {expected}")
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(name, f"got {value!r}", f"an integer >= {minimum}")
+    return value
+
+
+def _finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        value > minimum if strict else value >= minimum)
+    if not ok:
+        raise _fail(name, f"got {value!r}", f"a finite number {'>' if strict else '>='} {minimum}")
+    return float(value)
+
+
+def _check_classifier_spec(name: str, spec: str, attribute: str) -> str:
+    if spec in CLASSIFIERS:
+        owner = {"dlib-gender": "gender", "dlib-age": "age"}.get(spec)
+        if owner is not None and owner != attribute:
+            raise _fail(name, f"{spec} classifies {owner}, not {attribute}",
+                        "clip-zero-shot or probe:/path for this attribute")
+        return spec
+    if isinstance(spec, str) and spec.startswith("probe:"):
+        folder = Path(spec.split(":", 1)[1]).expanduser()
+        if not (folder / "probe.json").is_file():
+            raise _fail(name, f"{str(folder)!r} holds no probe.json",
+                        "a folder written by python -m scaleup.perception.train_probe")
+        return spec
+    raise _fail(name, f"unknown classifier {spec!r}", f"one of {', '.join(CLASSIFIERS)} or probe:/path/to/probe")
+
+
+def external_face_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files (png, jpg, jpeg, bmp, webp) directly in ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _check_models(config: AdftConfig) -> None:
+    from scaleup.models.loading import resolve_model_source
+
+    resolve_model_source("sd15", config.pretrained_model)
+    resolve_model_source("clip", config.clip_model)
+    resolve_model_source("dinov2", config.dinov2_model)
+    if config.face_embedding_model is not None:
+        folder = Path(config.face_embedding_model).expanduser()
+        if not (folder / "config.json").is_file():
+            from scaleup.models.errors import ModelNotFoundError
+
+            raise ModelNotFoundError(f"face_embedding_model: {str(folder)!r} holds no config.json; expected the "
+                                     "folder of a transformers CLIPModel or Dinov2Model (save_pretrained layout)")
+
+
+def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool = True) -> JobPlan:
+    """Check ``config`` and resolve it against its preset; nothing is loaded or computed.
+
+    Raises
+    ------
+    ValueError
+        One message naming the setting, what was wrong and what is expected (unknown preset, a target that is not
+        a distribution over the attribute's classes, a threshold outside [0, 1], N smaller than an attribute's
+        number of classes or not divisible by the number of processes, ...).
+    ModelNotFoundError
+        When a model is not on this machine (``check_models``).
+    """
+    from scaleup.perception.attributes import ATTRIBUTES
+    from scaleup.prompts import load_prompt_set
+
+    if config.preset not in PRESETS:
+        raise _fail("preset", f"unknown preset {config.preset!r}", f"one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset]
+    paper = preset.paper
+    names = tuple(a.name for a in paper.attributes)
+    if config.adapter not in ADAPTERS:
+        raise _fail("adapter", f"unknown adapter {config.adapter!r}", f"one of {', '.join(ADAPTERS)}")
+    _positive_int("lora_rank", config.lora_rank)
+    if config.unet_lora_rank is not None:
+        _positive_int("unet_lora_rank", config.unet_lora_rank)
+    _positive_int("soft_prompt_tokens", config.soft_prompt_tokens)
+    if config.detector not in DETECTORS:
+        raise _fail("detector", f"unknown detector {config.detector!r}", f"one of {', '.join(DETECTORS)}")
+    eval_detector = config.eval_detector or config.detector
+    if eval_detector not in DETECTORS:
+        raise _fail("eval_detector", f"unknown detector {eval_detector!r}", f"one of {', '.join(DETECTORS)}")
+    if config.face_expand is not None:
+        _finite("face_expand", config.face_expand, minimum=-1.0, strict=True)
+    _positive_int("crop_size", config.crop_size)
+
+    for key, label in ((config.classifiers, "classifiers"), (config.targets, "targets"),
+                       (config.lambda_img, "lambda_img"), (config.conditional or {}, "conditional")):
+        unknown = sorted(set(key) - set(names))
+        if unknown:
+            raise _fail(label, f"attribute(s) {', '.join(unknown)} are not debiased by preset {config.preset!r}",
+                        f"keys among {', '.join(names)}")
+    targets = dict(preset.targets) | {k: tuple(v) for k, v in config.targets.items()}
+    conditional = dict(preset.conditional) if config.conditional is None else {
+        k: tuple(v) for k, v in config.conditional.items()}
+    attributes = []
+    for setting in paper.attributes:
+        attr = ATTRIBUTES[setting.name]
+        k = attr.num_classes
+        target = targets.get(setting.name, setting.target)
+        try:
+            target = tuple(float(v) for v in check_distribution(target, k, name=f"targets[{setting.name!r}]"))
+        except ValueError as err:
+            raise ValueError(f"{err} (the classes of {setting.name} are {list(attr.class_names)})") from None
+        weights = setting.weights
+        if setting.name in config.lambda_img:
+            values = config.lambda_img[setting.name]
+            if not (isinstance(values, (list, tuple)) and len(values) == 3):
+                raise _fail(f"lambda_img[{setting.name!r}]", f"got {values!r}",
+                            "[lambda_img_1, factor_2, factor_3] as in [0121]: [8, 0.2, 0.2]")
+            weights = ImageWeights.from_factors(*(_finite(f"lambda_img[{setting.name!r}]", v) for v in values))
+        on = conditional.get(setting.name, ())
+        bad = [c for c in on if c not in names or c == setting.name]
+        if bad:
+            raise _fail(f"conditional[{setting.name!r}]", f"cannot condition on {bad}",
+                        f"other debiased attributes among {[n for n in names if n != setting.name]}")
+        spec = config.classifiers.get(setting.name, config.classifier)
+        spec = _check_classifier_spec(f"classifiers[{setting.name!r}]" if setting.name in config.classifiers
+                                      else "classifier", spec, setting.name)
+        attributes.append(AttributePlan(setting.name, attr.class_names, target, weights, on, spec))
+
+    threshold = check_threshold(paper.threshold if config.threshold is None else config.threshold)
+    n = paper.batch_size if config.batch_size is None else config.batch_size
+    _positive_int("batch_size", n)
+    for a in attributes:
+        if n < len(a.class_names):
+            raise _fail("batch_size", f"N = {n} is smaller than the {len(a.class_names)} classes of {a.name}",
+                        f"N >= {max(len(b.class_names) for b in attributes)} (seed 000 uses 24 and 32)")
+    _positive_int("num_processes", num_processes)
+    if n % num_processes:
+        raise _fail("batch_size", f"N = {n} does not split evenly over {num_processes} processes",
+                    f"a multiple of {num_processes}")
+    _positive_int("sub_batch_size", config.sub_batch_size)
+    lambda_face = _finite("lambda_face", paper.lambda_face if config.lambda_face is None else config.lambda_face)
+    iterations = _positive_int("iterations", paper.iterations if config.iterations is None else config.iterations)
+    learning_rate = _finite("learning_rate", paper.learning_rate if config.learning_rate is None
+                            else config.learning_rate, strict=True)
+    _finite("weight_decay", config.weight_decay)
+    if config.lr_scheduler not in LR_SCHEDULERS:
+        raise _fail("lr_scheduler", f"unknown schedule {config.lr_scheduler!r}", f"one of {', '.join(LR_SCHEDULERS)}")
+    _positive_int("lr_warmup_steps", config.lr_warmup_steps, minimum=0)
+    if config.max_grad_norm is not None:
+        _finite("max_grad_norm", config.max_grad_norm, strict=True)
+    if config.ema and not 0.0 < config.ema_decay < 1.0:
+        raise _fail("ema_decay", f"got {config.ema_decay!r}", "a number in (0, 1)")
+    if config.dal_method not in ("auto", "exact", "binary", "mc"):
+        raise _fail("dal_method", f"got {config.dal_method!r}", "auto, exact, binary or mc")
+    _positive_int("dal_mc_samples", config.dal_mc_samples)
+
+    _positive_int("num_inference_steps", config.num_inference_steps)
+    lo_hi = tuple(config.inference_steps_range)
+    if len(lo_hi) != 2 or not all(isinstance(v, int) and v >= 1 for v in lo_hi) or lo_hi[0] > lo_hi[1]:
+        raise _fail("inference_steps_range", f"got {lo_hi!r}", "two integers 1 <= low <= high (the official code: "
+                                                               "19, 23)")
+    _finite("guidance_scale", config.guidance_scale, minimum=1.0)
+    if config.coefficients not in COEFFICIENTS:
+        raise _fail("coefficients", f"got {config.coefficients!r}", f"one of {', '.join(COEFFICIENTS)}")
+    if config.resolution is not None and (_positive_int("resolution", config.resolution) % 8):
+        raise _fail("resolution", f"{config.resolution} is not a multiple of 8", "a multiple of 8 (512 for SD 1.5)")
+    if config.mixed_precision not in ("no", "fp16", "bf16"):
+        raise _fail("mixed_precision", f"got {config.mixed_precision!r}", "no, fp16 or bf16")
+    loss_scale = config.loss_scale if config.loss_scale is not None else (
+        1024.0 if config.mixed_precision == "fp16" else 1.0)
+    _finite("loss_scale", loss_scale, strict=True)
+
+    _positive_int("checkpoint_every", config.checkpoint_every, minimum=0)
+    if config.checkpoints_total_limit is not None:
+        _positive_int("checkpoints_total_limit", config.checkpoints_total_limit)
+    if config.until is not None:
+        _positive_int("until", config.until)
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or not 0 <= config.seed < 2 ** 63:
+        raise _fail("seed", f"got {config.seed!r}", "an integer in [0, 2^63)")
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise _fail("output_dir", f"{out} is a file", "a folder for checkpoints, logs and weights")
+    if config.resume not in (None, "", "none", "latest"):
+        from scaleup.training.checkpoints import resolve_resume
+
+        resolve_resume(out, config.resume)
+
+    if lambda_face > 0:
+        if config.external_faces is None:
+            raise _fail("external_faces", "not given but lambda_face > 0",
+                        "a folder of real face images (CelebA / FairFace crops, [0108]) or lambda_face = 0")
+        folder = Path(config.external_faces).expanduser()
+        if not folder.is_dir() or not external_face_files(folder):
+            raise _fail("external_faces", f"{str(folder)!r} is not a folder holding images",
+                        f"a folder of face images ({', '.join(IMAGE_SUFFIXES)})")
+    _positive_int("max_external_faces", config.max_external_faces)
+
+    prompts = preset.prompts if config.prompts is None else tuple(config.prompts)
+    test_prompts = preset.test_prompts if config.test_prompts is None else tuple(config.test_prompts)
+    if not prompts:
+        raise _fail("prompts", "no prompt set given", "one or more prompt set names or files")
+    for name in prompts + test_prompts:
+        load_prompt_set(name)  # a missing, empty or non-UTF-8 file fails here with its own message
+
+    eval_attribute = config.eval_attribute or preset.eval_attribute
+    if eval_attribute not in ATTRIBUTES:
+        raise _fail("eval_attribute", f"unknown attribute {eval_attribute!r}", f"one of {', '.join(ATTRIBUTES)}")
+    _check_classifier_spec("eval_classifier", config.eval_classifier, eval_attribute)
+    if config.eval_images_per_prompt is not None:
+        _positive_int("eval_images_per_prompt", config.eval_images_per_prompt)
+    if config.eval_max_prompts is not None:
+        _positive_int("eval_max_prompts", config.eval_max_prompts)
+    _positive_int("eval_batch_size", config.eval_batch_size)
+    if config.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise _fail("tensorboard", "the tensorboard package is not installed",
+                        "pip install tensorboard, or leave tensorboard off (the JSONL log has every number)") from None
+    if check_models:
+        _check_models(config)
+    return JobPlan(preset=config.preset, paragraph=paper.paragraph, attributes=tuple(attributes), prompts=prompts,
+                   test_prompts=test_prompts, batch_size=n, threshold=threshold, lambda_face=lambda_face,
+                   iterations=iterations, learning_rate=learning_rate, loss_scale=float(loss_scale),
+                   eval_attribute=eval_attribute, eval_detector=eval_detector)

@@ -1,0 +1,153 @@
+"""The trained weights as any diffusers user loads them, and the held-out evaluation that picks the best checkpoint.
+
+Every checkpoint ``checkpoint-N/`` (the full training state, :mod:`scaleup.training.checkpoints`) gets an ``export/``
+beside the state: ``lora/pytorch_lora_weights.safetensors`` (``pipe.load_lora_weights(folder)``, or
+:func:`scaleup.models.adapters.load_lora`) and/or ``soft_prompt.safetensors`` (:class:`scaleup.models.SoftPrompt`),
+and with EMA the same under ``ema/``. With ``--evaluate-checkpoints`` each export is evaluated on the test prompts
+by the evaluation job (:func:`scaleup.evaluate.run_eval`: bias of seed 000 [0124], CLIP-T) with the in-memory
+pipeline, and the export with the lowest mean held-out bias is copied to ``best/`` (seed 000 [0121]: "checkpoints
+every 200 iterations and reports the best checkpoint").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from scaleup.jobs.adft.components import Components, make_detector
+from scaleup.jobs.adft.config import AdftConfig, JobPlan
+
+EVALUATIONS = "evaluations.jsonl"
+
+
+def _replace_folder(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _write_weights(components: Components, folder: Path) -> None:
+    from scaleup.models.adapters import save_lora
+
+    if components.adapted:
+        save_lora(components.pipe, folder / "lora")
+    if components.soft_prompt is not None:
+        components.soft_prompt.save(folder / "soft_prompt.safetensors")
+
+
+def export_weights(components: Components, folder: str | Path, *, ema=None) -> Path:
+    """Write the trained adapter (and the EMA weights under ``ema/``) into ``folder``, atomically (main process)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _write_weights(components, tmp)
+    if ema is not None:
+        ema.store(components.trainable)
+        ema.copy_to(components.trainable)
+        try:
+            _write_weights(components, tmp / "ema")
+        finally:
+            ema.restore(components.trainable)
+    _replace_folder(tmp, folder)
+    return folder
+
+
+def evaluation_parts(config: AdftConfig, plan: JobPlan, components: Components):
+    """The evaluation job's parts bound to the run's models in memory (no second copy of SD or CLIP): the
+    finetuned pipeline generates, the evaluation detector and classifier perceive, CLIP gives CLIP-T."""
+    from scaleup.evaluate import EvalConfig, build_classifier
+    from scaleup.evaluation.loop import EvaluationParts, Perceived
+    from scaleup.models.pipelines import generate
+    from scaleup.perception import classify_largest_faces
+    from scaleup.perception.attributes import get_attribute
+
+    device = components.device
+    classifier = build_classifier(EvalConfig(classifier=config.eval_classifier, attribute=plan.eval_attribute),
+                                  components.clip, device)
+    detector = make_detector(plan.eval_detector)
+    size = config.resolution
+
+    def _generate(prompt: str, seeds: Sequence[int]) -> torch.Tensor:
+        return generate(components.pipe, prompt, seeds, num_inference_steps=config.num_inference_steps,
+                        guidance_scale=config.guidance_scale, height=size, width=size,
+                        batch_size=config.eval_batch_size, soft_prompt=components.soft_prompt, progress=False)
+
+    def _perceive(images: torch.Tensor) -> Perceived:
+        with torch.no_grad():
+            logits, faces = classify_largest_faces(images.to(device), detector, classifier, crop_size=config.crop_size)
+        found = faces.found.cpu().numpy().astype(bool)
+        boxes = [faces.detections[i].tolist() if found[i] else None for i in range(len(found))]
+        return Perceived(has_face=found, boxes=boxes, probs=torch.softmax(logits.double(), dim=1).cpu().numpy())
+
+    def _embed(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return components.clip(images.to(device))
+
+    return EvaluationParts(generate=_generate, perceive=_perceive,
+                           class_names=get_attribute(plan.eval_attribute).class_names, embed_images=_embed,
+                           embed_texts=components.clip.embed_texts)
+
+
+def evaluate_export(config: AdftConfig, plan: JobPlan, components: Components, step: int,
+                    output_dir: Path) -> dict:
+    """Held-out bias of the current weights on every test prompt set (all processes call it); returns the summary
+    (main process) with ``mean_bias`` over the sets, None where no face was found."""
+    from scaleup.evaluate import EvalConfig, run_eval
+
+    parts = evaluation_parts(config, plan, components)
+    dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[config.mixed_precision]
+    summary: dict = {"step": step, "sets": {}}
+    for name in plan.test_prompts:
+        label = Path(name).stem if name.endswith(".txt") else name
+        eval_config = EvalConfig(
+            prompts=name, attribute=plan.eval_attribute, classifier=config.eval_classifier,
+            images_per_prompt=config.eval_images_per_prompt, max_prompts=config.eval_max_prompts,
+            num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+            height=config.resolution, width=config.resolution, batch_size=config.eval_batch_size, dtype=dtype,
+            crop_size=config.crop_size, seed=config.seed, out=str(output_dir / "evaluations" / f"step-{step}" / label),
+            restart=True)
+        results = run_eval(eval_config, parts=parts, progress=False)
+        if results:
+            bias = results["overall"]["bias"]
+            summary["sets"][label] = {"bias": None if bias is None else bias["mean"],
+                                      "no_face_share": results["overall"]["pooled"]["no_face_share"],
+                                      "clip_t": (results["overall"].get("clip_t") or {}).get("mean")}
+    biases = [s["bias"] for s in summary["sets"].values()]
+    summary["mean_bias"] = float(np.mean(biases)) if biases and None not in biases else None
+    return summary
+
+
+def read_evaluations(output_dir: Path) -> list[dict]:
+    path = Path(output_dir) / EVALUATIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def record_evaluation(output_dir: Path, summary: dict, export: Path) -> dict | None:
+    """Append ``summary`` to evaluations.jsonl (dropping an earlier line of the same step, as after a resume) and,
+    when its mean bias is the lowest so far, copy ``export`` to ``best/``; returns the best evaluation."""
+    output_dir = Path(output_dir)
+    kept = [e for e in read_evaluations(output_dir) if e["step"] != summary["step"]] + [summary]
+    path = output_dir / EVALUATIONS
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+    os.replace(tmp, path)
+    ranked = [e for e in kept if e.get("mean_bias") is not None]
+    if not ranked:
+        return None
+    best = min(ranked, key=lambda e: (e["mean_bias"], e["step"]))
+    if best["step"] == summary["step"]:
+        tmp = output_dir / ".best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(export, tmp)
+        (tmp / "evaluation.json").write_text(json.dumps(best, indent=2), encoding="utf-8")
+        _replace_folder(tmp, output_dir / "best")
+    return best
