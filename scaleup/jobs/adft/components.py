@@ -96,7 +96,11 @@ def _add_adapter(config: AdftConfig, pipe, device: torch.device):
         return [("soft_prompt.embeddings", soft_prompt.embeddings)], soft_prompt, []
     te_rank = config.lora_rank if config.adapter in ("text-encoder-lora", "both-lora") else None
     unet_rank = (config.unet_lora_rank or config.lora_rank) if config.adapter in ("unet-lora", "both-lora") else None
-    add_lora(pipe, text_encoder_rank=te_rank, unet_rank=unet_rank, trainable_dtype=torch.float32)
+    # peft draws the Gaussian init of A from the global RNG: seed it, so the run depends on config.seed only
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        add_lora(pipe, text_encoder_rank=te_rank, unet_rank=unet_rank, trainable_dtype=torch.float32)
     named, adapted = [], []
     for prefix, module in (("text_encoder", pipe.text_encoder), ("unet", pipe.unet)):
         params = [(f"{prefix}.{n}", p) for n, p in module.named_parameters() if "lora_" in n]

@@ -140,6 +140,12 @@ class AdftStep:
         return draw_batch(self.prompts, iteration, seed=self.config.seed, batch_size=self.plan.batch_size,
                           n_steps=self.config.num_inference_steps, steps_range=steps_range)
 
+    def _sampler(self, n_steps: int):
+        """The job's scheduler with the previous chain's history dropped: a multistep solver keeps its last noise
+        predictions (graph tensors after a pass with gradient), which theory's scheduler probe cannot deep-copy."""
+        self.scheduler.set_timesteps(n_steps)
+        return self.scheduler
+
     def _encode(self, prompt: str, n: int, *, original: bool) -> tuple[torch.Tensor, torch.Tensor]:
         pipe = self.c.pipe
         soft = None if original else self.c.soft_prompt
@@ -156,7 +162,7 @@ class AdftStep:
         with torch.set_grad_enabled(grad):
             with self.timer("sampling"):
                 cond, uncond = self._encode(prompt, z_T.shape[0], original=False)
-                z0 = sample_latents(pipe.unet, self.scheduler, cond, uncond, z_T, n_steps, self.config.guidance_scale,
+                z0 = sample_latents(pipe.unet, self._sampler(n_steps), cond, uncond, z_T, n_steps, self.config.guidance_scale,
                                     gradient or AdjustedGradient("exact"), checkpoint=checkpoint)
             with self.timer("decode"):
                 return decode_latents(pipe.vae, z0, checkpoint=checkpoint)
@@ -166,7 +172,7 @@ class AdftStep:
         pipe = self.c.pipe
         with torch.no_grad(), adapters_disabled(*self.c.adapted):
             cond, uncond = self._encode(prompt, z_T.shape[0], original=True)
-            z0 = sample_latents(pipe.unet, self.scheduler, cond, uncond, z_T, n_steps, self.config.guidance_scale,
+            z0 = sample_latents(pipe.unet, self._sampler(n_steps), cond, uncond, z_T, n_steps, self.config.guidance_scale,
                                 AdjustedGradient("exact"), checkpoint=False)
             return decode_latents(pipe.vae, z0, checkpoint=False)
 
