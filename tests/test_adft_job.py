@@ -235,10 +235,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(inputs, tmp_path):
     values["test_prompts"] = list(values["test_prompts"])
     config_file = tmp_path / "cfg.yaml"
     config_file.write_text(yaml.safe_dump(values))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    # accelerate launch --cpu starts one process; its torchrun launcher with ACCELERATE_USE_CPU starts two over gloo
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="1")
     launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--cpu",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "scaleup.jobs.adft", "--config", str(config_file)],
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "scaleup.jobs.adft", "--config",
+         str(config_file)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert launched.returncode == 0, launched.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "results.json").read_text())
