@@ -44,6 +44,7 @@ class Experiment:
 def _catalogue() -> dict[str, Experiment]:
     # Imported here so that `python -m experiments list` stays cheap and each module registers exactly once.
     from experiments import (
+        adft_sd,
         bbb_audit,
         bbb_bound,
         bbb_chain,
@@ -67,6 +68,7 @@ def _catalogue() -> dict[str, Experiment]:
         gmm_toy.EXPERIMENT,
         gmm_digits.EXPERIMENT,
         gmm_celebahq.EXPERIMENT,
+        adft_sd.EXPERIMENT,
     ]
     return {e.name: e for e in experiments}
 
