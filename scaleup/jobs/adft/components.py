@@ -86,7 +86,9 @@ def _name_or_path(model) -> str | None:
     return getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
 
 
-def _add_adapter(config: AdftConfig, pipe, device: torch.device):
+def add_adapter(config: AdftConfig, pipe, device: torch.device):
+    """The adapter of ``config.adapter`` on ``pipe`` (seed 000 Table 1): named trained parameters, the soft prompt
+    (or None) and the modules holding LoRA layers."""
     from scaleup.models.adapters import add_lora
     from scaleup.models.soft_prompt import SoftPrompt
 
@@ -158,7 +160,7 @@ def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | s
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False).eval()
-    named, soft_prompt, adapted = _add_adapter(config, pipe, device)
+    named, soft_prompt, adapted = add_adapter(config, pipe, device)
     clip_model, clip_processor = load_clip(config.clip_model, torch_dtype=dtype, device=device)
     clip = ClipEmbedder(clip_model, clip_processor)
     dino_model, dino_processor = load_dinov2(config.dinov2_model, torch_dtype=dtype, device=device)

@@ -278,7 +278,10 @@ class AdftStep:
         conf = np.where(packed[:, 2 * n_attr:] < 0, np.nan, packed[:, 2 * n_attr:])
         start, stop = local
         frequencies = {name: _frequencies(all_probs[name][all_found]) for name in names}
-        info = {"class_frequencies": frequencies, "no_face_share": float(1.0 - all_found.mean()),
+        mean_probs = {name: all_probs[name][all_found].mean(axis=0).tolist() if all_found.any() else None
+                      for name in names}
+        info = {"class_frequencies": frequencies, "mean_probabilities": mean_probs,
+                "no_face_share": float(1.0 - all_found.mean()),
                 "confident_share": {name: float(mask[all_found, a].mean()) if all_found.any() else None
                                     for a, name in enumerate(names)}}
         return BatchTargets(y[start:stop], mask[start:stop], conf[start:stop]), info
