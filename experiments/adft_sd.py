@@ -85,10 +85,12 @@ def run(cfg: AdftSdConfig, ctx: RunContext) -> dict:
     name, classes, target = attribute["name"], attribute["classes"], attribute["target"]
     steps = [e["step"] for e in log]
     freq = np.array([e["class_frequencies"][name] or [np.nan] * len(classes) for e in log], dtype=float)
+    mean_prob = np.array([e["mean_probabilities"][name] or [np.nan] * len(classes) for e in log], dtype=float)
     original = np.array([e["original_class_frequencies"][name] or [np.nan] * len(classes) for e in log], dtype=float)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     k = len(classes) - 1  # the last class ("female" for gender): the one the biased tiny model under-produces
     left.plot(steps, freq[:, k], "o-", label=f"finetuned model: share of {classes[k]}")
+    left.plot(steps, mean_prob[:, k], "^:", label=f"finetuned model: mean P({classes[k]})")
     left.plot(steps, original[:, k], "s--", color="grey", label="original model (same noise)")
     left.axhline(target[k], color="r", ls=":", label=f"target {target[k]:.2f}")
     left.axvline(cfg.kill_after + 0.5, color="k", lw=0.8, alpha=0.5)
@@ -107,7 +109,8 @@ def run(cfg: AdftSdConfig, ctx: RunContext) -> dict:
         "note": "tiny random models; centre-box detector and random CLIP zero-shot classifier: the machinery, not a "
                 "debiased SD",
         "attribute": name, "classes": classes, "target": target,
-        "iterations": steps, "class_frequency": freq.tolist(), "original_class_frequency": original.tolist(),
+        "iterations": steps, "class_frequency": freq.tolist(), "mean_probability": mean_prob.tolist(),
+        "original_class_frequency": original.tolist(),
         "losses": {key: [e[key] for e in log] for key in ("loss", "loss_align", "loss_img", "loss_face")},
         "first_frequency": freq[0].tolist(), "last_frequency": freq[-1].tolist(),
         "killed_after": killed["iterations_done"], "resumed_from": Path(resumed["resumed_from"]).name,

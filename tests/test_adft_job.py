@@ -309,3 +309,84 @@ def test_presets_carry_the_papers_hyper_parameters(inputs, tmp_path):
     age = plans["age"].attributes[2]
     assert age.name == "age" and age.target == (0.75, 0.25) and age.conditional_on == ("gender", "race")
     assert len(plans["multi-concept"].prompts) == 4
+
+
+# ---------------------------------------------------------------------------------------------- targets, presets
+def test_conditional_targets_are_the_dal_within_each_group_and_faceless_images_get_none():
+    from theory.dal import dal_targets
+
+    from scaleup.jobs.adft.config import AttributePlan
+    from scaleup.jobs.adft.targets import batch_targets
+
+    rng = np.random.default_rng(0)
+    n = 12
+    probs = {name: rng.dirichlet(np.ones(k), size=n) for name, k in (("gender", 2), ("race", 4), ("age", 2))}
+    found = np.ones(n, dtype=bool)
+    found[[3, 7]] = False
+    weights = plan_job(AdftConfig(preset="age", prompts=("occupations-train",), test_prompts=("occupations-test",),
+                                  external_faces=None, lambda_face=0.0), check_models=False).attributes
+    attributes = [AttributePlan(a.name, a.class_names, a.target, a.weights, a.conditional_on, a.classifier)
+                  for a in weights]
+    t = batch_targets(probs, found, attributes, 0.5, seed=3)
+    assert (t.y[~found] == -1).all() and not t.mask[~found].any() and np.isnan(t.confidence[~found]).all()
+    faces = np.flatnonzero(found)
+    # age (column 2) aligned to 75/25 separately inside every predicted gender x race group ([0132])
+    group = [f"{probs['gender'][i].argmax()}-{probs['race'][i].argmax()}" for i in faces]
+    for label in set(group):
+        members = faces[[g == label for g in group]]
+        expected = dal_targets(probs["age"][members], [0.75, 0.25], 0.5)
+        np.testing.assert_array_equal(t.y[members, 2], expected.y)
+        np.testing.assert_allclose(t.confidence[members, 2], expected.c, rtol=0, atol=1e-12)
+    expected = dal_targets(probs["gender"][faces], [0.5, 0.5], 0.5)  # unconditional: over all faces at once
+    np.testing.assert_array_equal(t.y[faces, 0], expected.y)
+
+
+def test_age_preset_trains_three_attributes_with_conditional_age(inputs, tmp_path):
+    results = run_job(_config(inputs, tmp_path, preset="age", iterations=1, checkpoint_every=0, lambda_face=0.0))
+    last = results["last"]
+    assert set(last["class_frequencies"]) == {"gender", "race", "age"}
+    assert len(last["class_frequencies"]["race"]) == 4 and np.isfinite(last["loss"])
+    assert results["plan"]["attributes"][2]["conditional_on"] == ["gender", "race"]
+
+
+def test_exported_lora_loads_into_a_fresh_pipeline_and_generates_what_the_job_had(inputs, tmp_path):
+    from scaleup.models import load_lora, load_sd15
+    from scaleup.models.pipelines import generate
+
+    config = _config(inputs, tmp_path, iterations=1, checkpoint_every=1, lora_rank=4)
+    plan, comps = _components(config)
+    run_job(config, components=comps)
+    kwargs = dict(num_inference_steps=3, guidance_scale=7.5, height=32, width=32, progress=False)
+    prompt = "a photo of the face of a nurse, a person"
+    trained = generate(comps.pipe, prompt, [5, 6], **kwargs)
+    fresh = load_lora(load_sd15(str(inputs["sd15"])), tmp_path / "checkpoint-1" / "export" / "lora")
+    torch.testing.assert_close(generate(fresh, prompt, [5, 6], **kwargs), trained, rtol=0, atol=1e-6)
+    base = generate(load_sd15(str(inputs["sd15"])), prompt, [5, 6], **kwargs)
+    assert (base - trained).abs().max() > 1e-4  # the step changed the images
+
+
+def test_the_lowest_held_out_bias_is_kept_as_best(tmp_path):
+    from scaleup.jobs.adft.export import record_evaluation
+
+    for step in (2, 4, 6):
+        export = tmp_path / f"checkpoint-{step}" / "export"
+        export.mkdir(parents=True)
+        (export / "weights.txt").write_text(str(step))
+    best = None
+    for step, bias in ((2, 0.5), (4, 0.2), (6, None)):
+        best = record_evaluation(tmp_path, {"step": step, "mean_bias": bias},
+                                 tmp_path / f"checkpoint-{step}" / "export")
+    assert best["step"] == 4 and (tmp_path / "best" / "weights.txt").read_text() == "4"
+    record_evaluation(tmp_path, {"step": 4, "mean_bias": 0.9}, tmp_path / "checkpoint-4" / "export")  # re-run
+    lines = (tmp_path / "evaluations.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [2, 6, 4]
+
+
+@pytest.mark.slow
+def test_quick_experiment_runs_end_to_end(tmp_path):
+    import experiments
+
+    results = experiments.run("adft-sd", quick=True, out=tmp_path)
+    assert results["resume_equals_uninterrupted"] is True and results["resumed_from"] == "checkpoint-2"
+    assert results["evaluations"] and results["evaluations"][0]["step"] == 4
+    assert (tmp_path / "adft-sd" / "adft_sd.png").stat().st_size > 10_000
