@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     precision = args.mixed_precision or ("bf16" if args.full_size else "no")
     faces = write_external_faces(Path(tempfile.mkdtemp(prefix="adft-bench-faces-")))
     config = AdftConfig(preset="gender", detector="centre", batch_size=n, sub_batch_size=sub,
-                        num_inference_steps=args.steps, mixed_precision=precision, lora_rank=50 if args.full_size else 4,
+                        num_inference_steps=args.steps, mixed_precision=precision,
+                        lora_rank=50 if args.full_size else 4,
                         crop_size=224 if args.full_size else 32, resolution=512 if args.full_size else 32,
                         external_faces=str(faces), prompts=("occupations-train",), progress=False)
     torch.manual_seed(0)

@@ -75,7 +75,7 @@ def run(cfg: AdftSdConfig, ctx: RunContext) -> dict:
             eval_images_per_prompt=cfg.eval_images_per_prompt, seed=ctx.seed, checkpoints_total_limit=2)
         killed = run_job(AdftConfig(**(values | dict(until=cfg.kill_after))))
         resumed = run_job(AdftConfig(**(values | dict(resume="latest", evaluate_checkpoints=True))))
-        whole = run_job(AdftConfig(**(values | dict(output_dir=str(tmp / "whole")))))
+        run_job(AdftConfig(**(values | dict(output_dir=str(tmp / "whole")))))
         a, b = _lora(tmp / "run" / "final"), _lora(tmp / "whole" / "final")
         identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         log = [json.loads(line) for line in (tmp / "run" / "log.jsonl").read_text().splitlines()]

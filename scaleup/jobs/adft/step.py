@@ -162,8 +162,9 @@ class AdftStep:
         with torch.set_grad_enabled(grad):
             with self.timer("sampling"):
                 cond, uncond = self._encode(prompt, z_T.shape[0], original=False)
-                z0 = sample_latents(pipe.unet, self._sampler(n_steps), cond, uncond, z_T, n_steps, self.config.guidance_scale,
-                                    gradient or AdjustedGradient("exact"), checkpoint=checkpoint)
+                z0 = sample_latents(pipe.unet, self._sampler(n_steps), cond, uncond, z_T, n_steps,
+                                    self.config.guidance_scale, gradient or AdjustedGradient("exact"),
+                                    checkpoint=checkpoint)
             with self.timer("decode"):
                 return decode_latents(pipe.vae, z0, checkpoint=checkpoint)
 
@@ -172,13 +173,13 @@ class AdftStep:
         pipe = self.c.pipe
         with torch.no_grad(), adapters_disabled(*self.c.adapted):
             cond, uncond = self._encode(prompt, z_T.shape[0], original=True)
-            z0 = sample_latents(pipe.unet, self._sampler(n_steps), cond, uncond, z_T, n_steps, self.config.guidance_scale,
-                                AdjustedGradient("exact"), checkpoint=False)
+            z0 = sample_latents(pipe.unet, self._sampler(n_steps), cond, uncond, z_T, n_steps,
+                                self.config.guidance_scale, AdjustedGradient("exact"), checkpoint=False)
             return decode_latents(pipe.vae, z0, checkpoint=False)
 
     # ------------------------------------------------------------------------------------------------ perception
     def perceive(self, images: torch.Tensor) -> Perception:
-        """Largest face of each image (detected on a detached copy), its differentiable crop, each classifier's logits."""
+        """Largest face of each image (found on a detached copy), its differentiable crop, each classifier's logits."""
         with self.timer("faces"):
             faces = find_faces(images.detach(), self.c.detector, expand=self.config.face_expand)
             index = torch.nonzero(faces.found, as_tuple=False).flatten()
