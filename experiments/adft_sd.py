@@ -93,16 +93,19 @@ def run(cfg: AdftSdConfig, ctx: RunContext) -> dict:
     left.plot(steps, mean_prob[:, k], "^:", label=f"finetuned model: mean P({classes[k]})")
     left.plot(steps, original[:, k], "s--", color="grey", label="original model (same noise)")
     left.axhline(target[k], color="r", ls=":", label=f"target {target[k]:.2f}")
-    left.axvline(cfg.kill_after + 0.5, color="k", lw=0.8, alpha=0.5)
-    left.text(cfg.kill_after + 0.6, 0.95, "killed, resumed", fontsize=7, va="top")
+    resumed_at = int(Path(resumed["resumed_from"]).name.split("-")[1])
+    left.axvline(resumed_at + 0.5, color="k", lw=0.8, alpha=0.5)
+    left.text(resumed_at + 0.6, 0.9, f"killed after {killed['iterations_done']},\nresumed from checkpoint "
+              f"{resumed_at}", fontsize=7, va="top")
     left.set(xlabel="iteration", ylabel="class frequency in the batch", ylim=(-0.05, 1.05),
              title=f"aDFT on tiny random SD: {name}, N = {cfg.batch_size}")
     left.legend(fontsize=7)
     for key, label in (("loss", "L"), ("loss_align", "L_align"), ("loss_img", "lambda_img L_img"),
                        ("loss_face", "L_face")):
         right.plot(steps, [e[key] for e in log], label=label)
-    right.set(xlabel="iteration", ylabel="loss", yscale="symlog", title="loss terms (JSONL log)")
+    right.set(xlabel="iteration", ylabel="loss", title="loss terms (JSONL log)")
     right.legend(fontsize=7)
+    fig.tight_layout()
     figure = ctx.save_figure(fig, "adft_sd")
     plt.close(fig)
     return {
