@@ -72,6 +72,18 @@ def run_build_sets(config: BuildSetsConfig, *, perception=None, reuse: bool = Fa
     ``perception``: a ready :class:`.sanity.Perception` (tests pass stubs); None builds the configured one.
     ``reuse``: draw each set from the whole pools (the public code's sampling) instead of disjoint sets.
     """
+    from accelerate import PartialState
+
+    state = PartialState()
+    if not state.is_main_process:  # launched on several processes: one builds, the others wait and read its report
+        state.wait_for_everyone()
+        return json.loads((Path(config.out) / REPORT_FILE).read_text(encoding="utf-8"))
+    report = _build(config, perception=perception, reuse=reuse, progress=progress)
+    state.wait_for_everyone()
+    return report
+
+
+def _build(config: BuildSetsConfig, *, perception, reuse: bool, progress: bool) -> dict:
     generated = Path(config.generated)
     settings, records = read_generation(generated)
     keywords = _keyword_set(settings)

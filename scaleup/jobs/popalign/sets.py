@@ -23,9 +23,16 @@ def systematic_counts(n: int, target: Sequence[float], u: float) -> np.ndarray:
     """Keyword counts of one set of ``n`` images for the offset ``u`` in [0, 1) (module docstring)."""
     if not 0.0 <= u < 1.0:
         raise ValueError(f"u must lie in [0, 1); got {u!r}")
-    edges = n * np.concatenate([[0.0], np.cumsum(np.asarray(target, dtype=np.float64))])
-    edges[-1] = n  # the cumulative sum of a distribution may end a rounding error away from n
-    return np.diff(np.ceil(edges - u)).astype(np.int64)
+    target = np.asarray(target, dtype=np.float64)
+    edges = n * np.concatenate([[0.0], np.cumsum(target)])
+    # N D_1 + ... + N D_k meant to be an integer (N = 12, D uniform over 12) must not land a rounding error below
+    # it, or a point u + j would fall into the wrong class
+    nearest = np.round(edges)
+    edges = np.where(np.abs(edges - nearest) < 1e-9, nearest, edges)
+    # class of each point u + j: the count of C_k = ceil(C_k - u) - ceil(C_{k-1} - u), without float ceil's edge
+    # cases (u + j rounding up to n is clipped into the last class)
+    classes = np.clip(np.searchsorted(edges, u + np.arange(n), side="right") - 1, 0, len(target) - 1)
+    return np.bincount(classes, minlength=len(target)).astype(np.int64)
 
 
 @dataclass

@@ -67,10 +67,11 @@ def noised_pairs(scheduler, latents_w: torch.Tensor, latents_l: torch.Tensor, no
 
 @dataclass
 class StepResult:
-    """The loss to backpropagate and what is logged (plain floats)."""
+    """The loss to backpropagate, what is logged (plain floats) and the per-sample r (detached; PopAlign only)."""
 
     loss: torch.Tensor
     metrics: dict
+    r: torch.Tensor | None = None
 
 
 def popalign_step(model: Predictor, reference: Predictor, noisy: torch.Tensor, target: torch.Tensor,
@@ -96,7 +97,7 @@ def popalign_step(model: Predictor, reference: Predictor, noisy: torch.Tensor, t
                    "model_mse": float(noise_mse(target.float(), prediction.float()).mean()),
                    "reference_mse": float(noise_mse(target.float(), reference_prediction.float()).mean()),
                    "reward_accuracy_pairs": implied_reward_accuracy(r[:half, None].double(), r[half:, None].double())}
-    return StepResult(loss, metrics)
+    return StepResult(loss, metrics, r.detach())
 
 
 def sft_step(model: Predictor, noisy_w: torch.Tensor, target_w: torch.Tensor, timesteps: torch.Tensor,
