@@ -158,7 +158,7 @@ def run_training(cfg: TrainingConfig, ctx: RunContext) -> dict:
     curves = {}
     for mode in GRADIENT_MODES:
         curves[mode] = [finetune(_gmm(cfg.dim, ctx.seed), sampler, lambda z0: (z0 - target).square().sum(1).mean(),
-                                 mode, iterations=cfg.iterations, batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + s)
+                                 mode, dim=cfg.dim, iterations=cfg.iterations, batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + s)
                         for s in range(cfg.seeds)]
     fig, ax = plt.subplots(figsize=(7, 4))
     for mode, color in zip(GRADIENT_MODES, ("C3", "C0", "C2")):
@@ -232,7 +232,7 @@ def run_dal_toy(cfg: DalToyConfig, ctx: RunContext) -> dict:
         before = _shares(model, sampler, cfg.n_eval, ctx.seed)
         losses = finetune(model, sampler, lambda z0, t=target, m=model: dal_loss(attribute_logits(m, z0), list(t),
                                                                                     cfg.threshold),
-                          "adjusted", iterations=cfg.iterations, batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + k)
+                          "adjusted", dim=2, iterations=cfg.iterations, batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + k)
         after = _shares(model, sampler, cfg.n_eval, ctx.seed + 100)
         runs.append({"target": list(target), "freq_before": before["attribute0_freq"],
                      "freq_after": after["attribute0_freq"], "before": before, "after": after, "loss": losses})
@@ -339,7 +339,7 @@ def run_compare(cfg: CompareConfig, ctx: RunContext) -> dict:
         runs = []
         for s in range(cfg.seeds):
             mixture = reference_mixture(1)
-            finetune(_MixtureAsDenoiser(mixture), sampler, loss_fn, "adjusted", iterations=cfg.dal_iterations,
+            finetune(_MixtureAsDenoiser(mixture), sampler, loss_fn, "adjusted", dim=1, iterations=cfg.dal_iterations,
                      batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + s)
             runs.append(summarise(mixture, target)[0])
         rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in ("g1_share", "g2_weight", "discrepancy")}

@@ -167,6 +167,45 @@ def test_mc_converges_at_inverse_sqrt_rate():
     assert -0.65 < slope < -0.35, f"log-log slope of MC error {slope:.3f}, expected -1/2"
 
 
+def test_auto_default_is_reproducible_above_the_exact_budget():
+    """Issue 9: N = 32, K = 4 (the seed's race setting) has more than 5000 count vectors, so method="auto" runs Monte
+    Carlo; without a seed it used a fresh random stream, and the DAL targets changed from call to call."""
+    rng = np.random.default_rng(11)
+    probs = random_probs(rng, 32, 4)
+    target = np.full(4, 0.25)
+    assert resolve_method("auto", 32, target) == "mc"
+    q1 = expected_ot_targets(probs, target, n_samples=50)
+    q2 = expected_ot_targets(probs, target, n_samples=50)
+    np.testing.assert_array_equal(q1, q2)
+    # the derived stream is a function of the inputs: a permutation of the images permutes the targets exactly ...
+    perm = rng.permutation(32)
+    np.testing.assert_allclose(expected_ot_targets(probs[perm], target, n_samples=50), q1[perm], atol=1e-13)
+    # ... and other inputs, or an explicit seed, give other draws
+    assert not np.array_equal(expected_ot_targets(random_probs(rng, 32, 4), target, n_samples=50), q1)
+    assert not np.array_equal(expected_ot_targets(probs, target, n_samples=50, seed=0), q1)
+
+
+def test_conditional_dal_targets_are_reproducible_without_seed():
+    from theory.dal import dal_targets
+
+    rng = np.random.default_rng(12)
+    probs = random_probs(rng, 64, 4)
+    groups = np.arange(64) % 2  # 32 images per group with K = 4: above the exact budget, so Monte Carlo
+    assert resolve_method("auto", 32, np.full(4, 0.25)) == "mc"
+    first = dal_targets(probs, np.full(4, 0.25), 0.5, groups=groups, n_samples=30)
+    second = dal_targets(probs, np.full(4, 0.25), 0.5, groups=groups, n_samples=30)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resolve_method_tells_which_method_runs():
+    assert resolve_method("mc", 24, [0.5, 0.5]) == "mc"
+    assert resolve_method("auto", 32, [0.25] * 4) == "mc"
+    assert resolve_method("auto", 32, [0.5, 0.5, 0.0, 0.0]) == "exact"  # only classes with mass are enumerated
+    with pytest.raises(ValueError, match="n \\(number of images\\) must be an integer >= 1"):
+        resolve_method("auto", 0, [0.5, 0.5])
+
+
 def test_count_vectors_enumeration():
     for n, k in [(0, 2), (3, 1), (3, 2), (4, 3), (5, 4)]:
         counts = count_vectors(n, k)

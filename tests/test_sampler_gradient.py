@@ -195,3 +195,121 @@ def test_adjusted_gradient_on_a_diffusers_unet_with_and_without_checkpointing():
     torch.testing.assert_close(grads("adjusted", True), adjusted, rtol=1e-10, atol=1e-14)
     exact = grads("exact", False)
     assert not torch.allclose(exact, adjusted, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------- coefficients
+SD_CONFIG = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+
+def _sd_ddpm_a_float64(timesteps) -> np.ndarray:
+    """Algorithm A.1's A_{t_i} written out independently in float64 from SD's schedule (no diffusers arrays)."""
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+    abar = np.cumprod(1.0 - betas)
+    t = np.asarray([int(x) for x in timesteps])
+    return (1.0 / np.sqrt(abar[t])) * betas[t] / np.sqrt(1.0 - abar[t])
+
+
+def _standardised_inverse(a: np.ndarray) -> np.ndarray:
+    c = 1.0 / np.abs(a)
+    return c / np.prod(c) ** (1.0 / c.shape[0])
+
+
+@pytest.mark.parametrize("scheduler_name", ["DPMSolverMultistepScheduler", "DDIMScheduler"])
+@pytest.mark.parametrize("n_steps", [19, 23])
+def test_algorithm_a1_coefficients_are_the_ddpm_a_at_the_visited_timesteps(scheduler_name, n_steps):
+    import diffusers
+
+    from theory.sampler_gradient import AdjustedGradient
+
+    config = SD_CONFIG | ({"clip_sample": False} if scheduler_name == "DDIMScheduler" else {})
+    scheduler = getattr(diffusers, scheduler_name)(**config)
+    gradient = AdjustedGradient.from_scheduler(scheduler, n_steps, coefficients="algorithm_a1")
+    reference = getattr(diffusers, scheduler_name)(**config)
+    reference.set_timesteps(n_steps)
+    expected = _standardised_inverse(_sd_ddpm_a_float64(reference.timesteps))
+    # diffusers keeps the schedule in float32: 1 - abar_t is ~1e-3 at the last timesteps, so ~1e-5 relative
+    np.testing.assert_allclose(gradient.scales, expected, rtol=2e-5)
+    assert gradient.coefficients == "algorithm_a1" and gradient.n_steps == n_steps
+    unstandardised = AdjustedGradient.from_scheduler(scheduler, n_steps, "adjusted_unstandardised")
+    np.testing.assert_allclose(unstandardised.scales, 1.0 / _sd_ddpm_a_float64(reference.timesteps), rtol=2e-5)
+    assert scheduler.num_inference_steps is None  # the caller's scheduler is left untouched
+
+
+def test_sampler_coefficients_from_scheduler_match_independent_chains():
+    """DDIM: against the closed-form one-step coefficients; DPM-Solver++(2M): against theory's float64 solver (its own
+    implementation, checked against diffusers in test_float64_dpm_solver_matches_diffusers)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    from theory.sampler_gradient import AdjustedGradient, dpm_solver_pp_2m_stepper, unrolled_coefficients
+
+    ddim = DDIMScheduler(num_train_timesteps=1000, trained_betas=SD.tolist(), clip_sample=False, set_alpha_to_one=True)
+    gradient = AdjustedGradient.from_scheduler(ddim, 20, coefficients="sampler")
+    sampler = make_sampler("ddim", SD, 20)
+    abar, abar_prev = sampler.abars, np.append(sampler.abars[1:], 1.0)
+    a = np.sqrt(abar_prev / abar)
+    b = np.sqrt(1 - abar_prev) - np.sqrt(abar_prev * (1 - abar) / abar)
+    k = b * np.append(np.cumprod(a[::-1])[::-1][1:], 1.0)
+    np.testing.assert_allclose(gradient.scales, _standardised_inverse(k), rtol=1e-6)
+    # today's behaviour, AdjustedGradient(mode, sampler.a_coefficients), is the "sampler" choice
+    np.testing.assert_allclose(gradient.scales, AdjustedGradient("adjusted", sampler.a_coefficients).scales, rtol=1e-12)
+
+    dpm = DPMSolverMultistepScheduler(**SD_CONFIG)
+    probe = DPMSolverMultistepScheduler(**SD_CONFIG)
+    probe.set_timesteps(20)
+    abars = probe.alphas_cumprod.double().numpy()[probe.timesteps.numpy()]
+    k_ours, _ = unrolled_coefficients(dpm_solver_pp_2m_stepper(np.append(abars, 1.0)), 20)
+    np.testing.assert_allclose(AdjustedGradient.from_scheduler(dpm, 20, coefficients="sampler").scales,
+                               _standardised_inverse(k_ours), rtol=1e-5)
+
+
+def test_algorithm_a1_gradient_through_ddim_is_sum_of_k_c_partials():
+    """Run through DDIM with Algorithm A.1's C_i: z is detached (B -> I) and eps_i's gradient is scaled by C_i, so
+    dz_0/dtheta = sum_i k_i C_i d eps_i/d theta with the sampler's k_i, here not -1/G (DDIM's A_i are not DDPM's)."""
+    from diffusers import DDIMScheduler
+
+    from theory.sampler_gradient import AdjustedGradient
+
+    sampler = make_sampler("ddim", SD, 20)
+    ddim = DDIMScheduler(num_train_timesteps=1000, trained_betas=SD.tolist(), clip_sample=False, set_alpha_to_one=True)
+    gradient = AdjustedGradient.from_scheduler(ddim, 20)  # the default is the paper's
+    assert gradient.coefficients == "algorithm_a1"
+    model = mixture(2)
+    z_T = torch.tensor([[0.4, 0.1]], dtype=torch.float64)
+    z0 = run_sampler(eps_model_for(model, sampler), z_T, sampler.step, 20, gradient)
+    rows = [torch.autograd.grad(z0[0, j], list(model.parameters()), retain_graph=True) for j in range(2)]
+    autograd = np.stack([np.concatenate([g.reshape(-1).numpy() for g in row]) for row in rows])
+    _, grads = chain_terms(model, sampler, z_T)
+    abar, abar_prev = sampler.abars, np.append(sampler.abars[1:], 1.0)
+    a = np.sqrt(abar_prev / abar)
+    b = np.sqrt(1 - abar_prev) - np.sqrt(abar_prev * (1 - abar) / abar)
+    k = b * np.append(np.cumprod(a[::-1])[::-1][1:], 1.0)
+    ddim.set_timesteps(20)
+    betas = np.asarray(SD, dtype=np.float64)
+    abar_all = np.cumprod(1.0 - betas)
+    t = ddim.timesteps.numpy()
+    c = _standardised_inverse(betas[t] / np.sqrt(1 - abar_all[t]) / np.sqrt(abar_all[t]))
+    expected = sum(k[i] * c[i] * grads[i][0] for i in range(20))
+    # C_i from diffusers' float32 alphas_cumprod against the float64 cumprod here: ~1e-5 relative at small t
+    np.testing.assert_allclose(autograd, expected, rtol=2e-5, atol=1e-12)
+    # the "sampler" choice would give -(1/G) sum_i d eps_i/d theta instead: visibly different under DDIM
+    c_sampler = _standardised_inverse(k)
+    sampler_choice = sum(k[i] * c_sampler[i] * grads[i][0] for i in range(20))
+    assert np.abs(sampler_choice - expected).max() > 1e-2 * np.abs(expected).max()
+
+
+def test_from_scheduler_bad_input():
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    from theory.sampler_gradient import AdjustedGradient
+
+    ddim = DDIMScheduler(clip_sample=False)
+    assert AdjustedGradient.from_scheduler(ddim, 10, "exact").scales is None
+    with pytest.raises(ValueError, match="coefficients must be one of"):
+        AdjustedGradient.from_scheduler(ddim, 10, coefficients="official")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        AdjustedGradient.from_scheduler(ddim, 10, "approximate")
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
+        AdjustedGradient.from_scheduler(ddim, 0)
+    euler = EulerDiscreteScheduler(timestep_spacing="linspace")  # continuous timesteps such as 946.47
+    with pytest.raises(ValueError, match="integer DDPM timesteps.*coefficients='sampler'"):
+        AdjustedGradient.from_scheduler(euler, 20, coefficients="algorithm_a1")

@@ -39,5 +39,5 @@ def test_ddpm_step_matches_diffusers_mean():
 def test_bad_schedule():
     with pytest.raises(ValueError, match="beta_start <= beta_end"):
         linear_betas(10, 0.5, 0.1)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):
         linear_betas(0)

@@ -23,7 +23,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from theory.optimal_transport import DEFAULT_MC_SAMPLES, Method, expected_ot_targets
-from theory.validation import check_distribution, check_labels, check_probabilities, check_threshold
+from theory.validation import check_distribution, check_labels, check_probabilities, check_seed, check_threshold
 
 
 class DALTargets(NamedTuple):
@@ -62,10 +62,12 @@ def dal_targets(
         Conditioning label of each image (e.g. the predicted gender x race class). The targets are then computed
         within each group separately: the conditional DAL of seed 000 [0132].
     method, n_samples, seed
-        Passed to :func:`~theory.optimal_transport.expected_ot_targets`.
+        Passed to :func:`~theory.optimal_transport.expected_ot_targets`; ``seed=None`` gives targets determined by the
+        inputs. :func:`~theory.optimal_transport.resolve_method` says which method ``"auto"`` runs.
     """
     p = check_probabilities(probs)
     c_min = check_threshold(threshold)
+    seed = check_seed(seed)
     q = np.empty_like(p)
     if groups is None:
         if isinstance(target, Mapping):
@@ -74,7 +76,9 @@ def dal_targets(
     else:
         labels = np.asarray(groups)
         codes = check_labels(labels, p.shape[0], name="groups")
-        rng = np.random.default_rng(seed)
+        # One stream for all groups when seeded; unseeded, every group's Monte Carlo draws derive from its own inputs
+        # (theory.optimal_transport.input_seed_sequence), so the targets are reproducible either way.
+        rng = None if seed is None else np.random.default_rng(seed)
         for code in range(int(codes.max()) + 1):
             members = np.flatnonzero(codes == code)
             label = labels[members[0]].item()
@@ -117,6 +121,14 @@ def dal_loss(
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a torch.Tensor of shape (N, K); got {shape}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor of raw classifier scores (the cross-entropy needs "
+                         f"their gradient); got dtype {logits.dtype}")
+    # Checked on the logits, so that the error names what the caller passed (softmax turns +inf into NaN).
+    finite = torch.isfinite(logits.detach())
+    if not bool(finite.all()):
+        row = int((~finite).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"logits contains NaN or infinite values (first in row {row}); expected finite classifier scores")
     probs = torch.softmax(logits.detach().to(torch.float64), dim=1).cpu().numpy()
     y, _, mask = dal_targets(probs, target, threshold, groups=groups, method=method, n_samples=n_samples, seed=seed)
     ce = torch.nn.functional.cross_entropy(logits, torch.as_tensor(y, device=logits.device), reduction="none")

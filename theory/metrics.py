@@ -15,7 +15,7 @@ from itertools import combinations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from theory.validation import check_distribution, check_probabilities
+from theory.validation import check_count, check_distribution, check_probabilities
 
 
 def _binary_vector(values: ArrayLike, name: str, n: int | None = None) -> np.ndarray:
@@ -32,6 +32,7 @@ def _binary_vector(values: ArrayLike, name: str, n: int | None = None) -> np.nda
 
 def class_frequencies(labels: ArrayLike, n_classes: int) -> np.ndarray:
     """freq(k) = #{i : label_i = k} / N for k = 0..K-1, from integer class labels."""
+    n_classes = check_count(n_classes, "n_classes", minimum=1)  # first: a class range [0, -1] cannot be stated
     lab = np.asarray(labels)
     if lab.ndim != 1 or lab.shape[0] == 0:
         raise ValueError(f"labels must be a non-empty 1-D array of class indices; got shape {lab.shape}")
@@ -169,9 +170,12 @@ def symmetric_score_kl(
     of one A_t class, as in the seed.
     """
     s = np.asarray(scores, dtype=np.float64)
-    ap = _binary_vector(protected, "protected", s.shape[0] if s.ndim == 1 else None)
-    if s.ndim != 1 or not np.isfinite(s).all() or (s < 0).any() or (s > 1).any():
+    # scores first: their length is what protected must match, so an empty or 2-D scores is reported as such
+    if s.ndim != 1 or s.shape[0] == 0:
+        raise ValueError(f"scores must be a non-empty 1-D array of classifier scores in [0, 1]; got shape {s.shape}")
+    if not np.isfinite(s).all() or (s < 0).any() or (s > 1).any():
         raise ValueError("scores must be a 1-D array of finite classifier scores in [0, 1]")
+    ap = _binary_vector(protected, "protected", s.shape[0])
     if ap.all() or not ap.any():
         raise ValueError("symmetric_score_kl needs samples both with and without A_p")
     if int(bins) < 1 or not smoothing > 0:

@@ -29,6 +29,7 @@ cost) have probability zero for continuous classifier outputs and are left to th
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from itertools import combinations
 from math import comb
@@ -40,7 +41,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import bdtrc
 from scipy.stats import multinomial
 
-from theory.validation import check_distribution, check_probabilities
+from theory.validation import check_count, check_distribution, check_probabilities, check_seed
 
 Method = Literal["auto", "exact", "binary", "mc"]
 METHODS: tuple[str, ...] = ("auto", "exact", "binary", "mc")
@@ -48,8 +49,14 @@ METHODS: tuple[str, ...] = ("auto", "exact", "binary", "mc")
 #: ``method="auto"`` enumerates exactly while there are at most this many class-count vectors (N = 24, K = 4 has
 #: 2925; each costs one N x N assignment, about 15 us at N = 24).
 AUTO_EXACT_MAX_COUNT_VECTORS = 5_000
-#: ``method="exact"`` refuses beyond this many count vectors and names the method to use instead.
+#: ``method="exact"`` refuses beyond this many count vectors (they are enumerated in memory) and names the method to
+#: use instead.
 EXACT_MAX_COUNT_VECTORS = 200_000
+#: ``method="exact"`` also refuses when its estimated work, count vectors x N^2 entries of one N x N assignment
+#: (:func:`exact_work`), exceeds this: one entry costs about 10-40 ns in scipy's solver on the development machines
+#: (N = 24..1000), so the limit is a few seconds. Without it N = 3000, K = 2 (3001 count vectors) ran for about
+#: 14 minutes and N = 199,998 raised a MemoryError building one assignment matrix.
+EXACT_MAX_WORK = 200_000_000
 DEFAULT_MC_SAMPLES = 1_000
 
 
@@ -63,6 +70,15 @@ def ot_cost_matrix(probs: np.ndarray) -> np.ndarray:
 def n_count_vectors(n: int, k: int) -> int:
     """Number of class-count vectors m in N^K with sum m = n, i.e. C(n + k - 1, k - 1)."""
     return comb(n + k - 1, k - 1)
+
+
+def exact_work(n: int, k: int) -> int:
+    """Estimated work of the exact enumeration: C(n + k - 1, k - 1) count vectors x n^2 entries of one assignment.
+
+    Each count vector costs one N x N capacitated assignment (:func:`capacitated_assignment`), whose cost matrix alone
+    has N^2 entries; computed with Python integers, so it is exact and instant even where the enumeration is not.
+    """
+    return n_count_vectors(n, k) * n * n
 
 
 def count_vectors(n: int, k: int) -> np.ndarray:
@@ -135,19 +151,31 @@ def binary_closed_form_targets(probs: np.ndarray, target: np.ndarray) -> np.ndar
     return q
 
 
-def exact_targets(probs: np.ndarray, target: np.ndarray, *, max_count_vectors: int = EXACT_MAX_COUNT_VECTORS) -> np.ndarray:
+def exact_targets(
+    probs: np.ndarray,
+    target: np.ndarray,
+    *,
+    max_count_vectors: int = EXACT_MAX_COUNT_VECTORS,
+    max_work: int = EXACT_MAX_WORK,
+) -> np.ndarray:
     """Exact expected OT targets by enumerating class counts m ~ Multinomial(N, D) (seed 000, [0105]).
 
-    Classes with zero target mass never appear in a draw, so only the support of D is enumerated.
+    Classes with zero target mass never appear in a draw, so only the support of D is enumerated. Refused, before
+    anything is allocated, beyond ``max_count_vectors`` count vectors or ``max_work`` estimated assignment entries
+    (:func:`exact_work`).
     """
     n, k = probs.shape
     support = np.flatnonzero(target > 0)
     n_vectors = n_count_vectors(n, support.size)
-    if n_vectors > max_count_vectors:
+    work = n_vectors * n * n
+    if n_vectors > max_count_vectors or work > max_work:
+        instead = "use method='mc' (Monte Carlo with a standard error)" + (
+            " or method='binary' (the exact K = 2 closed form)" if support.size <= 2 and k == 2 else "")
         raise ValueError(
-            f"exact enumeration needs C(N+K-1, K-1) = {n_vectors} class-count vectors for N = {n}, "
-            f"K = {support.size} (classes with target mass), more than max_count_vectors = {max_count_vectors}; "
-            "use method='mc' (Monte Carlo with a standard error)" + (" or method='binary'" if k == 2 else "")
+            f"exact enumeration for N = {n}, K = {support.size} (classes with target mass) needs C(N+K-1, K-1) = "
+            f"{n_vectors} class-count vectors, each an N x N assignment: about {float(work):.2g} assignment entries "
+            f"(limits: max_count_vectors = {max_count_vectors}, max_work = {float(max_work):.2g}, a few seconds); "
+            + instead
         )
     cost = ot_cost_matrix(probs)[:, support]
     counts = count_vectors(n, support.size)
@@ -160,17 +188,41 @@ def exact_targets(probs: np.ndarray, target: np.ndarray, *, max_count_vectors: i
     return _TieAverager(probs)(q)
 
 
+def input_seed_sequence(probs: np.ndarray, target: np.ndarray) -> np.random.SeedSequence:
+    """The Monte Carlo stream used when no seed is given: a SeedSequence determined by the inputs alone.
+
+    Its entropy is a BLAKE2b digest of the target and of the probability rows in lexicographic order, so identical
+    inputs give identical targets on every call, in every process, and a permutation of the images gives the same
+    class-count draws, hence permuted targets (the draws do not depend on the image order). Distinct inputs give
+    unrelated streams.
+    """
+    p = np.ascontiguousarray(probs, dtype=np.float64)
+    rows = p[np.lexsort(p.T[::-1])] if p.shape[0] > 1 else p
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (np.asarray(p.shape, dtype=np.int64), np.ascontiguousarray(target, dtype=np.float64), rows):
+        digest.update(part.tobytes())
+    return np.random.SeedSequence(int.from_bytes(digest.digest(), "little"))
+
+
 def monte_carlo_targets(
-    probs: np.ndarray, target: np.ndarray, *, n_samples: int = DEFAULT_MC_SAMPLES, seed: int | np.random.Generator | None = None
+    probs: np.ndarray,
+    target: np.ndarray,
+    *,
+    n_samples: int = DEFAULT_MC_SAMPLES,
+    seed: int | np.random.SeedSequence | np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo expected OT targets and their standard errors (seed 000, [0105]: "empirical average").
 
     Each sample draws class counts m ~ Multinomial(N, D), which has the law of the counts of N iid one-hot draws
     from D (the OT depends on a draw only through its counts), and solves one capacitated assignment. Returns
     (q, stderr), both (N, K); stderr is the standard error of each entry of q over the ``n_samples`` draws.
+    ``seed=None`` draws from :func:`input_seed_sequence`, so the targets are a function of the inputs; pass a seed
+    (or a Generator) for draws independent of them.
     """
+    # >= 2 for a standard error; an integer, so that 2.9 is refused rather than truncated to 2
+    n_samples = check_count(n_samples, "n_samples (Monte Carlo draws)", minimum=2)
     n, k = probs.shape
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(input_seed_sequence(probs, target) if seed is None else seed)
     cost = ot_cost_matrix(probs)
     tie_average = _TieAverager(probs)
     draws = rng.multinomial(n, target, size=n_samples)
@@ -188,10 +240,18 @@ def monte_carlo_targets(
     return q, np.sqrt(variance / n_samples)
 
 
-def resolve_method(method: str, n: int, target: np.ndarray) -> str:
-    """The concrete method ``"auto"`` stands for: the closed form for K = 2, exact where cheap, else Monte Carlo."""
+def resolve_method(method: str, n: int, target: ArrayLike) -> str:
+    """The method :func:`expected_ot_targets` runs for ``method`` on N = ``n`` images and this ``target``.
+
+    ``"auto"`` stands for the closed form for K = 2 (``"binary"``), exact enumeration while there are at most
+    :data:`AUTO_EXACT_MAX_COUNT_VECTORS` class-count vectors over the classes with target mass (``"exact"``), and
+    Monte Carlo beyond (``"mc"``, reproducible without a seed, see :func:`input_seed_sequence`); any other method is
+    returned unchanged. Record it beside results that call the DAL with the default method.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    n = check_count(n, "n (number of images)", minimum=1)
+    target = np.asarray(target, dtype=np.float64)
     if method != "auto":
         return method
     if target.shape[0] == 2:
@@ -207,9 +267,10 @@ def expected_ot_targets(
     *,
     method: Method = "auto",
     n_samples: int = DEFAULT_MC_SAMPLES,
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.SeedSequence | np.random.Generator | None = None,
     return_stderr: bool = False,
     max_count_vectors: int = EXACT_MAX_COUNT_VECTORS,
+    max_work: int = EXACT_MAX_WORK,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Expected optimal-transport targets q_i = E_u[u_sigma*(i)] of the DAL (seed 000, [0105]).
 
@@ -225,12 +286,15 @@ def expected_ot_targets(
         K = 2, exact enumeration while at most 5000 count vectors, Monte Carlo otherwise.
     n_samples : int
         Monte Carlo draws (``"mc"`` only).
-    seed : int, Generator or None
-        Seed of the Monte Carlo draws; the same seed gives the same targets.
+    seed : int, SeedSequence, Generator or None
+        Seed of the Monte Carlo draws; the same seed gives the same targets. ``None`` derives the stream from the
+        inputs (:func:`input_seed_sequence`), so that the default (``method="auto"``, which switches to Monte Carlo
+        beyond 5000 count vectors, e.g. N = 32 with K = 4) gives the same targets on every call.
+        :func:`resolve_method` says which method runs.
     return_stderr : bool
         Also return the (N, K) standard error of each entry (zeros for the exact methods).
-    max_count_vectors : int
-        Refusal limit of ``"exact"``.
+    max_count_vectors, max_work : int
+        Refusal limits of ``"exact"``: class-count vectors, and count vectors x N^2 (:func:`exact_work`).
 
     Returns
     -------
@@ -241,16 +305,16 @@ def expected_ot_targets(
     """
     p = check_probabilities(probs)
     d = check_distribution(target, p.shape[1])
+    n_samples = check_count(n_samples, "n_samples (Monte Carlo draws)", minimum=2)
+    seed = check_seed(seed)
     resolved = resolve_method(method, p.shape[0], d)
     if resolved == "binary":
         if p.shape[1] != 2:
             raise ValueError(f"method='binary' is the K = 2 closed form; probs have K = {p.shape[1]} classes")
         q = binary_closed_form_targets(p, d)
     elif resolved == "exact":
-        q = exact_targets(p, d, max_count_vectors=max_count_vectors)
+        q = exact_targets(p, d, max_count_vectors=max_count_vectors, max_work=max_work)
     else:
-        if int(n_samples) < 2:
-            raise ValueError(f"n_samples must be an integer >= 2 for a Monte Carlo standard error; got {n_samples!r}")
-        q, stderr = monte_carlo_targets(p, d, n_samples=int(n_samples), seed=seed)
+        q, stderr = monte_carlo_targets(p, d, n_samples=n_samples, seed=seed)
         return (q, stderr) if return_stderr else q
     return (q, np.zeros_like(q)) if return_stderr else q

@@ -25,13 +25,23 @@ import torch
 import torch.nn.functional as F
 
 from theory.denoising import noise_mse
+from theory.validation import check_positive_finite
 
 #: beta used by the public PopAlign code for SDXL, with r a mean over latent elements.
 SDXL_BETA = 5000.0
 
 
 def density_log_ratio(log_prob_theta: torch.Tensor, log_prob_ref: torch.Tensor) -> torch.Tensor:
-    """r(x) = log pi_theta(x) - log pi_ref(x) for a model with a tractable density."""
+    """r(x) = log pi_theta(x) - log pi_ref(x) for a model with a tractable density.
+
+    Both log-densities are per sample and must have the same shape: torch would broadcast (B,) against (B, 1) into a
+    (B, B) table of every pair, which is never the per-sample ratio.
+    """
+    _check_tensor(log_prob_theta, "log_prob_theta")
+    _check_tensor(log_prob_ref, "log_prob_ref")
+    if log_prob_theta.shape != log_prob_ref.shape:
+        raise ValueError("log_prob_theta and log_prob_ref must have the same shape, one log-density per sample; "
+                         f"got {tuple(log_prob_theta.shape)} and {tuple(log_prob_ref.shape)}")
     return log_prob_theta - log_prob_ref.detach()
 
 
@@ -58,7 +68,7 @@ def population_dpo_loss(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Te
         Divergence penalty beta > 0.
     """
     _check_sets(set_log_ratio_w, set_log_ratio_l)
-    _check_positive(beta, "beta")
+    check_positive_finite(beta, "beta")
     return -F.logsigmoid(beta * (set_log_ratio_w.sum(dim=1) - set_log_ratio_l.sum(dim=1))).mean()
 
 
@@ -121,7 +131,7 @@ def popalign_loss(
     reduce_mean : optional
         Cross-process mean for the normaliser, see :func:`popalign_normaliser`.
     """
-    _check_positive(beta, "beta")
+    check_positive_finite(beta, "beta")
     winners = _check_labels(r, is_winner)
     if mu is None:
         mu = popalign_normaliser(r, winners, alpha, reduce_mean=reduce_mean)
@@ -129,7 +139,14 @@ def popalign_loss(
     return -F.logsigmoid(gamma * beta * (r - mu)).mean()
 
 
+def _check_tensor(x: object, name: str) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else f"{type(x).__name__}"
+        raise ValueError(f"{name} must be a floating-point torch.Tensor (the loss needs its autograd graph); got {got}")
+
+
 def _check_labels(r: torch.Tensor, is_winner: torch.Tensor) -> torch.Tensor:
+    _check_tensor(r, "r")
     if r.ndim != 1:
         raise ValueError(f"r must be a 1-D tensor with one log-ratio per sample; got shape {tuple(r.shape)}")
     winners = torch.as_tensor(is_winner, device=r.device)
@@ -143,19 +160,17 @@ def _check_labels(r: torch.Tensor, is_winner: torch.Tensor) -> torch.Tensor:
 
 
 def _check_sets(w: torch.Tensor, l: torch.Tensor) -> None:
+    _check_tensor(w, "set_log_ratio_w")
+    _check_tensor(l, "set_log_ratio_l")
     if w.ndim != 2 or w.shape != l.shape:
         raise ValueError("set log-ratios must be two tensors of the same shape (P, N): P set pairs of N samples; "
                          f"got {tuple(w.shape)} and {tuple(l.shape)}")
 
 
-def _check_positive(value: float, name: str) -> None:
-    if not float(value) > 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}")
-
-
 def set_objective(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor, beta: float) -> torch.Tensor:
     """Per pair log sigma(beta (A(X^w) - A(X^l))), the quantity eq. 8 averages; shape (P,)."""
     _check_sets(set_log_ratio_w, set_log_ratio_l)
+    beta = check_positive_finite(beta, "beta")
     return F.logsigmoid(beta * (set_log_ratio_w.sum(dim=1) - set_log_ratio_l.sum(dim=1)))
 
 
@@ -169,6 +184,7 @@ def jensen_lower_bound(
     (``theory/notes/popalign_bound.md``, Theorem 1). For a diffusion model with T steps replace N by N T.
     """
     _check_sets(set_log_ratio_w, set_log_ratio_l)
+    beta = check_positive_finite(beta, "beta")
     scale = 2 * set_log_ratio_w.shape[1] * beta
     return 0.5 * (F.logsigmoid(scale * (set_log_ratio_w - mu)).mean(dim=1)
                   + F.logsigmoid(-scale * (set_log_ratio_l - mu)).mean(dim=1))
@@ -183,6 +199,7 @@ def split_lower_bound(
     Theorem 2): also a lower bound of :func:`set_objective` for every mu, never tighter than :func:`jensen_lower_bound`.
     """
     _check_sets(set_log_ratio_w, set_log_ratio_l)
+    beta = check_positive_finite(beta, "beta")
     scale = set_log_ratio_w.shape[1] * beta
     return (F.logsigmoid(scale * (set_log_ratio_w - mu)).mean(dim=1)
             + F.logsigmoid(-scale * (set_log_ratio_l - mu)).mean(dim=1))

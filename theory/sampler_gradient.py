@@ -21,20 +21,31 @@ coefficients (:func:`multistep_coefficients`) instead. The adjusted gradient (se
     dz_0/dtheta ~ -sum_i d eps_i / d theta,
 
 realised in a sampler by detaching z before the network (B -> I) and multiplying the gradient reaching eps_i by
-C_i = 1/A_i, standardised by the geometric mean of all C_i (:class:`AdjustedGradient`).
+C_i = 1/A_i, standardised by the geometric mean of all C_i (:class:`AdjustedGradient`). Which A_i: Algorithm A.1 (and
+the official code, under DPM-Solver++ too) takes the DDPM A_t at the visited timestep t_i
+(``coefficients="algorithm_a1"``); the sampler's own unrolled A_i = -k_i (``coefficients="sampler"``) makes the
+adjusted gradient exactly -sum_i d eps_i/d theta for any linear sampler, and coincides with the former for DDPM.
+:meth:`AdjustedGradient.from_scheduler` builds either from a diffusers scheduler.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 
 from theory.ddpm import ddpm_coefficients, ddpm_sigmas, ddpm_step
+from theory.validation import check_count
 
 GradientMode = Literal["exact", "adjusted", "adjusted_unstandardised"]
 GRADIENT_MODES: tuple[str, ...] = ("exact", "adjusted", "adjusted_unstandardised")
+#: Where the A_i that the adjusted gradient inverts come from: ``"sampler"``, the sampler's own unrolled coefficient
+#: of eps_i in z_0 (exact for any linear sampler); ``"algorithm_a1"``, the DDPM A_t = c_t / sqrt(abar_t) at the
+#: timestep t_i the sampler visits, as seed 000's Algorithm A.1 and the official aDFT code use under every scheduler.
+Coefficients = Literal["sampler", "algorithm_a1"]
+COEFFICIENTS: tuple[str, ...] = ("sampler", "algorithm_a1")
 
 
 def ddpm_a_coefficients(betas: np.ndarray) -> np.ndarray:
@@ -48,12 +59,45 @@ def ddpm_b_matrices(c: np.ndarray, jacobians: Sequence[np.ndarray]) -> list[np.n
 
     ``jacobians[s - 1]`` is J_s = d eps_s / d z_s along the trajectory; B_1 = I.
     """
-    d = jacobians[0].shape[0]
+    c = np.asarray(c, dtype=np.float64)
+    d, _ = _check_chain_terms({"c": c}, jacobians, None)
     out, b = [], np.eye(d)
     for c_s, j_s in zip(c, jacobians):
         out.append(b)
         b = b @ (np.eye(d) - c_s * j_s)
     return out
+
+
+def algorithm_a1_a_coefficients(betas: np.ndarray, alphas_cumprod: np.ndarray, timesteps: Sequence) -> np.ndarray:
+    """A_{t_i} = (1 / sqrt(abar_{t_i})) beta_{t_i} / sqrt(1 - abar_{t_i}) at the sampler's timesteps t_i (Algorithm A.1).
+
+    Seed 000, Algorithm A.1 ("C_i <- 1 / (1/sqrt(abar_{t_i}) beta_{t_i} / sqrt(1 - abar_{t_i}))"): the DDPM A_t of
+    eq. 9 evaluated at the timestep t_i the network sees at step i, whatever the sampler. ``betas`` and
+    ``alphas_cumprod`` are indexed by the scheduler's timestep, which is diffusers' 0-based index (t_i = 999 is the
+    paper's t = 1000), exactly as the official code reads ``alphas_cumprod[t]`` and ``alphas[t]`` with diffusers' t.
+    Returned in sampling order, float64.
+    """
+    betas = np.asarray(betas, dtype=np.float64)
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    t = np.asarray([float(x) for x in timesteps])
+    if t.ndim != 1 or t.shape[0] == 0:
+        raise ValueError("timesteps must be a non-empty sequence of the sampler's timesteps")
+    if not np.array_equal(t, np.round(t)) or t.min() < 0 or t.max() >= betas.shape[0]:
+        raise ValueError(f"Algorithm A.1's A_t is defined at the integer DDPM timesteps 0..{betas.shape[0] - 1}; the "
+                         f"sampler visits {t.tolist()}. Use coefficients='sampler' for a scheduler with continuous time")
+    t = t.astype(np.int64)
+    return betas[t] / np.sqrt(1.0 - abar[t]) / np.sqrt(abar[t])
+
+
+def sampler_a_coefficients(scheduler, n_steps: int) -> np.ndarray:
+    """A_i = -k_i, the coefficient of eps_i in z_0 of the scheduler's own chain of ``n_steps`` steps, sampling order.
+
+    Read off by autograd through ``scheduler.step`` (:func:`unrolled_coefficients`) on a deep copy, so the caller's
+    scheduler is left as it was. Exact for any linear sampler, multistep solvers included (seed 000 eq. 10 in general
+    form); for DDPM it is the A_t of eq. 9.
+    """
+    k, _ = unrolled_coefficients(scheduler_stepper(copy.deepcopy(scheduler), n_steps), n_steps)
+    return -k
 
 
 def one_step_coefficients(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +120,10 @@ def eq9_gradient(
     ``jacobians[i]`` is J_i = d eps_i / d z (d x d) and ``eps_grads[i]`` the partial d eps_i / d theta (d x P), both
     at the trajectory's z_i. For DDPM k_i = -A_t and chat_i = c_t, which is seed 000's eq. 9.
     """
-    d = jacobians[0].shape[0]
-    total = np.zeros_like(np.asarray(eps_grads[0], dtype=np.float64))
+    k = np.asarray(k, dtype=np.float64)
+    chat = np.asarray(chat, dtype=np.float64)
+    d, p = _check_chain_terms({"k": k, "chat": chat}, jacobians, eps_grads)
+    total = np.zeros((d, p))
     b_mat = np.eye(d)
     for i in range(len(k) - 1, -1, -1):
         total += k[i] * (b_mat @ eps_grads[i])
@@ -85,22 +131,113 @@ def eq9_gradient(
     return total
 
 
+def _check_chain_terms(
+    coefficients: dict[str, np.ndarray], jacobians: Sequence[np.ndarray], eps_grads: Sequence[np.ndarray] | None
+) -> tuple[int, int | None]:
+    """(d, P) of a chain's per-step terms, or one ValueError naming the list that is empty or of the wrong length/shape.
+
+    Every coefficient array and both lists need one entry per sampler step; each J_i is (d, d) and each
+    d eps_i / d theta is (d, P) with the same d and P.
+    """
+    n = len(jacobians)
+    if n == 0:
+        raise ValueError("jacobians is empty; eq. 9 needs one Jacobian J_i = d eps_i / d z per sampler step")
+    lengths = {"jacobians": n, **{name: len(v) if np.ndim(v) == 1 else None for name, v in coefficients.items()}}
+    if eps_grads is not None:
+        lengths["eps_grads"] = len(eps_grads)
+    if len(set(lengths.values())) != 1:
+        raise ValueError("need one entry per sampler step in every argument (1-D coefficient arrays); got lengths "
+                         + ", ".join(f"{name} = {'not 1-D' if m is None else m}" for name, m in lengths.items()))
+    d = np.shape(jacobians[0])[0] if np.ndim(jacobians[0]) == 2 else None
+    bad = [i for i, j in enumerate(jacobians) if d is None or np.shape(j) != (d, d)]
+    if bad:
+        raise ValueError(f"every jacobians[i] must be a square (d, d) matrix of one d; jacobians[{bad[0]}] has shape "
+                         f"{np.shape(jacobians[bad[0]])}")
+    if eps_grads is None:
+        return d, None
+    p = np.shape(eps_grads[0])[1] if np.ndim(eps_grads[0]) == 2 else None
+    bad = [i for i, g in enumerate(eps_grads) if p is None or np.shape(g) != (d, p)]
+    if bad:
+        raise ValueError(f"every eps_grads[i] must have shape (d, P) = ({d}, P) with one P; eps_grads[{bad[0]}] has "
+                         f"shape {np.shape(eps_grads[bad[0]])}")
+    return d, p
+
+
 def scheduler_stepper(scheduler, n_steps: int) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
     """``step(eps, z, i)`` for a diffusers-style scheduler (``set_timesteps``, ``timesteps``, ``step``), duck-typed.
 
     Calls ``scheduler.set_timesteps(n_steps)`` once, which also resets a multistep solver's history; make a new
-    stepper for every chain. The scheduler must be deterministic (DDIM with eta = 0, DPM-Solver++).
+    stepper for every chain. The scheduler must be linear in (z, eps) (no ``clip_sample``, no ``thresholding``) and
+    deterministic (DDIM, DPM-Solver++, Euler, ...): eq. 9 and the adjusted gradient are statements about a chain that
+    is a fixed function of z_T and the noise predictions. ``step`` is called without ``eta``, so DDIM runs with its
+    default eta = 0 (eta is a call argument of ``DDIMScheduler.step``, not part of its config).
+
+    Raises
+    ------
+    ValueError
+        If ``n_steps`` is not an integer >= 1, a non-linear flag is set, or the scheduler is stochastic (see
+        :func:`check_deterministic_scheduler`).
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
     config = getattr(scheduler, "config", {})
     for flag in ("clip_sample", "thresholding"):
         if config.get(flag, False):
             raise ValueError(f"the scheduler has {flag}=True, which makes its step non-linear in eps and z; "
                              f"build it with {flag}=False")
+    check_deterministic_scheduler(scheduler, n_steps)
     scheduler.set_timesteps(n_steps)
     timesteps = list(scheduler.timesteps)
     if len(timesteps) != n_steps:
         raise ValueError(f"the scheduler made {len(timesteps)} timesteps for n_steps = {n_steps}")
     return lambda eps, z, i: scheduler.step(eps, timesteps[i], z).prev_sample
+
+
+#: Schedulers (class and config) already found deterministic for a number of steps; a diffusers scheduler's step is a
+#: function of its class and config alone, so one probe per (class, config, n_steps) suffices.
+_DETERMINISTIC_SCHEDULERS: set[tuple[str, str, int]] = set()
+
+
+def check_deterministic_scheduler(scheduler, n_steps: int) -> None:
+    """Refuse a scheduler whose chain of ``n_steps`` steps is not a fixed function of its inputs.
+
+    The probe runs the whole chain twice, on two deep copies of the scheduler, with identical z_T and identical noise
+    predictions, and requires bit-identical outputs at every step. That is the property the adjusted gradient needs,
+    stated directly, rather than a list of class names or config flags that goes stale: DDPMScheduler,
+    EulerAncestralDiscreteScheduler, the SDE variants of DPM-Solver (``algorithm_type="sde-dpmsolver++"``) and any
+    other scheduler that draws fresh noise in ``step`` fail it, because the two runs draw different noise. The probe
+    runs inside ``torch.random.fork_rng``, so it leaves the caller's global random state untouched, and is cached per
+    (class, config, n_steps).
+    """
+    config = getattr(scheduler, "config", None)
+    key = None
+    if config is not None:
+        key = (f"{type(scheduler).__module__}.{type(scheduler).__qualname__}", repr(sorted(dict(config).items())), n_steps)
+        if key in _DETERMINISTIC_SCHEDULERS:
+            return
+    runs = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for _ in range(2):
+            probe = copy.deepcopy(scheduler)
+            probe.set_timesteps(n_steps)
+            timesteps = list(probe.timesteps)
+            z = torch.linspace(-1.0, 1.0, 64).reshape(1, 4, 4, 4)
+            trajectory = []
+            for i, t in enumerate(timesteps):
+                eps = torch.sin(z * 3.0 + i)  # a fixed, input-dependent stand-in for the noise prediction
+                if hasattr(probe, "scale_model_input"):  # Euler-type schedulers warn when step comes first
+                    probe.scale_model_input(z, t)
+                z = probe.step(eps, t, z).prev_sample
+                trajectory.append(z)
+            runs.append(trajectory)
+    for i, (a, b) in enumerate(zip(*runs)):
+        if not torch.equal(a, b):
+            raise ValueError(
+                f"{type(scheduler).__name__} is stochastic: two runs of its step on identical inputs differ at step {i} "
+                f"of {n_steps} (it draws fresh noise). Eq. 9 and the adjusted gradient need a deterministic sampler: use "
+                "DDIMScheduler (eta = 0) or DPMSolverMultistepScheduler(algorithm_type='dpmsolver++')"
+            )
+    if key is not None:
+        _DETERMINISTIC_SCHEDULERS.add(key)
 
 
 def ddpm_stepper(betas: np.ndarray, noises: Sequence[torch.Tensor] | None = None) -> Callable:
@@ -130,6 +267,7 @@ def unrolled_coefficients(
     internal history (multistep solvers). Differentiating z_0 with respect to scalar leaves eps_i and z_T gives the
     coefficients exactly, because the chain is linear. Returned k is in sampling order (first entry: first step).
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
     z_T = torch.ones(1, dtype=torch.float64, requires_grad=True)
     eps = [torch.zeros(1, dtype=torch.float64, requires_grad=True) for _ in range(n_steps)]
     z = z_T
@@ -146,6 +284,8 @@ def adjusted_gradient_scales(a_coefficients: np.ndarray, *, standardise: bool = 
     Standardising keeps the overall gradient scale of the unadjusted chain while equalising the steps.
     """
     a = np.asarray(a_coefficients, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] == 0:
+        raise ValueError(f"a_coefficients must be a non-empty 1-D array, one A_i per sampler step; got shape {a.shape}")
     if not np.isfinite(a).all() or (a == 0).any():
         raise ValueError("every A_i must be finite and non-zero to be inverted; "
                          f"got {int((a == 0).sum())} zeros and {int((~np.isfinite(a)).sum())} non-finite values")
@@ -157,7 +297,7 @@ class _ScaleGradient(torch.autograd.Function):
     """Identity in the forward pass, multiplies the incoming gradient by a constant in the backward pass."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: D401
+    def forward(ctx, x: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:  # noqa: D401
         ctx.scale = scale
         return x.view_as(x)
 
@@ -166,8 +306,20 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """x in the forward pass; the gradient reaching x is multiplied by ``scale``."""
+def scale_gradient(x: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """x in the forward pass; the gradient reaching x is multiplied by ``scale``.
+
+    ``scale`` is a number, or a constant tensor that broadcasts to x's shape (an elementwise scale, e.g. a region of
+    an image); it is never differentiated.
+    """
+    if isinstance(scale, torch.Tensor):
+        try:
+            fits = torch.broadcast_shapes(scale.shape, x.shape) == x.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"a tensor scale must broadcast to x's shape {tuple(x.shape)}; got {tuple(scale.shape)}")
+        return _ScaleGradient.apply(x, scale.detach().to(dtype=x.dtype, device=x.device))
     return _ScaleGradient.apply(x, float(scale))
 
 
@@ -180,19 +332,68 @@ class AdjustedGradient:
         ``"exact"`` backpropagates through the whole chain (eq. 9); the adjusted modes detach z_i before the network
         (B -> I) and scale the gradient reaching eps_i by C_i (A -> 1), standardised or not.
     a_coefficients : array of shape (n,), in sampling order
-        A_i = -k_i of the sampler (:func:`ddpm_a_coefficients` reversed, or -:func:`unrolled_coefficients`).
+        The A_i whose inverses C_i scale the gradients: by default A_i = -k_i of the sampler
+        (:func:`ddpm_a_coefficients` reversed, or -:func:`unrolled_coefficients`).
+    coefficients : {"sampler", "algorithm_a1"}
+        Which A_i ``a_coefficients`` holds (see :data:`COEFFICIENTS`), recorded for the results; use
+        :meth:`from_scheduler` to compute either from a diffusers scheduler.
     """
 
-    def __init__(self, mode: GradientMode, a_coefficients: np.ndarray | None = None):
+    def __init__(self, mode: GradientMode, a_coefficients: np.ndarray | None = None, *,
+                 coefficients: Coefficients = "sampler"):
         if mode not in GRADIENT_MODES:
             raise ValueError(f"mode must be one of {GRADIENT_MODES}; got {mode!r}")
+        if coefficients not in COEFFICIENTS:
+            raise ValueError(f"coefficients must be one of {COEFFICIENTS}; got {coefficients!r}")
         self.mode = mode
+        self.coefficients = coefficients
         if mode == "exact":
             self.scales = None
         else:
             if a_coefficients is None:
                 raise ValueError(f"mode {mode!r} needs the sampler's A coefficients")
             self.scales = adjusted_gradient_scales(a_coefficients, standardise=mode == "adjusted")
+        #: The number of sampler steps the scales were standardised over (None for the exact gradient, which has none).
+        self.n_steps: int | None = None if self.scales is None else int(self.scales.shape[0])
+
+    @classmethod
+    def from_scheduler(cls, scheduler, n_steps: int, mode: GradientMode = "adjusted", *,
+                       coefficients: Coefficients = "algorithm_a1") -> "AdjustedGradient":
+        """The gradient mode for ``n_steps`` steps of a diffusers scheduler, with the C_i of Algorithm A.1 or of the sampler.
+
+        Parameters
+        ----------
+        scheduler
+            A diffusers scheduler (``betas``, ``alphas_cumprod``, ``set_timesteps``, ``timesteps``, ``step``); it is
+            deep-copied, never modified.
+        n_steps : int
+            Sampler steps S - 1 of Algorithm A.1; the C_i are standardised over exactly these steps, so build a new
+            one whenever the step count changes (the official code draws 19-23 steps per iteration).
+        mode : {"exact", "adjusted", "adjusted_unstandardised"}
+            As in the constructor; ``"exact"`` needs no coefficients.
+        coefficients : {"algorithm_a1", "sampler"}
+            ``"algorithm_a1"`` (seed 000, Algorithm A.1; the default): C_i = 1 / A_{t_i}, the DDPM
+            A_t = beta_t / (sqrt(1 - abar_t) sqrt(abar_t)) at the timestep t_i of step i, from the scheduler's
+            ``betas`` and ``alphas_cumprod`` (:func:`algorithm_a1_a_coefficients`), whatever the sampler is (DDIM,
+            DPM-Solver++). ``"sampler"``: C_i = 1 / |A_i| with A_i the scheduler's own unrolled coefficient of eps_i
+            in z_0 (:func:`sampler_a_coefficients`), which makes the adjusted gradient exactly -sum_i d eps_i/d theta
+            for any linear sampler. Both are divided by their geometric mean in ``mode="adjusted"``.
+        """
+        n_steps = check_count(n_steps, "n_steps", minimum=1)
+        if coefficients not in COEFFICIENTS:
+            raise ValueError(f"coefficients must be one of {COEFFICIENTS}; got {coefficients!r}")
+        if mode == "exact":
+            return cls("exact", coefficients=coefficients)
+        if coefficients == "sampler":
+            a = sampler_a_coefficients(scheduler, n_steps)
+        else:
+            probe = copy.deepcopy(scheduler)
+            probe.set_timesteps(n_steps)
+            timesteps = list(probe.timesteps)
+            if len(timesteps) != n_steps:
+                raise ValueError(f"the scheduler made {len(timesteps)} timesteps for n_steps = {n_steps}")
+            a = algorithm_a1_a_coefficients(_as_numpy(probe.betas), _as_numpy(probe.alphas_cumprod), timesteps)
+        return cls(mode, a, coefficients=coefficients)
 
     def network_input(self, z: torch.Tensor) -> torch.Tensor:
         """z itself (exact) or z detached, so that no gradient flows through J (B -> I)."""
@@ -201,6 +402,10 @@ class AdjustedGradient:
     def network_output(self, eps: torch.Tensor, i: int) -> torch.Tensor:
         """eps itself (exact) or eps with its gradient scaled by C_i (A -> 1); ``i`` in sampling order."""
         return eps if self.scales is None else scale_gradient(eps, self.scales[i])
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
 def run_sampler(
@@ -218,6 +423,12 @@ def run_sampler(
     With ``checkpoint`` the network's activations are recomputed in the backward pass
     (``torch.utils.checkpoint``), so that with the adjusted gradient memory stays flat in the number of steps.
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
+    if gradient.n_steps is not None and gradient.n_steps != n_steps:
+        raise ValueError(
+            f"the AdjustedGradient was built for {gradient.n_steps} sampler steps (its C_i are standardised over all of "
+            f"them) but run_sampler was asked for n_steps = {n_steps}; build it from the same sampler and step count"
+        )
     z = z_T
     for i in range(n_steps):
         x = gradient.network_input(z)
@@ -225,6 +436,9 @@ def run_sampler(
             eps = torch.utils.checkpoint.checkpoint(eps_model, x, i, use_reentrant=False)
         else:
             eps = eps_model(x, i)
+        if eps.shape != z.shape:  # a step would broadcast them silently into a different chain
+            raise ValueError(f"eps_model returned shape {tuple(eps.shape)} for a state of shape {tuple(z.shape)} at "
+                             f"step {i}; the noise prediction must have the state's shape")
         z = step(gradient.network_output(eps, i), z, i)
     return z
 
@@ -240,6 +454,7 @@ def multistep_coefficients(
     including those that reach z_{i+1} through the solver's stored history. Returns, per step, ``{"z": {j: alpha},
     "eps": {j: beta}}`` with only the non-zero entries. A one-step sampler has alpha_{i,i} = a_i and beta_{i,i} = b_i.
     """
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
     z_leaves, eps_leaves, out = [], [], []
     z = torch.ones(1, dtype=torch.float64)
     for i in range(n_steps):
@@ -267,7 +482,11 @@ def recursive_chain_gradient(
     G_{i+1} = sum_j alpha_{i,j} G_j + beta_{i,j} E_j. For a one-step sampler this unrolls to
     sum_i k_i B_i (d eps_i / d theta) (:func:`eq9_gradient`).
     """
-    g_states = [np.zeros_like(np.asarray(eps_grads[0], dtype=np.float64))]
+    d, p = _check_chain_terms({}, jacobians, eps_grads)
+    if len(coefficients) != len(jacobians):
+        raise ValueError(f"need one entry per sampler step; got {len(coefficients)} coefficients for "
+                         f"{len(jacobians)} jacobians")
+    g_states = [np.zeros((d, p))]
     e_totals: list[np.ndarray] = []
     for i, coef in enumerate(coefficients):
         e_totals.append(jacobians[i] @ g_states[i] + eps_grads[i])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from theory.validation import check_count
+
 
 def linear_betas(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """beta_t linear in t (Ho et al. 2020), float64, shape (T,)."""
@@ -27,7 +29,6 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
 
 
 def _check(num_steps: int, beta_start: float, beta_end: float) -> None:
-    if int(num_steps) < 1:
-        raise ValueError(f"num_steps must be a positive integer; got {num_steps!r}")
+    check_count(num_steps, "num_steps", minimum=1)  # refuses 2.9 rather than truncating it
     if not 0.0 < beta_start <= beta_end < 1.0:
         raise ValueError(f"need 0 < beta_start <= beta_end < 1; got beta_start={beta_start!r}, beta_end={beta_end!r}")

@@ -9,6 +9,7 @@ OT targets is called once per training step and must stay cheaper than a single 
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -112,3 +113,52 @@ def check_labels(labels: ArrayLike, n: int, *, name: str = "labels") -> np.ndarr
         raise ValueError(f"{name} contains NaN or infinite values")
     _, codes = np.unique(lab, return_inverse=True)
     return codes.reshape(-1)
+
+
+def check_count(value: object, name: str, *, minimum: int = 0) -> int:
+    """Validate a count (steps, samples, iterations) and return it as a Python int >= ``minimum``.
+
+    A count is an integer in the sense of ``operator.index`` (Python and numpy integers, integer tensors). Floats are
+    refused even when integral-looking, so that 2.9 is never truncated to 2; booleans are refused so that ``True`` is
+    never read as one step; negative values are refused instead of behaving like an empty ``range``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer >= {minimum}; got the boolean {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r} of type {type(value).__name__}") from None
+    if n < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {n}")
+    return n
+
+
+def check_seed(seed: object, *, name: str = "seed") -> object:
+    """Validate a random seed: None, an integer >= 0, a ``numpy.random.SeedSequence`` or a ``numpy.random.Generator``.
+
+    Returned unchanged (integers as Python ints). Floats and strings are refused: ``numpy.random.default_rng`` would
+    raise a TypeError deep inside numpy for them.
+    """
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
+        return seed
+    if isinstance(seed, (bool, np.bool_)):
+        raise ValueError(f"{name} must be None, an integer >= 0, a SeedSequence or a Generator; got the boolean {seed!r}")
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        raise ValueError(f"{name} must be None, an integer >= 0, a SeedSequence or a Generator; "
+                         f"got {seed!r} of type {type(seed).__name__}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (numpy seeds are non-negative); got {value}")
+    return value
+
+
+def check_positive_finite(value: object, name: str) -> float:
+    """Validate a strictly positive, finite number (a temperature such as beta) and return it as a float."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be > 0 and finite; got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):  # also rejects NaN
+        raise ValueError(f"{name} must be > 0 and finite; got {value!r}")
+    return v

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import expit
 
 from theory.alignment_audit import average_then_score, cosine_scores, subclass_score
+from theory.validation import check_count
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def platt_calibrate(raw: np.ndarray, truth: np.ndarray, *, iterations: int = 100
     Calibration on the pooled audit set is what a practitioner would do; it makes the score right on average over
     everyone, so whatever multi-accuracy gap remains is a gap *between* the groups.
     """
+    iterations = check_count(iterations, "iterations", minimum=1)
     x = np.column_stack([raw, np.ones_like(raw)])
     theta = np.zeros(2)
     for _ in range(iterations):

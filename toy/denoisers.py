@@ -14,6 +14,7 @@ import math
 import torch
 
 from theory.denoising import denoising_loss
+from theory.validation import check_count
 from toy.gaussian_mixture import mixture_noise_prediction, noised_mixture_components
 
 
@@ -85,6 +86,8 @@ class MLPDenoiser(torch.nn.Module):
     def fit(self, data: torch.Tensor, alphas_cumprod: torch.Tensor, *, steps: int = 2000, lr: float = 3e-3,
             batch: int = 256, seed: int = 0) -> list[float]:
         """Train on samples ``data`` (N, d) with the denoising loss (seed 001, eq. 2); returns the loss curve."""
+        steps = check_count(steps, "steps", minimum=0)
+        batch = check_count(batch, "batch", minimum=1)
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         losses = []

@@ -29,6 +29,7 @@ from theory.ddpm import ddpm_sample
 from theory.metrics import discrepancy
 from theory.popalign import density_log_ratio, diffusion_log_ratio, implied_reward_accuracy, popalign_loss
 from theory.schedules import alphas_cumprod, linear_betas
+from theory.validation import check_count
 from toy.gaussian_mixture import GaussianMixture1D
 
 REFERENCE_LOGITS = (1.0, 0.0, -1.0)
@@ -98,6 +99,11 @@ class TrainConfig:
     lr: float = 0.02
     diffusion_steps: int = 1000
     log_every: int = 100
+
+    def __post_init__(self) -> None:
+        # the cosine learning-rate decay divides by steps; a negative count would silently train nothing
+        for name in ("steps", "diffusion_steps", "log_every"):
+            check_count(getattr(self, name), f"TrainConfig.{name}", minimum=1)
 
 
 @dataclass

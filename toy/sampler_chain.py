@@ -28,6 +28,7 @@ from theory.sampler_gradient import (
     scheduler_stepper,
     unrolled_coefficients,
 )
+from theory.validation import check_count
 
 SamplerKind = Literal["ddpm", "ddim", "dpmsolver++"]
 
@@ -48,6 +49,7 @@ class Sampler:
 def make_sampler(kind: SamplerKind, betas: np.ndarray, n_steps: int, *, noises: list[torch.Tensor] | None = None) -> Sampler:
     """DDPM over all T = len(betas) steps (``n_steps`` must equal T), or DDIM / DPM-Solver++ with ``n_steps`` steps."""
     betas = np.asarray(betas, dtype=np.float64)
+    n_steps = check_count(n_steps, "n_steps", minimum=1)
     if kind == "ddpm":
         if n_steps != betas.shape[0]:
             raise ValueError(f"the DDPM chain runs all T = {betas.shape[0]} steps; got n_steps = {n_steps}")
@@ -193,17 +195,21 @@ def gradient_scales(model: torch.nn.Module, sampler: Sampler, z_T: torch.Tensor,
 
 
 def finetune(model: torch.nn.Module, sampler: Sampler, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-             mode: GradientMode, *, iterations: int, batch: int, lr: float, seed: int) -> list[float]:
+             mode: GradientMode, *, dim: int, iterations: int, batch: int, lr: float, seed: int) -> list[float]:
     """Finetune ``model`` through the sampler (direct finetuning, seed 000 Algorithm A.1) with a gradient mode.
 
-    Every iteration draws a batch of z_T, samples z_0 through the chain and steps Adam on ``loss_fn(z_0)``.
-    Returns the loss per iteration.
+    Every iteration draws a batch of z_T of shape (``batch``, ``dim``), samples z_0 through the chain and steps Adam
+    on ``loss_fn(z_0)``. ``dim`` is the dimension of one sample and is passed explicitly: a model's parameter shapes
+    do not determine it (a 1-D mixture with three components has means of length 3), and a wrong guess runs several
+    broadcast chains instead of one without any error. Returns the loss per iteration.
     """
-    gen = torch.Generator().manual_seed(seed)
+    dim = check_count(dim, "dim", minimum=1)
+    iterations = check_count(iterations, "iterations", minimum=0)
+    batch = check_count(batch, "batch", minimum=1)
+    gen = torch.Generator().manual_seed(check_count(seed, "seed", minimum=0))
     gradient = AdjustedGradient(mode, sampler.a_coefficients)
     eps_model = eps_model_for(model, sampler)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    dim = next(model.parameters()).shape[-1] if not hasattr(model, "dim") else model.dim
     losses = []
     for _ in range(iterations):
         z_T = torch.randn(batch, dim, generator=gen, dtype=torch.float64)

@@ -1,0 +1,286 @@
+"""Bias evaluation of a text-to-image pipeline: ``python -m scaleup.evaluate`` (or ``accelerate launch -m ...``).
+
+For every prompt of a prompt set, generate images from per-image seeds, find the largest face, classify it for an
+attribute, and write per prompt and overall (seed 000 [0124], seed 001 eq. 11 and Table 1, seed 000 Table 1):
+
+- the bias metric of seed 000 over K = 2/4/8 groups (60/80/160 images per prompt by default) with its mean and
+  spread over prompts; PopAlign's discrepancy; the share of images without a detected face;
+- CLIP-T (cosine and x100), and with ``--compare-original`` CLIP-I and DINO similarity to the original model's
+  image from the same noise (the adapters disabled, or the soft prompt dropped);
+- ``records.csv`` (one row per image: prompt, seed, face box, class probabilities) so any metric can be recomputed,
+  ``grids/`` (annotated samples per prompt) and ``results.json``.
+
+Runs resume prompt by prompt; ``accelerate launch`` splits the prompts over processes. Real weights need only a
+path: ``--pipeline /path/to/sd15`` (or ``FAIRDIFF_SD15``) and ``--clip /path/to/clip`` (or ``FAIRDIFF_CLIP``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+import torch
+
+from scaleup.evaluation.loop import EvaluationParts, Perceived, run_evaluation
+from scaleup.evaluation.store import RecordStore, write_table, write_text_atomic
+from scaleup.evaluation.summary import overall_summary, prompt_summary
+from scaleup.job_config import ConfigError, config_to_dict, parse_config
+from scaleup.prompts import load_prompt_set
+
+#: Images per prompt by number of classes (seed 000 [0124]: 60, 80, 160 for gender, race, gender x race).
+DEFAULT_IMAGES_PER_PROMPT = {2: 60, 4: 80, 8: 160}
+CLASSIFIERS = ("clip-zero-shot", "dlib-gender", "dlib-age")  # or "probe:/path/to/probe-folder"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one evaluation (every field is also a command-line flag: ``--images-per-prompt`` etc.)."""
+
+    pipeline: Optional[str] = field(default=None, metadata={"help": "SD 1.5 / SDXL folder or id; default $FAIRDIFF_SD15"})
+    family: Optional[Literal["sd15", "sdxl"]] = None
+    lora: Optional[str] = field(default=None, metadata={"help": "folder of LoRA weights (diffusers format)"})
+    soft_prompt: Optional[str] = field(default=None, metadata={"help": "soft_prompt.safetensors (or its folder)"})
+    prompts: str = field(default="occupations-test", metadata={"help": "shipped prompt set name or a prompt file"})
+    attribute: Literal["gender", "race", "gender_race", "age"] = "gender"
+    classifier: str = field(default="clip-zero-shot",
+                            metadata={"help": "clip-zero-shot | dlib-gender | dlib-age | probe:/path/to/probe"})
+    detector: Literal["haar", "dlib", "insightface", "mtcnn"] = "dlib"
+    clip: Optional[str] = field(default=None, metadata={"help": "CLIP folder or id; default $FAIRDIFF_CLIP / laion ViT-H-14"})
+    dinov2: Optional[str] = field(default=None, metadata={"help": "DINOv2 folder or id (with --compare-original)"})
+    clip_t: bool = field(default=True, metadata={"help": "compute CLIP-T (needs CLIP)"})
+    compare_original: bool = field(default=False, metadata={"help": "CLIP-I and DINO against the original model"})
+    images_per_prompt: Optional[int] = field(default=None, metadata={"help": "default 60/80/160 for K = 2/4/8"})
+    max_prompts: Optional[int] = field(default=None, metadata={"help": "evaluate only the first N prompts"})
+    num_inference_steps: int = 20
+    guidance_scale: float = 7.5
+    height: Optional[int] = None
+    width: Optional[int] = None
+    batch_size: int = 8
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    device: Optional[str] = field(default=None, metadata={"help": "default: cuda when available, else cpu"})
+    crop_size: int = 224
+    seed: int = 0
+    target: Optional[tuple[float, ...]] = field(default=None, metadata={"help": "target distribution (default uniform)"})
+    grid_images: int = 16
+    out: str = "runs/sd-eval"
+    restart: bool = field(default=False, metadata={"help": "discard records of an earlier run in --out"})
+
+
+def _class_names(attribute: str) -> tuple[str, ...]:
+    from scaleup.perception.attributes import get_attribute
+
+    return tuple(get_attribute(attribute).class_names)
+
+
+def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
+    """Every check that needs no model, before any compute; returns the config with defaults filled in."""
+    from theory.validation import check_distribution
+
+    from scaleup.perception.attributes import ATTRIBUTES
+
+    if config.attribute not in ATTRIBUTES:
+        raise ValueError(f"unknown attribute {config.attribute!r}; expected one of {', '.join(ATTRIBUTES)}")
+    names = _class_names(config.attribute)
+    n = config.images_per_prompt if config.images_per_prompt is not None else DEFAULT_IMAGES_PER_PROMPT.get(len(names), 60)
+    for key, value in (("images_per_prompt", n), ("num_inference_steps", config.num_inference_steps),
+                       ("batch_size", config.batch_size), ("crop_size", config.crop_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be an integer >= 1; got {value!r}")
+    if config.max_prompts is not None and config.max_prompts < 1:
+        raise ValueError(f"max_prompts must be >= 1 when given; got {config.max_prompts}")
+    if not config.guidance_scale >= 0 or not np.isfinite(config.guidance_scale):
+        raise ValueError(f"guidance_scale must be a finite number >= 0; got {config.guidance_scale}")
+    if config.seed < 0 or config.seed >= 2**63:
+        raise ValueError(f"seed must be in [0, 2^63); got {config.seed}")
+    if not (config.classifier in CLASSIFIERS or config.classifier.startswith("probe:")):
+        raise ValueError(f"unknown classifier {config.classifier!r}; expected one of {', '.join(CLASSIFIERS)} "
+                         "or probe:/path/to/probe-folder")
+    wanted = {"dlib-gender": "gender", "dlib-age": "age"}.get(config.classifier)
+    if wanted is not None and wanted != config.attribute:
+        raise ValueError(f"classifier {config.classifier} classifies {wanted} (2 classes) but the attribute is "
+                         f"{config.attribute} ({len(names)} classes); pick --attribute {wanted} or another classifier")
+    if config.target is not None:
+        check_distribution(config.target, len(names), name="target")
+    load_prompt_set(config.prompts)  # an empty, missing or non-UTF-8 prompt file fails here
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder for the evaluation's results")
+    return replace(config, images_per_prompt=n), names
+
+
+def _device(config: EvalConfig, state=None) -> torch.device:
+    if state is not None:
+        return state.device
+    if config.device is not None:
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_classifier(config: EvalConfig, clip_embedder, device: torch.device):
+    """The evaluation classifier named by ``config.classifier``, checked against the attribute's classes."""
+    from scaleup.perception import (ClipProbeClassifier, ClipZeroShotClassifier, DlibAgeClassifier,
+                                    DlibGenderClassifier, check_classifier, load_probe)
+
+    if config.classifier == "dlib-gender":
+        classifier = DlibGenderClassifier()
+    elif config.classifier == "dlib-age":
+        classifier = DlibAgeClassifier()
+    elif config.classifier == "clip-zero-shot":
+        if clip_embedder is None:
+            raise ValueError("classifier clip-zero-shot needs a CLIP model (--clip or FAIRDIFF_CLIP)")
+        classifier = ClipZeroShotClassifier(clip_embedder, config.attribute)
+    else:
+        if clip_embedder is None:
+            raise ValueError("a probe classifier needs the CLIP model it was trained on (--clip or FAIRDIFF_CLIP)")
+        head, attribute, _ = load_probe(config.classifier.split(":", 1)[1])
+        classifier = ClipProbeClassifier(clip_embedder, head, attribute)
+    check_classifier(classifier, config.attribute)
+    return classifier.to(device).eval()
+
+
+def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: torch.device | None = None,
+                ) -> tuple[EvaluationParts, dict]:
+    """Load (or take) the pipeline and build detector, classifier and embedders; returns the parts and a note of
+    what was used (recorded in ``results.json``)."""
+    from scaleup.models import load_clip, load_dinov2, load_pipeline
+    from scaleup.models.adapters import adapters_disabled, load_lora
+    from scaleup.models.pipelines import generate
+    from scaleup.models.soft_prompt import SoftPrompt
+    from scaleup.perception import ClipEmbedder, Dinov2Embedder, classify_largest_faces, make_face_detector
+
+    device = device or _device(config)
+    finetuned_in_memory = pipe is not None
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.dtype]
+    if device.type == "cpu" and dtype == torch.float16:
+        dtype = torch.float32  # fp16 convolutions are not implemented on every CPU build
+    used: dict = {"device": str(device), "dtype": str(dtype).replace("torch.", "")}
+    if pipe is None:
+        pipe = load_pipeline(config.pipeline, family=config.family, torch_dtype=dtype, device=device)
+        if config.lora is not None:
+            load_lora(pipe, config.lora)
+    soft_prompt = (SoftPrompt.load(config.soft_prompt, device=device, dtype=pipe.text_encoder.dtype)
+                   if config.soft_prompt else None)
+    needs_clip = config.classifier not in ("dlib-gender", "dlib-age") or config.clip_t
+    clip_embedder = None
+    if needs_clip:
+        clip_model, clip_processor = load_clip(config.clip, device=device)
+        clip_embedder = ClipEmbedder(clip_model, clip_processor)
+        used["clip"] = getattr(clip_model, "name_or_path", None)
+    classifier = build_classifier(config, clip_embedder, device)
+    detector = make_face_detector(config.detector)
+    used.update(classifier=config.classifier, classifier_class=type(classifier).__name__, detector=config.detector)
+
+    def _generate(prompt: str, seeds: Sequence[int], original: bool = False) -> torch.Tensor:
+        kwargs = dict(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                      height=config.height, width=config.width, batch_size=len(seeds), progress=False)
+        if not original:
+            return generate(pipe, prompt, seeds, soft_prompt=soft_prompt, **kwargs)
+        modules = [m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None),
+                               getattr(pipe, "unet", None)) if m is not None]
+        with adapters_disabled(*modules):
+            return generate(pipe, prompt, seeds, soft_prompt=None, **kwargs)
+
+    def _perceive(images: torch.Tensor) -> Perceived:
+        with torch.no_grad():
+            logits, faces = classify_largest_faces(images.to(device), detector, classifier, crop_size=config.crop_size)
+        found = faces.found.cpu().numpy().astype(bool)
+        boxes = [faces.detections[i].tolist() if found[i] else None for i in range(len(found))]
+        probs = torch.softmax(logits.double(), dim=1).cpu().numpy()
+        return Perceived(has_face=found, boxes=boxes, probs=probs)
+
+    parts = EvaluationParts(generate=_generate, perceive=_perceive, class_names=names)
+    if clip_embedder is not None and config.clip_t:
+        parts.embed_images = lambda images: clip_embedder(images.to(device))
+        parts.embed_texts = clip_embedder.embed_texts
+    if config.compare_original:
+        if config.lora is None and config.soft_prompt is None and not finetuned_in_memory:
+            raise ValueError("--compare-original needs a finetuned model (--lora or --soft-prompt) to compare with")
+        parts.generate_original = lambda prompt, seeds: _generate(prompt, seeds, original=True)
+        dino_model, dino_processor = load_dinov2(config.dinov2, device=device)
+        dino = Dinov2Embedder(dino_model, dino_processor)
+        parts.embed_images_dino = lambda images: dino(images.to(device))
+        used["dinov2"] = getattr(dino_model, "name_or_path", None)
+    return parts, used
+
+
+def _versions() -> dict:
+    found = {}
+    for name in ("fairdiff", "torch", "diffusers", "transformers", "peft", "accelerate"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = None, progress: bool = True) -> dict:
+    """Run (or resume) the evaluation described by ``config``; returns the dictionary written to results.json.
+
+    ``pipe`` evaluates an already-loaded (e.g. finetuned, in-memory) pipeline instead of ``config.pipeline``;
+    ``parts`` replaces every model (tests, custom classifiers).
+    """
+    from accelerate import PartialState
+
+    config, names = validate(config)
+    prompts = list(load_prompt_set(config.prompts).prompts)[:config.max_prompts]
+    out = Path(config.out)
+    state = PartialState()
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in ("out", "restart", "batch_size", "device")}
+    started = time.perf_counter()
+    store = RecordStore(out, settings, restart=config.restart and state.is_main_process) \
+        if state.is_main_process else None
+    state.wait_for_everyone()
+    if store is None:
+        store = RecordStore(out, settings)
+    used: dict = {"parts": "given"}
+    if parts is None:
+        parts, used = build_parts(config, names, pipe=pipe, device=_device(config, state if state.num_processes > 1
+                                                                                    else None))
+    with state.split_between_processes(list(range(len(prompts)))) as mine:
+        run_evaluation(parts, prompts, store, n_images=config.images_per_prompt, base_seed=config.seed,
+                       batch_size=config.batch_size, indices=mine, grid_dir=out / "grids",
+                       grid_images=config.grid_images, progress=progress and state.is_main_process)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    per_prompt_records = [store.load(i) for i in range(len(prompts))]
+    records = [r for rs in per_prompt_records for r in rs]
+    per_prompt = [prompt_summary(rs, names, config.target) for rs in per_prompt_records]
+    write_table(out / "records.csv", records, names)
+    results = {
+        "job": "scaleup.evaluate", "config": config_to_dict(config), "seed": config.seed, "class_names": list(names),
+        "models": used, "overall": overall_summary(per_prompt, records, names, config.target),
+        "per_prompt": per_prompt, "versions": _versions(), "processes": state.num_processes,
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds_this_run": round(time.perf_counter() - started, 3),
+    }
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from scaleup.models.errors import ModelUnavailableError
+
+    try:
+        config = parse_config(EvalConfig, argv, prog="python -m scaleup.evaluate", description=__doc__)
+        results = run_eval(config)
+    except (ConfigError, ValueError, ModelUnavailableError, FileNotFoundError) as err:
+        print(f"scaleup.evaluate: error: {err}", file=sys.stderr)
+        return 2
+    if results:
+        overall = results["overall"]
+        bias = overall["bias"]["mean"] if overall["bias"] else float("nan")
+        print(f"scaleup.evaluate: {overall['n_prompts']} prompts, mean bias {bias:.3f}, no-face share "
+              f"{overall['pooled']['no_face_share']:.3f}; wrote {Path(config.out) / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
