@@ -135,7 +135,8 @@ def test_sft_step_is_the_denoising_loss_on_the_winners(tmp_path):
     noisy, target, t = noised_pairs(trainer.noise_scheduler, latents_w, latents_l, noise, timesteps)
     result = sft_step(trainer.model, noisy[:2], target[:2], t[:2], cond.select(slice(0, 2)))
     with torch.no_grad():
-        prediction = trainer.pipe.unet(noisy[:2], timesteps, encoder_hidden_states=cond.encoder_hidden_states[:2]).sample
+        states = cond.encoder_hidden_states[:2]
+        prediction = trainer.pipe.unet(noisy[:2], timesteps, encoder_hidden_states=states).sample
     assert float(result.loss.detach()) == pytest.approx(float(denoising_loss(noise, prediction)), rel=1e-6)
     assert float(result.loss.detach()) == pytest.approx(float(F.mse_loss(prediction, noise)), rel=1e-5)
 
@@ -367,3 +368,34 @@ def test_two_processes_form_mu_from_both_processes_means(tmp_path):
         local = alpha * means[0, 0] + (1 - alpha) * means[0, 1]  # what process 0 alone would have formed
         assert entry["mu"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
         assert entry["mu"] != pytest.approx(local, rel=1e-3)
+
+
+def test_shipped_configs_parse_into_the_stage_configs():
+    from scaleup.job_config import parse_config
+
+    folder = REPO / "scaleup" / "jobs" / "popalign" / "configs"
+    full = parse_config(TrainConfig, ["--config", str(folder / "sdxl_full.yaml"), "--data", "d", "--out", "o",
+                                      "--max-train-steps", "10"])
+    assert (full.finetune, full.mixed_precision, full.learning_rate, full.lr_warmup_steps, full.beta) == \
+        ("full", "bf16", 5e-7, 200, 5000.0)
+    assert full.max_train_steps == 10  # a flag wins over the file
+    gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_sdxl.yaml"), "--out", "o"])
+    assert keyword_set(gen.keywords).name == "gender_race"
+    for name in ("sdxl_lora.yaml", "sd15_lora.yaml"):
+        lora = parse_config(TrainConfig, ["--config", str(folder / name), "--data", "d", "--out", "o"])
+        assert lora.finetune == "lora"
+    assert parse_config(BuildSetsConfig, ["--config", str(folder / "build_sets.yaml"), "--generated", "g",
+                                          "--out", "o"]).set_size == 5
+
+
+@pytest.mark.slow
+def test_popalign_sd_experiment_quick_runs_end_to_end(tmp_path):
+    import experiments
+
+    result = experiments.run("popalign-sd", quick=True, out=tmp_path, seed=0)
+    assert result["resume"] == {"stopped_after": 2, "resumed_from": result["resume"]["resumed_from"],
+                                "weights_equal": True, "logs_equal": True}
+    assert result["build"]["set_pairs"] > 0 and "stand-in" in result["build"]["filter"]["classifier"]
+    assert result["training"]["popalign"]["finished"] and result["training"]["sft"]["finished"]
+    assert set(result["evaluation"]) == {"base", "popalign", "sft"}
+    assert (tmp_path / "popalign-sd" / "popalign_sd_training.png").is_file()
