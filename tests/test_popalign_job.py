@@ -187,11 +187,12 @@ def test_lora_reference_is_the_base_model_and_the_adapter_reloads(tmp_path):
 
 # -- resume ----------------------------------------------------------------------------------------------------------
 
-def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path):
-    from scaleup.jobs.popalign.train import run_train
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path, finetune):
+    from scaleup.jobs.popalign.train import LORA_STATE_FILE, run_train
 
     _write_dataset(tmp_path / "data", n_sets=3)
-    common = dict(max_train_steps=4, checkpoint_every=2, pairs_per_device=2)
+    common = dict(max_train_steps=4, checkpoint_every=2, pairs_per_device=2, finetune=finetune, lora_rank=4)
     full, full_trainer = run_train(_train_config(tmp_path, out=str(tmp_path / "a"), **common), pipe=_pipe(),
                                    progress=False, return_trainer=True)
     stopped = run_train(_train_config(tmp_path, out=str(tmp_path / "b"), until=3, **common), pipe=_pipe(),
@@ -202,6 +203,9 @@ def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path):
     resumed, resumed_trainer = run_train(_train_config(tmp_path, out=str(tmp_path / "b"), resume="latest", **common),
                                          pipe=_pipe(), progress=False, return_trainer=True)
     assert resumed["resumed_from"].endswith("checkpoint-2")
+    if finetune == "lora":  # the checkpoint holds the adapter only, not the frozen base
+        saved = sorted(p.name for p in (tmp_path / "b" / "checkpoint-2").iterdir())
+        assert LORA_STATE_FILE in saved and not any(n.startswith("model") for n in saved)
     a = dict(full_trainer.pipe.unet.named_parameters())
     b = dict(resumed_trainer.pipe.unet.named_parameters())
     assert all(torch.equal(a[name], b[name]) for name in a)

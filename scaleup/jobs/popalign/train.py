@@ -90,6 +90,39 @@ def _place(module: torch.nn.Module, device, dtype: torch.dtype) -> torch.nn.Modu
     return module.to(device)
 
 
+LORA_STATE_FILE = "unet_lora.safetensors"
+
+
+def _checkpoint_lora_only(accelerator, unet: torch.nn.Module) -> None:
+    """Checkpoints of a LoRA run hold the adapter, not the frozen base U-Net (5 GB for SDXL), as diffusers' LoRA
+    training scripts do with these same accelerate hooks; the base is reloaded from the pipeline on resume."""
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    def is_unet(model) -> bool:
+        return accelerator.unwrap_model(model) is unet
+
+    def save_hook(models, weights, output_dir):
+        for i in reversed(range(len(models))):
+            if is_unet(models[i]):
+                if accelerator.is_main_process:
+                    state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+                    save_file(state, str(Path(output_dir) / LORA_STATE_FILE))
+                weights.pop(i)
+
+    def load_hook(models, input_dir):
+        for i in reversed(range(len(models))):
+            if is_unet(models[i]):
+                models.pop(i)
+                result = set_peft_model_state_dict(unet, load_file(str(Path(input_dir) / LORA_STATE_FILE)))
+                if getattr(result, "unexpected_keys", None):
+                    raise ValueError(f"checkpoint {input_dir}: LoRA keys that this U-Net lacks: "
+                                     f"{result.unexpected_keys[:3]}")
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
 class PopAlignTrainer:
     """The models, data and step of one training run (built by :func:`run_train`)."""
 
@@ -133,6 +166,8 @@ class PopAlignTrainer:
                                           num_training_steps=config.max_train_steps * accelerator.num_processes)
         self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(unet, self.optimizer, self.lr_scheduler)
         self.model = unet_predictor(self.unet)
+        if config.finetune == "lora":
+            _checkpoint_lora_only(accelerator, unet)
 
     def reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, "mean")
