@@ -104,7 +104,15 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
 
         pipeline = str(save_tiny_models(work / "models", seed=ctx.seed)["sd15"])
     else:
-        pipeline = None  # FAIRDIFF_SD15 or the cached default; a missing model is one clear error
+        from scaleup.models.errors import ModelUnavailableError
+        from scaleup.models.loading import resolve_model_source
+
+        try:  # FAIRDIFF_SD15 or the cached default, found before anything computes
+            pipeline = resolve_model_source("sd15").location
+        except ModelUnavailableError as err:
+            return {"weights_available": False, "reason": str(err),
+                    "how_to_run": "set FAIRDIFF_SD15=/path/to/stable-diffusion-v1-5 (a diffusers folder), ideally "
+                                  "on a GPU: the full configuration generates 12,000 images (100 prompts x (100 + 2 x 10)) and trains 750 steps"}
     gen_config = GenerateConfig(out=str(work / "generated"), pipeline=pipeline, prompts=cfg.prompts,
                                 max_prompts=cfg.max_prompts, keywords=(cfg.keywords,),
                                 images_per_neutral=cfg.images_per_neutral,
@@ -168,6 +176,7 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
     figure = ctx.save_figure(fig, "popalign_sd_training")
     plt.close(fig)
     return {
+        "weights_available": True,
         "models": "tiny random SD 1.5 (scaleup.models.tiny), saved and reloaded" if cfg.tiny else pipeline,
         "note": ("quick run on tiny random models: the numbers show the path runs end to end, not PopAlign's effect; "
                  "perception is the stand-ins named under build.filter") if cfg.tiny else None,

@@ -5,7 +5,7 @@
 - LoRA on the U-Net's attention projections: the reference is the same U-Net with its adapter disabled
   (:func:`scaleup.models.adapters.adapters_disabled`), no second copy.
 - Checkpoints, resume, JSONL log and the iteration loop are :mod:`scaleup.training`'s (a resumed run equals an
-  uninterrupted one); the trained weights are saved diffusers-loadable: ``OUT/unet`` (``save_pretrained``, load with
+  uninterrupted one; a LoRA run's checkpoints hold the adapter, not the frozen base); the trained weights are saved diffusers-loadable: ``OUT/unet`` (``save_pretrained``, load with
   ``UNet2DConditionModel.from_pretrained``) or ``OUT/lora`` (``pipe.load_lora_weights``).
 - At the end, the implied population reward accuracy of App. E over whole set pairs: the share of pairs with
   A(X^w) = sum_i r(x^w_i) > A(X^l), each r a one-timestep estimate with the pair's shared noise and timestep.
