@@ -112,7 +112,8 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
         except ModelUnavailableError as err:
             return {"weights_available": False, "reason": str(err),
                     "how_to_run": "set FAIRDIFF_SD15=/path/to/stable-diffusion-v1-5 (a diffusers folder), ideally "
-                                  "on a GPU: the full configuration generates 12,000 images (100 prompts x (100 + 2 x 10)) and trains 750 steps"}
+                                  "on a GPU: the full configuration generates 12,000 images (100 prompts x "
+                                  "(100 + 2 x 10)) and trains 750 steps"}
     gen_config = GenerateConfig(out=str(work / "generated"), pipeline=pipeline, prompts=cfg.prompts,
                                 max_prompts=cfg.max_prompts, keywords=(cfg.keywords,),
                                 images_per_neutral=cfg.images_per_neutral,
