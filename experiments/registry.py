@@ -54,12 +54,14 @@ def _catalogue() -> dict[str, Experiment]:
         gmm_digits,
         gmm_toy,
         ot_targets,
+        popalign_sd,
         popalign_toy,
     )
 
     experiments = [
         ot_targets.EXPERIMENT,
         *popalign_toy.EXPERIMENTS,
+        popalign_sd.EXPERIMENT,
         *dft.EXPERIMENTS,
         bbb_bound.EXPERIMENT,
         bbb_chain.EXPERIMENT,

@@ -27,6 +27,7 @@ How the printed formulas are read
   lambda_img,2. This is how the official code realises it (a gradient hook on the face box of the generated image,
   intersected with the original's). A caller who prefers separate face / non-face embeddings passes (N, 2)
   distances and weights to :func:`adft_loss` instead, which then sums the two regions.
+- Several faces in one image: the caller passes the largest ([0109]); these functions see one face per image.
 - Images without a face get L_img only, with lambda_img,1 (nothing to edit, so minimal change); images whose original
   has no face (class -1) cannot agree and get lambda_img,2 / lambda_img,3.
 - Several attributes at once ([0123], gender x race): each attribute gives its (non-face, face) weights by the rule
@@ -103,8 +104,13 @@ class ImageWeights:
     def __post_init__(self) -> None:
         for name in ("agree", "outside_face", "face"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value < float("inf")):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = float("nan")
+            if isinstance(value, bool) or not 0.0 <= number < float("inf"):
                 raise ValueError(f"ImageWeights.{name} must be a finite number >= 0; got {value!r}")
+            object.__setattr__(self, name, number)  # frozen: store the checked float
         if self.outside_face == 0.0 and self.face > 0.0:
             raise ValueError("ImageWeights.outside_face = 0 with face > 0 cannot be realised by scaling the face "
                              "region's gradient relative to the rest of the image")

@@ -1,1 +1,1 @@
-"""Training jobs of the scale-up, each a package runnable with ``accelerate launch -m scaleup.jobs.NAME``."""
+"""Scale-up jobs: each binds :mod:`theory` losses to real diffusers models, one package per job."""
