@@ -6,7 +6,7 @@ faces, classifier, face embedding, CLIP + DINOv2, losses, backward, the gradient
 component (``scaleup.jobs.adft.profiling``: the GPU synchronised around each part, its peak memory), then the
 sampler-only iteration: the same sub-batches through ``scaleup.sampling.sample_latents`` with the same adjusted
 gradient and checkpointing, the VAE decode, a trivial loss (the image mean) and its backward. The ratio of the two is
-the cost of everything aDFT adds around the sampler.
+the cost of everything aDFT adds around the sampler. Writes ``benchmarks/results/adft_step-<device>-<size>.json``.
 
     python benchmarks/adft_step.py                       # tiny random models on the CPU (what CI machines have)
     python benchmarks/adft_step.py --full-size           # SD 1.5's architecture, laion CLIP ViT-H/14, DINOv2-B,
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mixed-precision", default=None, choices=("no", "fp16", "bf16"))
-    parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    parser.add_argument("--json", default=None, help="where to write the numbers (default: "
+                        "benchmarks/results/adft_step-<device>-<tiny|full>.json)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.full_size and device.type != "cuda":
@@ -187,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncomplete / sampler-only time: {total / sampler:.2f}x  (memory: "
           + ("peak GPU memory allocated per component" if device.type == "cuda"
              else "CPU peak resident set of the process so far, which only grows") + ")")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "what": what, "batch_size": n, "sub_batch_size": sub, "steps": args.steps, "repeats": args.repeats,
-            "seconds_per_component": per_iter, "peak_bytes": dict(timer.peak_bytes), "complete_seconds": total,
-            "sampler_only_seconds": sampler, "ratio": total / sampler, "sampler_only_peak_bytes": sampler_peak},
-            indent=2))
+    path = Path(args.json) if args.json else (
+        ROOT / "benchmarks" / "results" / f"adft_step-{device.type}-{'full' if args.full_size else 'tiny'}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "what": what, "batch_size": n, "sub_batch_size": sub, "steps": args.steps, "repeats": args.repeats,
+        "seconds_per_component": per_iter, "peak_bytes": dict(timer.peak_bytes), "complete_seconds": total,
+        "sampler_only_seconds": sampler, "ratio": total / sampler, "sampler_only_peak_bytes": sampler_peak},
+        indent=2) + "\n")
+    print(f"wrote {path}")
     return 0
 
 

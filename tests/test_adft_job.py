@@ -421,3 +421,13 @@ def test_quick_experiment_runs_end_to_end(tmp_path):
     assert results["resume_equals_uninterrupted"] is True and results["resumed_from"] == "checkpoint-2"
     assert results["evaluations"] and results["evaluations"][0]["step"] == 4
     assert (tmp_path / "adft-sd" / "adft_sd.png").stat().st_size > 10_000
+
+
+def test_shipped_config_reads_and_flags_override_it(tmp_path):
+    from scaleup.job_config import parse_config
+
+    shipped = ROOT / "scaleup" / "jobs" / "adft" / "configs" / "gender_text_encoder.yaml"
+    config = parse_config(AdftConfig, ["--config", str(shipped), "--batch-size", "32", "--output-dir", str(tmp_path)])
+    assert (config.preset, config.lora_rank, config.mixed_precision, config.random_inference_steps) == \
+        ("gender", 50, "bf16", True)
+    assert config.batch_size == 32 and config.output_dir == str(tmp_path) and config.checkpoint_every == 200
