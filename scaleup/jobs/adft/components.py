@@ -175,7 +175,9 @@ def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | s
     if plan.lambda_face > 0:
         external = embed_external_faces(config.external_faces, face_embedder, size=config.crop_size,
                                         limit=config.max_external_faces, device=device)
-    used = {"pretrained_model": _name_or_path(pipe.unet) or config.pretrained_model,
+    from scaleup.models.loading import resolve_model_source
+
+    used = {"pretrained_model": resolve_model_source("sd15", config.pretrained_model).location,
             "clip": _name_or_path(clip_model), "dinov2": _name_or_path(dino_model),
             "face_embedder": face_embedder_name, "external_faces": config.external_faces,
             "n_external_faces": 0 if external is None else int(external.shape[0]),
