@@ -23,6 +23,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from theory.optimal_transport import DEFAULT_MC_SAMPLES, Method, expected_ot_targets
+from theory.dal_parts import dal_cross_entropy
 from theory.validation import check_distribution, check_labels, check_probabilities, check_seed, check_threshold
 
 
@@ -131,5 +132,4 @@ def dal_loss(
         raise ValueError(f"logits contains NaN or infinite values (first in row {row}); expected finite classifier scores")
     probs = torch.softmax(logits.detach().to(torch.float64), dim=1).cpu().numpy()
     y, _, mask = dal_targets(probs, target, threshold, groups=groups, method=method, n_samples=n_samples, seed=seed)
-    ce = torch.nn.functional.cross_entropy(logits, torch.as_tensor(y, device=logits.device), reduction="none")
-    return (ce * torch.as_tensor(mask, dtype=ce.dtype, device=ce.device)).sum() / logits.shape[0]
+    return dal_cross_entropy(logits, y, mask, batch_size=logits.shape[0])

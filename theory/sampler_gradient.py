@@ -48,6 +48,18 @@ Coefficients = Literal["sampler", "algorithm_a1"]
 COEFFICIENTS: tuple[str, ...] = ("sampler", "algorithm_a1")
 
 
+
+def _fresh_copy(scheduler):
+    """A new scheduler with ``scheduler``'s configuration and none of its run state.
+
+    ``copy.deepcopy`` fails on a diffusers scheduler that has stepped a chain with gradient (its history holds
+    non-leaf tensors); ``from_config`` is the diffusers way to clone one. Duck-typed stand-ins without
+    ``from_config`` are deep-copied.
+    """
+    if hasattr(type(scheduler), "from_config") and hasattr(scheduler, "config"):
+        return type(scheduler).from_config(scheduler.config)
+    return copy.deepcopy(scheduler)
+
 def ddpm_a_coefficients(betas: np.ndarray) -> np.ndarray:
     """A_t = c_t / sqrt(abar_t) of the DDPM chain (seed 000, [0112]); index 0 is t = 1."""
     coef = ddpm_coefficients(betas)
@@ -96,7 +108,7 @@ def sampler_a_coefficients(scheduler, n_steps: int) -> np.ndarray:
     scheduler is left as it was. Exact for any linear sampler, multistep solvers included (seed 000 eq. 10 in general
     form); for DDPM it is the A_t of eq. 9.
     """
-    k, _ = unrolled_coefficients(scheduler_stepper(copy.deepcopy(scheduler), n_steps), n_steps)
+    k, _ = unrolled_coefficients(scheduler_stepper(_fresh_copy(scheduler), n_steps), n_steps)
     return -k
 
 
@@ -217,7 +229,7 @@ def check_deterministic_scheduler(scheduler, n_steps: int) -> None:
     runs = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         for _ in range(2):
-            probe = copy.deepcopy(scheduler)
+            probe = _fresh_copy(scheduler)
             probe.set_timesteps(n_steps)
             timesteps = list(probe.timesteps)
             z = torch.linspace(-1.0, 1.0, 64).reshape(1, 4, 4, 4)
@@ -387,7 +399,7 @@ class AdjustedGradient:
         if coefficients == "sampler":
             a = sampler_a_coefficients(scheduler, n_steps)
         else:
-            probe = copy.deepcopy(scheduler)
+            probe = _fresh_copy(scheduler)
             probe.set_timesteps(n_steps)
             timesteps = list(probe.timesteps)
             if len(timesteps) != n_steps:
