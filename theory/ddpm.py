@@ -3,6 +3,8 @@
     z_{t-1} = (1 / sqrt(alpha_t)) (z_t - c_t eps_theta(z_t, t)) + sigma_t w_t,   c_t = beta_t / sqrt(1 - abar_t),
 
 with w_t ~ N(0, I), alpha_t = 1 - beta_t and abar_t = prod_{s<=t} alpha_s. Arrays are indexed 0..T-1 for t = 1..T.
+The forward process it inverts noises data x_0 in one draw, x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
+(:func:`forward_noise`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ def ddpm_sigmas(betas: ArrayLike, kind: SigmaKind = "beta") -> np.ndarray:
         prev = np.concatenate(([1.0], coef["alpha_bars"][:-1]))
         return np.sqrt(coef["betas"] * (1.0 - prev) / (1.0 - coef["alpha_bars"]))
     raise ValueError(f"kind must be 'beta' or 'posterior'; got {kind!r}")
+
+
+def forward_noise(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor | float) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, the DDPM forward process in one draw (seed 002, below eq. 5).
+
+    ``alpha_bar`` is a scalar or has the leading shape of ``x0`` (one abar_t per sample, e.g. (B,) for x0 of shape
+    (B, d) or (B, C, H, W)); it is broadcast over the remaining dimensions.
+    """
+    abar = torch.as_tensor(alpha_bar, dtype=x0.dtype, device=x0.device)
+    if abar.shape != x0.shape[:abar.ndim]:
+        raise ValueError(f"alpha_bar must be a scalar or have the leading shape of x0 {tuple(x0.shape)}; "
+                         f"got shape {tuple(abar.shape)}")
+    abar = abar.reshape(abar.shape + (1,) * (x0.ndim - abar.ndim))
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
 
 def ddpm_step(

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from theory.denoising import denoising_loss
-from theory.ddpm import ddpm_sample
+from theory.ddpm import ddpm_sample, forward_noise
 from theory.metrics import discrepancy
 from theory.popalign import density_log_ratio, diffusion_log_ratio, implied_reward_accuracy, popalign_loss
 from theory.schedules import alphas_cumprod, linear_betas
@@ -168,7 +168,7 @@ def train(
         else:
             t = torch.randint(0, config.diffusion_steps, x0.shape, generator=generator)
             eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-            x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * eps
+            x_t = forward_noise(x0, eps, abar[t])
             eps_theta = model.noise_prediction(x_t, abar[t])
             if config.method == "sft":
                 loss = sum(denoising_loss(eps[i, :n_w], eps_theta[i, :n_w]) for i in range(runs))
