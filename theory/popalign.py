@@ -57,19 +57,31 @@ def diffusion_log_ratio(
     return weight * (noise_mse(eps, eps_ref.detach()) - noise_mse(eps, eps_theta))
 
 
-def population_dpo_loss(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor, beta: float) -> torch.Tensor:
-    """-E log sigma(beta (A(X^w) - A(X^l))), the negated population DPO objective (seed 001, eq. 8).
+def population_margin(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor) -> torch.Tensor:
+    """A(X^w) - A(X^l) = sum_i rho(x^w_i) - sum_i rho(x^l_i) per set pair (seed 001, eq. 8); shape (P,).
 
     Parameters
     ----------
     set_log_ratio_w, set_log_ratio_l : Tensor of shape (P, N)
         rho of the N samples of each of P winning and P losing sets (pairs share an index).
-    beta : float
-        Divergence penalty beta > 0.
     """
     _check_sets(set_log_ratio_w, set_log_ratio_l)
-    check_positive_finite(beta, "beta")
-    return -F.logsigmoid(beta * (set_log_ratio_w.sum(dim=1) - set_log_ratio_l.sum(dim=1))).mean()
+    return set_log_ratio_w.sum(dim=1) - set_log_ratio_l.sum(dim=1)
+
+
+def set_objective(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per pair log sigma(beta (A(X^w) - A(X^l))), the quantity the population DPO objective averages (seed 001,
+    eq. 8); shape (P,). ``beta`` > 0 is eq. 8's divergence penalty (see :func:`population_margin` for the sets)."""
+    margin = population_margin(set_log_ratio_w, set_log_ratio_l)
+    return F.logsigmoid(check_positive_finite(beta, "beta") * margin)
+
+
+def population_dpo_loss(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """-E log sigma(beta (A(X^w) - A(X^l))), the negated population DPO objective (seed 001, eq. 8).
+
+    The mean over the P set pairs of :func:`set_objective`, negated; ``beta`` > 0 is eq. 8's divergence penalty.
+    """
+    return -set_objective(set_log_ratio_w, set_log_ratio_l, beta).mean()
 
 
 def implied_reward_accuracy(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor) -> float:
@@ -77,8 +89,7 @@ def implied_reward_accuracy(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torc
 
     A pair is counted as correct when A(X^w) = sum_i rho(x^w_i) > A(X^l) = sum_i rho(x^l_i).
     """
-    _check_sets(set_log_ratio_w, set_log_ratio_l)
-    return float((set_log_ratio_w.sum(dim=1) > set_log_ratio_l.sum(dim=1)).double().mean())
+    return float((population_margin(set_log_ratio_w, set_log_ratio_l) > 0).double().mean())
 
 
 def popalign_normaliser(
@@ -165,13 +176,6 @@ def _check_sets(w: torch.Tensor, l: torch.Tensor) -> None:
     if w.ndim != 2 or w.shape != l.shape:
         raise ValueError("set log-ratios must be two tensors of the same shape (P, N): P set pairs of N samples; "
                          f"got {tuple(w.shape)} and {tuple(l.shape)}")
-
-
-def set_objective(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per pair log sigma(beta (A(X^w) - A(X^l))), the quantity eq. 8 averages; shape (P,)."""
-    _check_sets(set_log_ratio_w, set_log_ratio_l)
-    beta = check_positive_finite(beta, "beta")
-    return F.logsigmoid(beta * (set_log_ratio_w.sum(dim=1) - set_log_ratio_l.sum(dim=1)))
 
 
 def jensen_lower_bound(

@@ -114,8 +114,14 @@ class TrainResult:
     final_change: list[float] = field(default_factory=list)  # max |delta w| over the last 10% of steps, per run
 
 
-def _log_ratio_sets(model: GaussianMixture1D, ref: GaussianMixture1D, data: PreferenceData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact rho(x) = log P_theta(x) - log P_ref(x) of every sample, as (R, P, N) set tensors."""
+def log_ratio_sets(
+    model: GaussianMixture1D, ref: GaussianMixture1D, data: PreferenceData
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact rho(x) = log P_theta(x) - log P_ref(x) of every winning and losing sample, as (R, P, N) set tensors.
+
+    Run r's P winning and P losing sets of N = ``data.set_size`` samples (seed 001, eq. 8), without gradient: the
+    inputs of :func:`theory.popalign.implied_reward_accuracy` and the bounds of :mod:`theory.popalign`.
+    """
     with torch.no_grad():
         rho_w = model.log_prob(data.winners) - ref.log_prob(data.winners)
         rho_l = model.log_prob(data.losers) - ref.log_prob(data.losers)
@@ -153,7 +159,7 @@ def train(
 
     for step in tqdm(range(config.steps + 1), disable=not progress, desc=f"{config.method}/{config.parameterisation}"):
         if step % config.log_every == 0 or step == config.steps:
-            rho_w, rho_l = _log_ratio_sets(model, ref, data)
+            rho_w, rho_l = log_ratio_sets(model, ref, data)
             result.steps.append(step)
             result.reward_accuracy.append([implied_reward_accuracy(rho_w[i], rho_l[i]) for i in range(runs)])
         if step == int(0.9 * config.steps):
