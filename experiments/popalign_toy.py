@@ -9,7 +9,8 @@ Four experiments share this module:
 - ``popalign-toy-alpha`` (Fig. 13): alpha 0.25, 0.5, 0.75, in both parameterisations.
 
 Every setting is trained for several independent draws of the preference data (``seeds``) and reported as mean and
-standard deviation. ``beta`` is the coefficient of r - mu in :func:`theory.popalign.popalign_loss`.
+standard deviation. ``beta`` and ``betas`` are beta', the coefficient of r - mu (``beta_prime`` of
+:func:`theory.popalign.popalign_loss`); ``bound_betas`` are eq. 8's beta.
 """
 
 from __future__ import annotations

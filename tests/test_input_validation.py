@@ -119,8 +119,8 @@ def test_popalign_bounds_refuse_beta_outside_zero_infinity(fn, beta):
         fn(*args)
 
 
-def test_popalign_loss_refuses_infinite_beta():
-    with pytest.raises(ValueError, match="beta must be > 0 and finite"):
+def test_popalign_loss_refuses_infinite_beta_prime():
+    with pytest.raises(ValueError, match="beta_prime must be > 0 and finite"):
         popalign_loss(torch.zeros(4), torch.tensor([True, False, True, False]), float("inf"))
 
 

@@ -160,7 +160,7 @@ def test_denoising_loss_and_mse_convention():
         (lambda: popalign_loss(torch.zeros(4), torch.tensor([1, 1, 1, 1]), 1.0), "both a winning and a losing"),
         (lambda: popalign_loss(torch.zeros(4), torch.tensor([1, 0]), 1.0), "one entry per sample"),
         (lambda: popalign_loss(torch.zeros(4), torch.tensor([1, 0, 2, 0]), 1.0), "boolean"),
-        (lambda: popalign_loss(torch.zeros(2), torch.tensor([1, 0]), 0.0), "beta must be > 0"),
+        (lambda: popalign_loss(torch.zeros(2), torch.tensor([1, 0]), 0.0), "beta_prime must be > 0"),
         (lambda: popalign_loss(torch.zeros(2, 2), torch.tensor([1, 0]), 1.0), "1-D tensor"),
         (lambda: popalign_normaliser(torch.zeros(2), torch.tensor([1, 0]), 1.5), r"alpha must lie in \[0, 1\]"),
         (lambda: population_dpo_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0), "same shape"),

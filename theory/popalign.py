@@ -2,6 +2,8 @@
 
 Notation. For a sample x of a model pi_theta with reference pi_ref, the log-likelihood ratio is
 rho(x) = log pi_theta(x) / pi_ref(x). A population (set) X of N samples has log-ratio A(X) = sum_i rho(x_i).
+Two different coefficients carry two different names: ``beta`` is eq. 8's divergence penalty on the set log-ratios,
+``beta_prime`` (beta') the coefficient of r - mu in eq. 9, which the seed's App. D relates to it as beta' = 2 N T beta.
 
 - Population DPO (seed 001, eq. 8): maximise E log sigma(beta (A(X^w) - A(X^l))).
 - Per-sample objective (seed 001, eq. 9): maximise E log sigma(gamma_X beta' (r(x) - mu)), gamma_X = +1 for a sample
@@ -27,8 +29,9 @@ import torch.nn.functional as F
 from theory.denoising import noise_mse
 from theory.validation import check_positive_finite
 
-#: beta used by the public PopAlign code for SDXL, with r a mean over latent elements.
-SDXL_BETA = 5000.0
+#: beta' (the coefficient of r - mu, called beta there) of the public PopAlign code for SDXL, with r a mean over
+#: latent elements.
+SDXL_BETA_PRIME = 5000.0
 
 
 def density_log_ratio(log_prob_theta: torch.Tensor, log_prob_ref: torch.Tensor) -> torch.Tensor:
@@ -119,7 +122,7 @@ def popalign_normaliser(
 def popalign_loss(
     r: torch.Tensor,
     is_winner: torch.Tensor,
-    beta: float,
+    beta_prime: float,
     alpha: float = 0.5,
     *,
     mu: torch.Tensor | float | None = None,
@@ -133,8 +136,9 @@ def popalign_loss(
         Per-sample log-ratio estimates (:func:`density_log_ratio` or :func:`diffusion_log_ratio`).
     is_winner : bool Tensor of shape (B,)
         True for samples of winning sets (gamma = +1), False for losing sets (gamma = -1).
-    beta : float
-        The coefficient beta' > 0 multiplying r - mu (for diffusion: the public code's beta, 5000 for SDXL).
+    beta_prime : float
+        The coefficient beta' > 0 multiplying r - mu; not eq. 8's beta (module docstring). For diffusion, what the
+        public code calls beta (:data:`SDXL_BETA_PRIME`, 5000 for SDXL).
     alpha : float
         Weight of the winners in mu (0.5 in the seed; 0.25 is reported to diverge, 0.75 to lower discrepancy).
     mu : optional
@@ -142,12 +146,12 @@ def popalign_loss(
     reduce_mean : optional
         Cross-process mean for the normaliser, see :func:`popalign_normaliser`.
     """
-    check_positive_finite(beta, "beta")
+    check_positive_finite(beta_prime, "beta_prime")
     winners = _check_labels(r, is_winner)
     if mu is None:
         mu = popalign_normaliser(r, winners, alpha, reduce_mean=reduce_mean)
     gamma = winners.to(r.dtype) * 2.0 - 1.0
-    return -F.logsigmoid(gamma * beta * (r - mu)).mean()
+    return -F.logsigmoid(gamma * beta_prime * (r - mu)).mean()
 
 
 def _check_tensor(x: object, name: str) -> None:

@@ -12,7 +12,9 @@ Both methods train the same mixture parameters theta = (w, m, s) in one of two p
   and SFT is the denoising loss on the winners.
 
 The losses are :func:`theory.popalign.popalign_loss` and :func:`theory.denoising.denoising_loss`, unchanged.
-Several runs (seeds, targets, betas, alphas) train side by side as the batch dimension of one mixture.
+Several runs (seeds, targets, beta' and alpha values) train side by side as the batch dimension of one mixture. The
+toy's beta (Fig. 12 of the seed) is beta', the coefficient of r - mu in eq. 9: the ``beta_prime`` of
+:func:`theory.popalign.popalign_loss`.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def preference_data(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train the mixture (one setting shared by all runs, except the per-run ``betas`` and ``alphas``)."""
+    """How to train the mixture (one setting shared by all runs, except the per-run ``beta_primes`` and ``alphas``)."""
 
     method: Method = "popalign"
     parameterisation: Parameterisation = "diffusion"
@@ -133,7 +135,7 @@ def train(
     data: PreferenceData,
     config: TrainConfig,
     *,
-    betas: torch.Tensor | float = 1.0,
+    beta_primes: torch.Tensor | float = 1.0,
     alphas: torch.Tensor | float = 0.5,
     generator: torch.Generator,
     progress: bool = False,
@@ -144,7 +146,7 @@ def train(
     the preference data at every step (for diffusion with a fresh t ~ U{0..T-1} and eps per sample).
     """
     runs = data.n_runs
-    betas = torch.as_tensor(betas, dtype=torch.float64).expand(runs)
+    beta_primes = torch.as_tensor(beta_primes, dtype=torch.float64).expand(runs)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).expand(runs)
     ref = reference_mixture(runs).requires_grad_(False)
     model = reference_mixture(runs)
@@ -183,7 +185,7 @@ def train(
                     eps_ref = ref.noise_prediction(x_t, abar[t])
                 r = torch.stack([diffusion_log_ratio(eps[i], eps_theta[i], eps_ref[i]) for i in range(runs)])
         if config.method == "popalign":
-            loss = sum(popalign_loss(r[i], is_winner, float(betas[i]), float(alphas[i])) for i in range(runs))
+            loss = sum(popalign_loss(r[i], is_winner, float(beta_primes[i]), float(alphas[i])) for i in range(runs))
         elif config.method != "sft":
             raise ValueError(f"method must be 'popalign' or 'sft'; got {config.method!r}")
         optimiser.zero_grad()
@@ -233,10 +235,10 @@ def kl_to_reference(model: GaussianMixture1D, *, lo: float = -25.0, hi: float = 
 
 @dataclass(frozen=True)
 class Setting:
-    """One cell of a sweep: the target G1 share, beta and alpha."""
+    """One cell of a sweep: the target G1 share, beta' (the coefficient of r - mu, eq. 9) and alpha."""
 
     target: float = 0.5
-    beta: float = 1.0
+    beta_prime: float = 1.0
     alpha: float = 0.5
 
 
@@ -264,7 +266,7 @@ def sweep(
     generator = torch.Generator().manual_seed(seed)
     targets = torch.tensor([c.target for c in cells], dtype=torch.float64)
     data = preference_data(targets, n_samples=n_samples, set_size=set_size, generator=generator)
-    result = train(data, config, betas=torch.tensor([c.beta for c in cells], dtype=torch.float64),
+    result = train(data, config, beta_primes=torch.tensor([c.beta_prime for c in cells], dtype=torch.float64),
                    alphas=torch.tensor([c.alpha for c in cells], dtype=torch.float64), generator=generator,
                    progress=progress)
     per_run = summarise(result.model, targets)
@@ -274,7 +276,8 @@ def sweep(
     for k, setting in enumerate(settings):
         idx = list(range(k * seeds, (k + 1) * seeds))
         runs = [dict(per_run[i], kl_to_reference=kls[i], final_weight_change=result.final_change[i]) for i in idx]
-        agg = {"target": setting.target, "beta": setting.beta, "alpha": setting.alpha, "seeds": seeds, "runs": runs}
+        agg = {"target": setting.target, "beta_prime": setting.beta_prime, "alpha": setting.alpha, "seeds": seeds,
+               "runs": runs}
         for key in ("g1_share", "g2_weight", "discrepancy", "kl_to_reference"):
             values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
             agg[key] = float(values.mean())
