@@ -183,9 +183,11 @@ def train(
             else:
                 with torch.no_grad():
                     eps_ref = ref.noise_prediction(x_t, abar[t])
-                r = torch.stack([diffusion_log_ratio(eps[i], eps_theta[i], eps_ref[i]) for i in range(runs)])
+                # every (run, sample) is one 1-D sample: a latent of a single element
+                r = diffusion_log_ratio(eps.reshape(-1, 1), eps_theta.reshape(-1, 1),
+                                        eps_ref.reshape(-1, 1)).reshape(runs, -1)
         if config.method == "popalign":
-            loss = sum(popalign_loss(r[i], is_winner, float(beta_primes[i]), float(alphas[i])) for i in range(runs))
+            loss = popalign_loss(r, is_winner, beta_primes, alphas).sum()  # runs share no parameter
         elif config.method != "sft":
             raise ValueError(f"method must be 'popalign' or 'sft'; got {config.method!r}")
         optimiser.zero_grad()
