@@ -45,8 +45,12 @@ Parameterisation = Literal["density", "diffusion"]
 
 def reference_mixture(n_runs: int = 1) -> GaussianMixture1D:
     """P_ref of seed 001, Sec. 4, repeated for ``n_runs`` runs."""
-    weights = torch.softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
-    return GaussianMixture1D(weights, REFERENCE_MEANS, REFERENCE_STDS, n_runs=n_runs)
+    return GaussianMixture1D(reference_weights(), REFERENCE_MEANS, REFERENCE_STDS, n_runs=n_runs)
+
+
+def reference_weights() -> torch.Tensor:
+    """w = softmax(REFERENCE_LOGITS) of P_ref (seed 001, Sec. 4), float64."""
+    return torch.softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def preference_data(
     per_side = n_samples // 2
     if per_side % set_size or per_side == 0:
         raise ValueError(f"n_samples / 2 = {per_side} must be a positive multiple of set_size = {set_size}")
-    ref_w = torch.softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
+    ref_w = reference_weights()
     means = torch.tensor(REFERENCE_MEANS, dtype=torch.float64)
     stds = torch.tensor(REFERENCE_STDS, dtype=torch.float64)
     winners, losers = [], []
