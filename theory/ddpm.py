@@ -41,7 +41,16 @@ def ddpm_coefficients(betas: ArrayLike) -> dict[str, np.ndarray]:
     b = check_betas(betas)
     alphas = 1.0 - b
     alpha_bars = np.cumprod(alphas)
-    return {"betas": b, "alphas": alphas, "alpha_bars": alpha_bars, "c": b / np.sqrt(1.0 - alpha_bars)}
+    return {"betas": b, "alphas": alphas, "alpha_bars": alpha_bars, "c": eps_coefficient(b, alpha_bars)}
+
+
+def eps_coefficient(beta: ArrayLike, alpha_bar: ArrayLike) -> np.ndarray:
+    """c_t = beta_t / sqrt(1 - abar_t), the weight of eps in the DDPM step (seed 000 [0110]; seed 002 eq. 6).
+
+    Elementwise for any beta_t and abar_t, e.g. those a diffusers scheduler stores (:func:`ddpm_coefficients` forms
+    the whole schedule's).
+    """
+    return np.asarray(beta, dtype=np.float64) / np.sqrt(1.0 - np.asarray(alpha_bar, dtype=np.float64))
 
 
 def ddpm_sigmas(betas: ArrayLike, kind: SigmaKind = "beta") -> np.ndarray:

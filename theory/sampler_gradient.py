@@ -36,7 +36,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from theory.ddpm import ddpm_coefficients, ddpm_sigmas, ddpm_step
+from theory.ddpm import ddpm_coefficients, ddpm_sigmas, ddpm_step, eps_coefficient
 from theory.validation import check_count
 
 GradientMode = Literal["exact", "adjusted", "adjusted_unstandardised"]
@@ -48,10 +48,15 @@ Coefficients = Literal["sampler", "algorithm_a1"]
 COEFFICIENTS: tuple[str, ...] = ("sampler", "algorithm_a1")
 
 
+def a_coefficient(beta: np.ndarray, alpha_bar: np.ndarray) -> np.ndarray:
+    """A_t = c_t / sqrt(abar_t) = beta_t / (sqrt(1 - abar_t) sqrt(abar_t)) (seed 000, [0112]), elementwise."""
+    return eps_coefficient(beta, alpha_bar) / np.sqrt(alpha_bar)
+
+
 def ddpm_a_coefficients(betas: np.ndarray) -> np.ndarray:
-    """A_t = c_t / sqrt(abar_t) of the DDPM chain (seed 000, [0112]); index 0 is t = 1."""
+    """A_t of the DDPM chain of schedule ``betas`` (seed 000, [0112]); index 0 is t = 1."""
     coef = ddpm_coefficients(betas)
-    return coef["c"] / np.sqrt(coef["alpha_bars"])
+    return a_coefficient(coef["betas"], coef["alpha_bars"])
 
 
 def b_matrices(jacobian_coefficients: np.ndarray, jacobians: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -100,7 +105,7 @@ def algorithm_a1_a_coefficients(betas: np.ndarray, alphas_cumprod: np.ndarray, t
         raise ValueError(f"Algorithm A.1's A_t is defined at the integer DDPM timesteps 0..{betas.shape[0] - 1}; the "
                          f"sampler visits {t.tolist()}. Use coefficients='sampler' for a scheduler with continuous time")
     t = t.astype(np.int64)
-    return betas[t] / np.sqrt(1.0 - abar[t]) / np.sqrt(abar[t])
+    return a_coefficient(betas[t], abar[t])
 
 
 def sampler_a_coefficients(scheduler, n_steps: int) -> np.ndarray:
