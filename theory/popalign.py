@@ -168,7 +168,18 @@ def popalign_loss(
         mu = mu.reshape(-1, 1) if mu.ndim else mu
         beta_prime = beta_prime.reshape(-1, 1) if isinstance(beta_prime, torch.Tensor) else beta_prime
     gamma = winners.to(r.dtype) * 2.0 - 1.0
-    return -F.logsigmoid(gamma * beta_prime * (r - mu)).mean(dim=-1)
+    return -sample_objective(r, gamma, beta_prime, mu).mean(dim=-1)
+
+
+def sample_objective(
+    r: torch.Tensor, gamma: torch.Tensor | float, beta_prime: torch.Tensor | float, mu: torch.Tensor | float
+) -> torch.Tensor:
+    """log sigma(gamma_X beta' (r - mu)) per sample, the term eq. 9 of seed 001 averages (elementwise, broadcast).
+
+    gamma_X = +1 for a sample of a winning set, -1 for a losing one. :func:`popalign_loss` averages it over a batch
+    and negates it; :func:`jensen_lower_bound` and :func:`split_lower_bound` average it over each set of a pair.
+    """
+    return F.logsigmoid(gamma * beta_prime * (r - mu))
 
 
 def _per_run(value: object, r: torch.Tensor, name: str, requirement: str, valid: Callable[[float], bool]
@@ -239,9 +250,8 @@ def jensen_lower_bound(
     """
     _check_sets(set_log_ratio_w, set_log_ratio_l)
     beta = check_positive_finite(beta, "beta")
-    scale = 2 * set_log_ratio_w.shape[1] * beta
-    return 0.5 * (F.logsigmoid(scale * (set_log_ratio_w - mu)).mean(dim=1)
-                  + F.logsigmoid(-scale * (set_log_ratio_l - mu)).mean(dim=1))
+    winners, losers = _set_means(set_log_ratio_w, set_log_ratio_l, 2 * set_log_ratio_w.shape[1] * beta, mu)
+    return 0.5 * (winners + losers)
 
 
 def split_lower_bound(
@@ -254,6 +264,12 @@ def split_lower_bound(
     """
     _check_sets(set_log_ratio_w, set_log_ratio_l)
     beta = check_positive_finite(beta, "beta")
-    scale = set_log_ratio_w.shape[1] * beta
-    return (F.logsigmoid(scale * (set_log_ratio_w - mu)).mean(dim=1)
-            + F.logsigmoid(-scale * (set_log_ratio_l - mu)).mean(dim=1))
+    winners, losers = _set_means(set_log_ratio_w, set_log_ratio_l, set_log_ratio_w.shape[1] * beta, mu)
+    return winners + losers
+
+
+def _set_means(set_log_ratio_w: torch.Tensor, set_log_ratio_l: torch.Tensor, beta_prime: float,
+               mu: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pair, :func:`sample_objective` averaged over the winning set (gamma = +1) and over the losing set (-1)."""
+    return (sample_objective(set_log_ratio_w, 1.0, beta_prime, mu).mean(dim=1),
+            sample_objective(set_log_ratio_l, -1.0, beta_prime, mu).mean(dim=1))
