@@ -23,7 +23,14 @@ from theory.ddpm import ddpm_coefficients  # noqa: E402
 from theory.sampler_gradient import GRADIENT_MODES, AdjustedGradient, run_sampler  # noqa: E402
 from theory.schedules import alphas_cumprod, scaled_linear_betas  # noqa: E402
 from toy.denoisers import LinearDenoiser, MixtureDenoiser, MLPDenoiser, PromptMixtureDenoiser  # noqa: E402
-from toy.sampler_chain import eps_model_for, eq9_relative_error, finetune, gradient_scales, make_sampler  # noqa: E402
+from toy.sampler_chain import (  # noqa: E402
+    GRADIENT_TERMS,
+    eps_model_for,
+    eq9_relative_error,
+    finetune,
+    gradient_scales,
+    make_sampler,
+)
 
 SD_BETAS = scaled_linear_betas(1000).numpy()
 
@@ -118,16 +125,17 @@ def run_bt_scale(cfg: BtScaleConfig, ctx: RunContext) -> dict:
         growing = np.abs(1 - c[None, :, None] * eigs) > 1  # the condition of the seed for B_t to grow
         entry = {"fraction_steps_with_growing_direction": float(growing.any(axis=2).mean()),
                  "min_jacobian_eig": float(eigs.min()), "max_jacobian_eig": float(eigs.max())}
-        for key, color in (("RABg", "C0"), ("RAg", "C1"), ("Rg", "C2")):
+        for key, color in zip(GRADIENT_TERMS, ("C0", "C1", "C2")):
             v = scales[key]
             lo, mid, hi = np.quantile(v, 0.05, axis=0), v.mean(axis=0), np.quantile(v, 0.95, axis=0)
-            ax.plot(t_axis, mid, color=color, label={"RABg": "R A_t B_t g_t", "RAg": "R A_t g_t", "Rg": "R g_t"}[key])
+            ax.plot(t_axis, mid, color=color, label=GRADIENT_TERMS[key])
             ax.fill_between(t_axis, lo, hi, color=color, alpha=0.2)
             entry[key] = {"t": t_axis[::50].tolist(), "mean": mid[::50].tolist(), "q05": lo[::50].tolist(),
                           "q95": hi[::50].tolist()}
         b_norm = scales["B_norm"]
         entry["B_norm_mean_at_t"] = {str(t): float(b_norm[:, 1000 - t].mean()) for t in (1, 10, 100, 500, 900, 1000)}
-        entry["ratio_RABg_over_RAg_at_T"] = float((scales["RABg"][:, 0] / scales["RAg"][:, 0]).mean())
+        entry["ratio_exact_over_without_B_at_T"] = float(
+            (scales["exact_term"][:, 0] / scales["term_without_B"][:, 0]).mean())
         entry["explodes_towards_T"] = bool(entry["B_norm_mean_at_t"]["1000"] > 10 * entry["B_norm_mean_at_t"]["10"])
         out[name] = entry
         ax.set(yscale="log", xlabel="t", title=f"{name}: ||B_T|| = {entry['B_norm_mean_at_t']['1000']:.2g}")

@@ -49,7 +49,7 @@ class PopAlignSDConfig:
     stop_at: int = 375
     checkpoint_every: int = 125
     pairs_per_device: int = 2
-    beta: float = 5000.0
+    beta_prime: float = 5000.0
     alpha: float = 0.5
     eval_images_per_prompt: int = 60
     reward_accuracy_sets: int = 16
@@ -70,7 +70,7 @@ def _train(cfg: PopAlignSDConfig, pipeline: str, data: Path, out: Path, *, loss:
     from scaleup.jobs.popalign.train import run_train
 
     config = TrainConfig(data=str(data), out=str(out), pipeline=pipeline, loss=loss, finetune="lora",
-                         lora_rank=cfg.lora_rank, beta=cfg.beta, alpha=cfg.alpha, resolution=cfg.size,
+                         lora_rank=cfg.lora_rank, beta_prime=cfg.beta_prime, alpha=cfg.alpha, resolution=cfg.size,
                          pairs_per_device=cfg.pairs_per_device, max_train_steps=cfg.train_steps,
                          learning_rate=cfg.learning_rate, lr_warmup_steps=0 if cfg.tiny else 50,
                          checkpoint_every=cfg.checkpoint_every, until=until, resume=resume,

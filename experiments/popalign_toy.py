@@ -9,7 +9,8 @@ Four experiments share this module:
 - ``popalign-toy-alpha`` (Fig. 13): alpha 0.25, 0.5, 0.75, in both parameterisations.
 
 Every setting is trained for several independent draws of the preference data (``seeds``) and reported as mean and
-standard deviation. ``beta`` is the coefficient of r - mu in :func:`theory.popalign.popalign_loss`.
+standard deviation. ``beta`` and ``betas`` are beta', the coefficient of r - mu (``beta_prime`` of
+:func:`theory.popalign.popalign_loss`); ``bound_betas`` are eq. 8's beta.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from experiments.registry import Experiment, RunContext  # noqa: E402
-from theory.popalign import jensen_lower_bound, set_objective, split_lower_bound  # noqa: E402
+from theory.popalign import jensen_lower_bound, popalign_normaliser, set_objective, split_lower_bound  # noqa: E402
 from toy.popalign_toy import (  # noqa: E402
     Setting,
     SweepResult,
     TrainConfig,
     generate,
+    log_ratio_sets,
     preference_data,
     reference_mixture,
     summarise,
@@ -103,11 +105,9 @@ def _bound_check(cfg: PopAlignToyConfig, result: SweepResult, seed: int) -> dict
     generator = torch.Generator().manual_seed(seed)
     data = preference_data(torch.full((cfg.seeds,), cfg.target, dtype=torch.float64), n_samples=cfg.n_samples,
                            set_size=cfg.set_size, generator=generator)
-    ref = reference_mixture(cfg.seeds)
-    with torch.no_grad():
-        rho_w = (result.model.log_prob(data.winners) - ref.log_prob(data.winners))[0].reshape(-1, cfg.set_size)
-        rho_l = (result.model.log_prob(data.losers) - ref.log_prob(data.losers))[0].reshape(-1, cfg.set_size)
-    mu = cfg.alpha * rho_w.mean() + (1 - cfg.alpha) * rho_l.mean()
+    rho_w, rho_l = (rho[0] for rho in log_ratio_sets(result.model, reference_mixture(cfg.seeds), data))
+    is_winner = torch.cat([torch.ones(rho_w.numel()), torch.zeros(rho_l.numel())]).bool()
+    mu = popalign_normaliser(torch.cat([rho_w.reshape(-1), rho_l.reshape(-1)]), is_winner, cfg.alpha)
     rows, violations, pairs = [], 0, 0
     for beta in cfg.bound_betas:
         objective = set_objective(rho_w, rho_l, beta)

@@ -23,6 +23,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from scaleup.text_embeddings import ModelUnavailableError
+from theory.denoising import denoising_loss
 
 CELEBAHQ_ID = "google/ddpm-celebahq-256"
 
@@ -198,7 +199,8 @@ def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: np.ndarray, 
             batch = x0[idx]
             noise = torch.randn(batch.shape, generator=generator)
             t = torch.randint(0, n_train, (batch.shape[0],), generator=generator)
-            loss = torch.nn.functional.mse_loss(unet(scheduler.add_noise(batch, noise, t), t).sample, noise)
+            # x_t by the scheduler's own add_noise (its float32 abar table); the loss of eq. 5 from theory
+            loss = denoising_loss(noise, unet(scheduler.add_noise(batch, noise, t), t).sample)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -6,6 +6,7 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import binomtest, norm
 
 from theory.embedding_bias_bound import (
@@ -88,8 +89,7 @@ def test_grid_class_masses_agree_with_monte_carlo_sampling():
     grid = Grid(2, 6.0, 61)
     e = np.array([0.9, 0.3, -0.2])
     probs = model.class_distribution(model.generate_on_grid(e, grid), grid)
-    rng = np.random.default_rng(3)
-    z = model.sample(e, 20_000, rng)
+    z = model.sample(e, 20_000, torch.Generator().manual_seed(3))
     counts = model.class_membership(z).sum(axis=0)
     pvalues = [binomtest(int(round(counts[k])), z.shape[0], probs[k]).pvalue for k in range(3)]
     assert min(pvalues) * 3 > 1e-4  # Bonferroni; fails by chance with probability < 1e-4

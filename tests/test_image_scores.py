@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from theory.image_scores import clip_score_x100, paired_cosine
+from theory.image_scores import clip_score_of_cosine, clip_score_x100, paired_cosine
 
 
 def test_paired_cosine_matches_a_loop_and_broadcasts_one_text():
@@ -22,6 +22,7 @@ def test_clip_score_is_100_times_the_clipped_cosine():
     a = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
     b = np.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0]])
     np.testing.assert_allclose(clip_score_x100(a, b), [100.0, 0.0, 100 / np.sqrt(2)], atol=1e-12)
+    assert clip_score_of_cosine(-0.3) == 0.0 and clip_score_of_cosine(0.25) == 25.0
 
 
 @pytest.mark.parametrize("a, b, message", [(np.zeros((2, 3)), np.ones((2, 3)), "zero row"),

@@ -119,8 +119,8 @@ def test_popalign_bounds_refuse_beta_outside_zero_infinity(fn, beta):
         fn(*args)
 
 
-def test_popalign_loss_refuses_infinite_beta():
-    with pytest.raises(ValueError, match="beta must be > 0 and finite"):
+def test_popalign_loss_refuses_infinite_beta_prime():
+    with pytest.raises(ValueError, match="beta_prime must be > 0 and finite"):
         popalign_loss(torch.zeros(4), torch.tensor([True, False, True, False]), float("inf"))
 
 
@@ -210,7 +210,7 @@ def test_scheduler_stepper_refuses_zero_steps():
     [
         ((np.zeros(0), np.zeros(0), [], []), "jacobians is empty"),
         ((np.zeros(3), np.zeros(3), [np.eye(2)] * 2, [np.zeros((2, 4))] * 3), "jacobians = 2.*eps_grads = 3"),
-        ((np.zeros(2), np.zeros(3), [np.eye(2)] * 2, [np.zeros((2, 4))] * 2), "k = 2, chat = 3"),
+        ((np.zeros(2), np.zeros(3), [np.eye(2)] * 2, [np.zeros((2, 4))] * 2), "k = 2, jacobian_coefficients = 3"),
         ((np.zeros(2), np.zeros(2), [np.eye(2), np.eye(3)], [np.zeros((2, 4))] * 2), r"jacobians\[1\] has shape"),
         ((np.zeros(2), np.zeros(2), [np.eye(2)] * 2, [np.zeros((2, 4)), np.zeros((2, 5))]), r"eps_grads\[1\] has shape"),
     ],

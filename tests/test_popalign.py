@@ -26,7 +26,16 @@ from theory.schedules import alphas_cumprod, linear_betas
 from toy.gaussian_mixture import GaussianMixture1D
 from toy.popalign_toy import reference_mixture
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    # The checks here are float64; set per test and restored, so the default never leaks into other test files
+    # (a module-level set_default_dtype ran at collection and changed every later module's tensors).
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def test_popalign_loss_matches_hand_formula():
@@ -48,6 +57,31 @@ def test_population_dpo_loss_and_reward_accuracy():
     assert population_dpo_loss(w, l, 0.5).item() == pytest.approx(expected, rel=1e-14)
     assert implied_reward_accuracy(w, l) == 0.5
     assert torch.allclose(set_objective(w, l, 0.5).mean(), -population_dpo_loss(w, l, 0.5))
+
+
+def test_popalign_loss_of_a_batch_of_runs_equals_the_loop_over_runs():
+    """(R, B) log-ratios with per-run beta' and alpha give, bit for bit, each run's own loss, mu and gradient."""
+    gen = torch.Generator().manual_seed(0)
+    runs, n = 5, 40
+    r = (torch.randn(runs, n, generator=gen) * 3).requires_grad_(True)
+    winners = torch.arange(n) % 3 == 0
+    beta_primes = torch.tensor([0.1, 1.0, 2.5, 10.0, 5000.0])
+    alphas = torch.tensor([0.25, 0.5, 0.75, 0.0, 1.0])
+    batched = popalign_loss(r, winners, beta_primes, alphas)
+    (grad_batched,) = torch.autograd.grad(batched.sum(), r)
+    r_loop = r.detach().clone().requires_grad_(True)
+    loop = [popalign_loss(r_loop[i], winners, float(beta_primes[i]), float(alphas[i])) for i in range(runs)]
+    (grad_loop,) = torch.autograd.grad(sum(loop), r_loop)
+    assert batched.shape == (runs,)
+    assert torch.equal(batched, torch.stack(loop)) and torch.equal(grad_batched, grad_loop)
+    mu = popalign_normaliser(r, winners, alphas)
+    assert torch.equal(mu, torch.stack([popalign_normaliser(r[i], winners, float(alphas[i])) for i in range(runs)]))
+    # scalar settings broadcast over the runs; a fixed mu may be one per run
+    assert torch.equal(popalign_loss(r, winners, 2.0, 0.5), torch.stack([popalign_loss(r[i], winners, 2.0, 0.5)
+                                                                          for i in range(runs)]))
+    fixed = torch.linspace(-1, 1, runs)
+    assert torch.equal(popalign_loss(r, winners, 2.0, mu=fixed),
+                       torch.stack([popalign_loss(r[i], winners, 2.0, mu=fixed[i]) for i in range(runs)]))
 
 
 def test_normaliser_is_detached_and_reducible():
@@ -160,8 +194,16 @@ def test_denoising_loss_and_mse_convention():
         (lambda: popalign_loss(torch.zeros(4), torch.tensor([1, 1, 1, 1]), 1.0), "both a winning and a losing"),
         (lambda: popalign_loss(torch.zeros(4), torch.tensor([1, 0]), 1.0), "one entry per sample"),
         (lambda: popalign_loss(torch.zeros(4), torch.tensor([1, 0, 2, 0]), 1.0), "boolean"),
-        (lambda: popalign_loss(torch.zeros(2), torch.tensor([1, 0]), 0.0), "beta must be > 0"),
-        (lambda: popalign_loss(torch.zeros(2, 2), torch.tensor([1, 0]), 1.0), "1-D tensor"),
+        (lambda: popalign_loss(torch.zeros(2), torch.tensor([1, 0]), 0.0), "beta_prime must be > 0"),
+        (lambda: popalign_loss(torch.zeros(2, 2, 2), torch.tensor([1, 0]), 1.0), "1-D tensor"),
+        (lambda: popalign_loss(torch.zeros(3, 2), torch.tensor([1, 0]), torch.ones(2)), r"one value per run \(shape \(3,\)\)"),
+        (lambda: popalign_loss(torch.zeros(2, 2), torch.tensor([1, 0]), torch.tensor([1.0, -1.0])),
+         "every beta_prime must be > 0"),
+        (lambda: popalign_loss(torch.zeros(2), torch.tensor([1, 0]), torch.ones(2)), r"needs r of shape \(R, B\)"),
+        (lambda: popalign_loss(torch.zeros(2, 2), torch.tensor([1, 0]), 1.0, mu=torch.zeros(3)), "mu must be a scalar"),
+        (lambda: popalign_loss(torch.zeros(2, 2), torch.tensor([[1, 0], [0, 1]]), 1.0), "shared by all runs"),
+        (lambda: popalign_normaliser(torch.zeros(2, 2), torch.tensor([1, 0]), torch.tensor([0.5, 1.5])),
+         r"every alpha must lie in \[0, 1\]"),
         (lambda: popalign_normaliser(torch.zeros(2), torch.tensor([1, 0]), 1.5), r"alpha must lie in \[0, 1\]"),
         (lambda: population_dpo_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0), "same shape"),
         (lambda: noise_mse(torch.zeros(2, 3), torch.zeros(2, 4)), "same shape"),

@@ -87,7 +87,7 @@ def test_job_loss_equals_popalign_loss_on_the_same_noise_timesteps_and_errors(tm
     noise = torch.randn(latents_w.shape, generator=g)
     timesteps = torch.tensor([17, 803])
     noisy, target, t = noised_pairs(trainer.noise_scheduler, latents_w, latents_l, noise, timesteps)
-    result = popalign_step(trainer.model, trainer.reference, noisy, target, t, cond, beta=config.beta,
+    result = popalign_step(trainer.model, trainer.reference, noisy, target, t, cond, beta_prime=config.beta_prime,
                            alpha=alpha)
 
     # by hand: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for winners and losers with the same eps_i and t_i
@@ -107,11 +107,11 @@ def test_job_loss_equals_popalign_loss_on_the_same_noise_timesteps_and_errors(tm
     # r agrees to the float32 rounding of the job's MSEs (means of 1024 float32 squared errors of size ~1)
     gap = float((result.r.double() - r).abs().max())
     assert gap < 2e-6
-    expected = popalign_loss(r, torch.tensor([True, True, False, False]), config.beta, alpha)
+    expected = popalign_loss(r, torch.tensor([True, True, False, False]), config.beta_prime, alpha)
     # each term -log sigma(gamma beta (r_i - mu)) moves by at most beta (|dr_i| + |dmu|) <= 2 beta gap
-    assert abs(float(result.loss.detach()) - float(expected)) <= 2 * config.beta * gap + 1e-6
+    assert abs(float(result.loss.detach()) - float(expected)) <= 2 * config.beta_prime * gap + 1e-6
     assert float(result.loss.detach()) == pytest.approx(
-        float(popalign_loss(result.r.double(), torch.tensor([True, True, False, False]), config.beta, alpha)),
+        float(popalign_loss(result.r.double(), torch.tensor([True, True, False, False]), config.beta_prime, alpha)),
         rel=1e-6)
     mu = alpha * errors["w"].mean() + (1 - alpha) * errors["l"].mean()
     assert abs(result.metrics["mu"] - float(mu)) <= gap
@@ -380,7 +380,7 @@ def test_shipped_configs_parse_into_the_stage_configs():
     folder = REPO / "scaleup" / "jobs" / "popalign" / "configs"
     full = parse_config(TrainConfig, ["--config", str(folder / "sdxl_full.yaml"), "--data", "d", "--out", "o",
                                       "--max-train-steps", "10"])
-    assert (full.finetune, full.mixed_precision, full.learning_rate, full.lr_warmup_steps, full.beta) == \
+    assert (full.finetune, full.mixed_precision, full.learning_rate, full.lr_warmup_steps, full.beta_prime) == \
         ("full", "bf16", 5e-7, 200, 5000.0)
     assert full.max_train_steps == 10  # a flag wins over the file
     gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_sdxl.yaml"), "--out", "o"])

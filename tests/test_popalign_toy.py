@@ -56,8 +56,8 @@ def test_kl_to_reference_is_zero_at_the_reference_and_positive_elsewhere():
 
 def test_sweep_aggregates_and_is_reproducible():
     config = TrainConfig(steps=5, log_every=5)
-    a = sweep([Setting(0.5), Setting(0.8, beta=2.0)], 2, config, seed=3)
-    b = sweep([Setting(0.5), Setting(0.8, beta=2.0)], 2, config, seed=3)
+    a = sweep([Setting(0.5), Setting(0.8, beta_prime=2.0)], 2, config, seed=3)
+    b = sweep([Setting(0.5), Setting(0.8, beta_prime=2.0)], 2, config, seed=3)
     assert [s["g1_share"] for s in a.settings] == [s["g1_share"] for s in b.settings]
     assert len(a.settings) == 2 and len(a.settings[0]["runs"]) == 2
     assert a.model.logits.shape == (4, 3)
@@ -67,7 +67,7 @@ def test_sweep_aggregates_and_is_reproducible():
 @pytest.mark.slow
 def test_popalign_reaches_every_target_and_keeps_g2_while_sft_collapses_it():
     targets = (0.5, 0.65, 0.8, 0.95)
-    res = sweep([Setting(t, beta=1.0) for t in targets], 1, TrainConfig(steps=3000), seed=0)
+    res = sweep([Setting(t, beta_prime=1.0) for t in targets], 1, TrainConfig(steps=3000), seed=0)
     for agg in res.settings:
         assert abs(agg["g1_share"] - agg["target"]) <= 0.1, agg
         assert agg["g2_weight"] >= 0.5 * REF_G2, agg
@@ -78,7 +78,7 @@ def test_popalign_reaches_every_target_and_keeps_g2_while_sft_collapses_it():
 
 @pytest.mark.slow
 def test_higher_beta_stays_closer_to_the_reference():
-    res = sweep([Setting(0.5, beta=b) for b in (0.5, 1.0, 2.0, 4.0, 10.0)], 1, TrainConfig(steps=3000), seed=0)
+    res = sweep([Setting(0.5, beta_prime=b) for b in (0.5, 1.0, 2.0, 4.0, 10.0)], 1, TrainConfig(steps=3000), seed=0)
     kl = [a["kl_to_reference"] for a in res.settings]
     share = [a["g1_share"] for a in res.settings]
     assert all(np.diff(kl) < 0), kl

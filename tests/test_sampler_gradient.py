@@ -10,6 +10,7 @@ from theory.derivations.sampler_unrolled import ddim_unrolled_matches, ddpm_unro
 from theory.sampler_gradient import (
     AdjustedGradient,
     adjusted_gradient_scales,
+    b_matrices,
     ddpm_a_coefficients,
     run_sampler,
     scale_gradient,
@@ -77,7 +78,7 @@ def test_chain_gradient_of_multistep_dpm_solver(model_kind):
     gen = torch.Generator().manual_seed(5)
     model = mixture(2, 5) if model_kind == "mixture" else MLPDenoiser(2, hidden=8, seed=5)
     sampler = make_sampler("dpmsolver++", SD, 20)
-    assert sampler.chat is None
+    assert sampler.jacobian_coefficients is None
     assert any(len(c["eps"]) > 1 for c in sampler.step_coefficients)  # genuinely multistep
     assert eq9_relative_error(model, sampler, torch.randn(1, 2, generator=gen, dtype=torch.float64)) < 1e-10
 
@@ -115,12 +116,51 @@ def test_recursive_form_equals_product_form_on_one_step_samplers():
     assert eq9_relative_error(mixture(2), sampler, z_T, form="product") < 1e-10
 
 
+def test_b_matrices_are_the_papers_product_for_ddpm():
+    """In sampling order (i = 0 is t = T) b_matrices gives seed 000's B_t = prod_{s=1}^{t-1} (I - c_s J_s), s = 1 on
+    the left, which is written out here in the paper's indexing from the schedule's c_t."""
+    from functools import reduce
+
+    from theory.ddpm import ddpm_coefficients
+
+    rng = np.random.default_rng(0)
+    big_t, d = 7, 3
+    c = ddpm_coefficients(linear_betas(big_t, 0.05, 0.3).numpy())["c"]  # c_1..c_T
+    jac = [rng.standard_normal((d, d)) for _ in range(big_t)]  # J_1..J_T
+    paper = [reduce(np.matmul, [np.eye(d) - c[s] * jac[s] for s in range(t - 1)], np.eye(d)) for t in range(1, big_t + 1)]
+    ours = b_matrices(c[::-1], jac[::-1])
+    for t in range(1, big_t + 1):
+        np.testing.assert_allclose(ours[big_t - t], paper[t - 1], rtol=1e-13, atol=1e-15)
+    assert np.array_equal(ours[-1], np.eye(d)) and not np.allclose(ours[0], np.eye(d))
+
+
+def test_b_matrices_of_a_batch_equal_one_run_at_a_time():
+    rng = np.random.default_rng(1)
+    coefficients = rng.uniform(0.01, 0.5, 6)
+    batch = [rng.standard_normal((4, 2, 2)) for _ in range(6)]
+    together = b_matrices(coefficients, batch)
+    for run in range(4):
+        alone = b_matrices(coefficients, [j[run] for j in batch])
+        assert all(np.array_equal(t[run], a) for t, a in zip(together, alone))
+
+
+@pytest.mark.parametrize("coefficients, jacobians, message", [
+    (np.ones(2), [np.eye(2)] * 3, "one Jacobian per coefficient"),
+    (np.ones(0), [], "at least one"),
+    (np.ones(2), [np.eye(2), np.eye(3)], r"jacobians\[1\] has shape \(3, 3\)"),
+    (np.ones(1), [np.ones((2, 3))], "square"),
+])
+def test_b_matrices_bad_input(coefficients, jacobians, message):
+    with pytest.raises(ValueError, match=message):
+        b_matrices(coefficients, jacobians)
+
+
 def test_eq9_check_can_fail():
     """Dropping B (B -> I) in eq. 9 gives a visibly different gradient on a mixture denoiser."""
     sampler = make_sampler("ddim", SD, 20)
     model = mixture(2)
     wrong = make_sampler("ddim", SD, 20)
-    wrong.chat = np.zeros_like(sampler.chat)
+    wrong.jacobian_coefficients = np.zeros_like(sampler.jacobian_coefficients)
     z_T = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
     assert eq9_relative_error(model, wrong, z_T) > 1e-3
 

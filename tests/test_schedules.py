@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from theory.ddpm import ddpm_coefficients, ddpm_step
+from theory.ddpm import ddpm_coefficients, ddpm_step, forward_noise
 from theory.schedules import alphas_cumprod, linear_betas, scaled_linear_betas
 
 
@@ -34,6 +34,22 @@ def test_ddpm_step_matches_diffusers_mean():
         # diffusers keeps its schedule in float32 and forms the mean through x_0 = (z - sqrt(1 - abar) eps) / sqrt(abar),
         # which amplifies float32 rounding by 1 / sqrt(abar_T) ~ 150 at t = 999
         torch.testing.assert_close(ours, theirs.double(), rtol=1e-4, atol=1e-4)
+
+
+def test_forward_noise_matches_diffusers_add_noise():
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps against DDPMScheduler.add_noise, one t per sample, in float64."""
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    sched.alphas_cumprod = sched.alphas_cumprod.double()
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 5, 1, 3, 3, dtype=torch.float64, generator=gen)
+    t = torch.tensor([0, 17, 500, 998, 999])
+    theirs = sched.add_noise(x0, eps, t)
+    torch.testing.assert_close(forward_noise(x0, eps, sched.alphas_cumprod[t]), theirs, rtol=1e-15, atol=1e-15)
+    flat = forward_noise(x0[:, 0, 0], eps[:, 0, 0], sched.alphas_cumprod[t])  # (B, d) with abar of shape (B,)
+    torch.testing.assert_close(flat, theirs[:, 0, 0], rtol=1e-15, atol=1e-15)
+    assert torch.equal(forward_noise(x0, eps, 1.0), x0)
+    with pytest.raises(ValueError, match="leading shape of x0"):
+        forward_noise(x0, eps, sched.alphas_cumprod[:3])
 
 
 def test_bad_schedule():

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from theory.fairness_criteria import cosine_similarity
+
 
 def _rows(x: ArrayLike, name: str) -> np.ndarray:
     try:
@@ -54,7 +56,7 @@ def cosine_scores(image_features: ArrayLike, prompt_embedding: ArrayLike) -> np.
     if e.shape[0] != 1:
         raise ValueError(f"prompt_embedding must be a single (d,) embedding; got {e.shape[0]} rows")
     _same_dim(f, e)
-    return f @ e[0]
+    return np.atleast_1d(cosine_similarity(f, e[0]))
 
 
 def subclass_score(image_features: ArrayLike, subclass_embeddings: ArrayLike) -> np.ndarray:
@@ -62,7 +64,7 @@ def subclass_score(image_features: ArrayLike, subclass_embeddings: ArrayLike) ->
     f = _rows(image_features, "image_features")
     e = _rows(subclass_embeddings, "subclass_embeddings")
     _same_dim(f, e)
-    return (f @ e.T).max(axis=1)
+    return cosine_similarity(f[:, None, :], e[None, :, :]).max(axis=1)
 
 
 def averaged_prompt_embedding(subclass_embeddings: ArrayLike) -> np.ndarray:

@@ -39,8 +39,8 @@ def _vectors(x: ArrayLike, name: str) -> np.ndarray:
         v = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a numeric embedding vector or (N, d) array; got {type(x).__name__}") from err
-    if v.ndim not in (1, 2) or v.shape[-1] == 0:
-        raise ValueError(f"{name} must be a (d,) embedding or an (N, d) array of embeddings; got shape {v.shape}")
+    if v.ndim == 0 or v.shape[-1] == 0:
+        raise ValueError(f"{name} must be a (d,) embedding or an (..., d) array of embeddings; got shape {v.shape}")
     if not np.isfinite(v).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     norms = np.linalg.norm(v, axis=-1)
@@ -50,7 +50,8 @@ def _vectors(x: ArrayLike, name: str) -> np.ndarray:
 
 
 def cosine_similarity(a: ArrayLike, b: ArrayLike) -> np.ndarray | float:
-    """cos(a, b) = <a, b> / (||a|| ||b||), row-wise for (N, d) arrays (broadcast against a single (d,) vector)."""
+    """cos(a, b) = <a, b> / (||a|| ||b||) over the last axis, broadcast over the leading ones ((N, d) against a single
+    (d,) vector, (N, 1, d) against (G, d) for the N x G table, ...). The one cosine of the package's numpy scores."""
     u = _vectors(a, "a")
     v = _vectors(b, "b")
     if u.shape[-1] != v.shape[-1]:

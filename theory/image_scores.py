@@ -3,13 +3,18 @@
 - :func:`paired_cosine` — cos(a_i, b_i) row by row: CLIP-T (image vs its prompt), CLIP-I and DINO (finetuned image vs
   the original model's image from the same initial noise, seed 000 Table 1).
 - :func:`clip_score_x100` — the "CLIP" column of seed 001 (Tables 1-5): 100 * max(cos, 0), the convention of
-  torchmetrics' ``CLIPScore`` (Hessel et al. 2021 use 2.5 instead of 100; both are reported as "CLIP score").
+  torchmetrics' ``CLIPScore`` (Hessel et al. 2021 use 2.5 instead of 100; both are reported as "CLIP score");
+  :func:`clip_score_of_cosine` gives it from a cosine already computed.
+
+The cosine itself is :func:`theory.fairness_criteria.cosine_similarity`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from theory.fairness_criteria import cosine_similarity
 
 
 def _rows(x: ArrayLike, name: str) -> np.ndarray:
@@ -26,7 +31,7 @@ def _rows(x: ArrayLike, name: str) -> np.ndarray:
     if (norms == 0).any():
         raise ValueError(f"{name} has a zero row (row {int(np.flatnonzero(norms == 0)[0])}); "
                          "a cosine needs non-zero embeddings")
-    return a / norms[:, None]
+    return a
 
 
 def paired_cosine(a: ArrayLike, b: ArrayLike) -> np.ndarray:
@@ -35,9 +40,15 @@ def paired_cosine(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     if x.shape[1] != y.shape[1] or y.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"a and b must have the same shape (N, D), or b one row of the same D; "
                          f"got {x.shape} and {y.shape}")
-    return np.einsum("nd,nd->n", x, np.broadcast_to(y, x.shape))
+    return np.atleast_1d(cosine_similarity(x, y))
+
+
+def clip_score_of_cosine(cosine: ArrayLike) -> np.ndarray | float:
+    """100 * max(cos, 0): seed 001's "CLIP" score of an image-prompt cosine (torchmetrics ``CLIPScore``)."""
+    score = 100.0 * np.maximum(np.asarray(cosine, dtype=np.float64), 0.0)
+    return float(score) if score.ndim == 0 else score
 
 
 def clip_score_x100(image_embeddings: ArrayLike, text_embeddings: ArrayLike) -> np.ndarray:
     """100 * max(cos(image_i, text_i), 0) per image (seed 001's "CLIP"; torchmetrics ``CLIPScore``)."""
-    return 100.0 * np.maximum(paired_cosine(image_embeddings, text_embeddings), 0.0)
+    return clip_score_of_cosine(paired_cosine(image_embeddings, text_embeddings))

@@ -11,9 +11,9 @@ Any sampler whose step is linear in the state and the noise prediction has the s
 update z_{i-1} = a_i z_i + b_i eps_i (DDIM, DDPM, Euler), with steps i = n..1:
 
     z_0 = sum_i k_i eps_i + (prod_i a_i) z_T + noise,  k_i = b_i prod_{j<i} a_j,
-    dz_0/dtheta = sum_i k_i B_i (d eps_i / d theta),   B_i = prod_{j=1}^{i-1} (I - chat_j J_j),  chat_j = -b_j / a_j,
+    dz_0/dtheta = sum_i k_i B_i (d eps_i / d theta),   B_i = prod_{j=1}^{i-1} (I - c^_j J_j),  c^_j = -b_j / a_j,
 
-so A_i = -k_i and the DDPM case has chat = c. Multistep solvers (DPM-Solver++ 2M) are linear in the history of noise
+so A_i = -k_i and the DDPM case has c^ = c (:func:`b_matrices`, :func:`eq9_gradient`). Multistep solvers (DPM-Solver++ 2M) are linear in the history of noise
 predictions, so their unrolled coefficients k_i exist too (:func:`unrolled_coefficients`), but their B is not a single
 product: :func:`recursive_chain_gradient` accumulates the exact gradient forward from the per-step partial
 coefficients (:func:`multistep_coefficients`) instead. The adjusted gradient (seed 000, [0114]-[0117], Algorithm A.1) replaces A_i -> 1 and B_i -> I:
@@ -36,7 +36,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from theory.ddpm import ddpm_coefficients, ddpm_sigmas, ddpm_step
+from theory.ddpm import ddpm_coefficients, ddpm_sigmas, ddpm_step, eps_coefficient
 from theory.validation import check_count
 
 GradientMode = Literal["exact", "adjusted", "adjusted_unstandardised"]
@@ -46,7 +46,6 @@ GRADIENT_MODES: tuple[str, ...] = ("exact", "adjusted", "adjusted_unstandardised
 #: timestep t_i the sampler visits, as seed 000's Algorithm A.1 and the official aDFT code use under every scheduler.
 Coefficients = Literal["sampler", "algorithm_a1"]
 COEFFICIENTS: tuple[str, ...] = ("sampler", "algorithm_a1")
-
 
 
 def _fresh_copy(scheduler):
@@ -60,23 +59,43 @@ def _fresh_copy(scheduler):
         return type(scheduler).from_config(scheduler.config)
     return copy.deepcopy(scheduler)
 
+
+def a_coefficient(beta: np.ndarray, alpha_bar: np.ndarray) -> np.ndarray:
+    """A_t = c_t / sqrt(abar_t) = beta_t / (sqrt(1 - abar_t) sqrt(abar_t)) (seed 000, [0112]), elementwise."""
+    return eps_coefficient(beta, alpha_bar) / np.sqrt(alpha_bar)
+
+
 def ddpm_a_coefficients(betas: np.ndarray) -> np.ndarray:
-    """A_t = c_t / sqrt(abar_t) of the DDPM chain (seed 000, [0112]); index 0 is t = 1."""
+    """A_t of the DDPM chain of schedule ``betas`` (seed 000, [0112]); index 0 is t = 1."""
     coef = ddpm_coefficients(betas)
-    return coef["c"] / np.sqrt(coef["alpha_bars"])
+    return a_coefficient(coef["betas"], coef["alpha_bars"])
 
 
-def ddpm_b_matrices(c: np.ndarray, jacobians: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """B_t = prod_{s=1}^{t-1} (I - c_s J_s) for t = 1..T (seed 000, eq. 9), the product ordered s = 1 on the left.
+def b_matrices(jacobian_coefficients: np.ndarray, jacobians: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """B_i = prod_{j=n-1..i+1} (I - c^_j J_j) of every step i = 0..n-1 of a one-step sampler, in sampling order.
 
-    ``jacobians[s - 1]`` is J_s = d eps_s / d z_s along the trajectory; B_1 = I.
+    Seed 000, eq. 9. ``jacobians[i]`` is J_i = d eps_i / d z at the trajectory's z_i, of shape (d, d) or (..., d, d)
+    for a batch of trajectories (one product per leading index); ``jacobian_coefficients[i]`` is c^_i = -b_i / a_i,
+    the coefficient of J_i in B (:func:`one_step_coefficients`). The last step has B_{n-1} = I and each earlier B_i
+    multiplies the factors of the later steps, B_i = B_{i+1} (I - c^_{i+1} J_{i+1}). For DDPM (i = 0 is t = T,
+    c^ = c in sampling order) B_i is the paper's B_t = prod_{s=1}^{t-1} (I - c_s J_s) at t = n - i, the product
+    ordered s = 1 on the left.
     """
-    c = np.asarray(c, dtype=np.float64)
-    d, _ = _check_chain_terms({"c": c}, jacobians, None)
-    out, b = [], np.eye(d)
-    for c_s, j_s in zip(c, jacobians):
-        out.append(b)
-        b = b @ (np.eye(d) - c_s * j_s)
+    coefficients = np.asarray(jacobian_coefficients, dtype=np.float64)
+    if coefficients.ndim != 1 or len(jacobians) == 0 or coefficients.shape[0] != len(jacobians):
+        raise ValueError(f"need one Jacobian per coefficient c^_i, at least one; got {len(jacobians)} jacobians for "
+                         f"jacobian_coefficients of shape {coefficients.shape}")
+    shape = np.shape(jacobians[0])
+    bad = [i for i, j in enumerate(jacobians) if len(shape) < 2 or shape[-1] != shape[-2] or np.shape(j) != shape]
+    if bad:
+        raise ValueError(f"every jacobians[i] must be a square (..., d, d) matrix of one shape; jacobians[{bad[0]}] "
+                         f"has shape {np.shape(jacobians[bad[0]])}, jacobians[0] {shape}")
+    d = shape[-1]
+    out: list[np.ndarray] = [np.empty(0)] * len(jacobians)
+    b = np.broadcast_to(np.eye(d), shape).copy()
+    for i in range(len(jacobians) - 1, -1, -1):
+        out[i] = b
+        b = b @ (np.eye(d) - coefficients[i] * jacobians[i])
     return out
 
 
@@ -98,7 +117,7 @@ def algorithm_a1_a_coefficients(betas: np.ndarray, alphas_cumprod: np.ndarray, t
         raise ValueError(f"Algorithm A.1's A_t is defined at the integer DDPM timesteps 0..{betas.shape[0] - 1}; the "
                          f"sampler visits {t.tolist()}. Use coefficients='sampler' for a scheduler with continuous time")
     t = t.astype(np.int64)
-    return betas[t] / np.sqrt(1.0 - abar[t]) / np.sqrt(abar[t])
+    return a_coefficient(betas[t], abar[t])
 
 
 def sampler_a_coefficients(scheduler, n_steps: int) -> np.ndarray:
@@ -113,10 +132,10 @@ def sampler_a_coefficients(scheduler, n_steps: int) -> np.ndarray:
 
 
 def one_step_coefficients(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(k_i, chat_i) of a one-step linear sampler z <- a_i z + b_i eps_i, steps i = 0..n-1 in sampling order.
+    """(k_i, c^_i) of a one-step linear sampler z <- a_i z + b_i eps_i, steps i = 0..n-1 in sampling order.
 
-    k_i = b_i prod_{j>i} a_j is the coefficient of eps_i in z_0 (A_i = -k_i) and chat_i = -b_i / a_i the coefficient of
-    J_i in B. (In the paper's indexing t runs down from T, so "j > i" here is "s < t" there.)
+    k_i = b_i prod_{j>i} a_j is the coefficient of eps_i in z_0 (A_i = -k_i) and c^_i = -b_i / a_i the coefficient of
+    J_i in B (the ``jacobian_coefficients`` of :func:`b_matrices`). (In the paper's indexing t runs down from T, so "j > i" here is "s < t" there.)
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -125,21 +144,20 @@ def one_step_coefficients(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def eq9_gradient(
-    k: np.ndarray, chat: np.ndarray, jacobians: Sequence[np.ndarray], eps_grads: Sequence[np.ndarray]
+    k: np.ndarray, jacobian_coefficients: np.ndarray, jacobians: Sequence[np.ndarray], eps_grads: Sequence[np.ndarray]
 ) -> np.ndarray:
-    """sum_i k_i B_i (d eps_i / d theta) with B_i = prod_{j=n-1..i+1} (I - chat_j J_j): eq. 9 in sampling order.
+    """sum_i k_i B_i (d eps_i / d theta) with B_i = prod_{j=n-1..i+1} (I - c^_j J_j): eq. 9 in sampling order.
 
     ``jacobians[i]`` is J_i = d eps_i / d z (d x d) and ``eps_grads[i]`` the partial d eps_i / d theta (d x P), both
-    at the trajectory's z_i. For DDPM k_i = -A_t and chat_i = c_t, which is seed 000's eq. 9.
+    at the trajectory's z_i; B_i is :func:`b_matrices`. For DDPM k_i = -A_t and c^_i = c_t, which is seed 000's eq. 9.
     """
     k = np.asarray(k, dtype=np.float64)
-    chat = np.asarray(chat, dtype=np.float64)
-    d, p = _check_chain_terms({"k": k, "chat": chat}, jacobians, eps_grads)
+    jacobian_coefficients = np.asarray(jacobian_coefficients, dtype=np.float64)
+    d, p = _check_chain_terms({"k": k, "jacobian_coefficients": jacobian_coefficients}, jacobians, eps_grads)
+    b = b_matrices(jacobian_coefficients, jacobians)
     total = np.zeros((d, p))
-    b_mat = np.eye(d)
     for i in range(len(k) - 1, -1, -1):
-        total += k[i] * (b_mat @ eps_grads[i])
-        b_mat = b_mat @ (np.eye(d) - chat[i] * jacobians[i])
+        total += k[i] * (b[i] @ eps_grads[i])
     return total
 
 

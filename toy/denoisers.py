@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from theory.ddpm import forward_noise
 from theory.denoising import denoising_loss
 from theory.validation import check_count
 from toy.gaussian_mixture import mixture_noise_prediction, noised_mixture_components
@@ -96,8 +97,7 @@ class MLPDenoiser(torch.nn.Module):
             t = torch.randint(0, alphas_cumprod.shape[0], (batch,), generator=gen)
             abar = alphas_cumprod[t]
             eps = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
-            z = abar.sqrt()[:, None] * x0 + (1 - abar).sqrt()[:, None] * eps
-            loss = denoising_loss(eps, self(z, abar))
+            loss = denoising_loss(eps, self(forward_noise(x0, eps, abar), abar))
             opt.zero_grad()
             loss.backward()
             opt.step()

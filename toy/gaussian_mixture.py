@@ -18,6 +18,12 @@ import math
 import torch
 
 
+def noised_variance(alpha_bar, std):
+    """v = abar s^2 + 1 - abar, the per-coordinate variance of N(m, s^2 I) data under the forward process
+    x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps (:func:`theory.ddpm.forward_noise`); numbers, arrays or tensors."""
+    return alpha_bar * std**2 + (1.0 - alpha_bar)
+
+
 def noised_mixture_components(
     x: torch.Tensor, abar: torch.Tensor | float, log_weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -28,7 +34,7 @@ def noised_mixture_components(
     of shape (..., K), x - sqrt(abar) m_k of shape (..., K, d) and v_k of shape (..., K).
     """
     abar = torch.as_tensor(abar, dtype=x.dtype).expand(x.shape[:-1]).unsqueeze(-1)  # (..., 1)
-    var = abar * stds.square() + (1.0 - abar)
+    var = noised_variance(abar, stds)
     diff = x.unsqueeze(-2) - abar.sqrt().unsqueeze(-1) * means
     log_joint = log_weights - 0.5 * diff.square().sum(-1) / var - 0.5 * x.shape[-1] * torch.log(2 * math.pi * var)
     return log_joint, diff, var

@@ -12,7 +12,9 @@ Both methods train the same mixture parameters theta = (w, m, s) in one of two p
   and SFT is the denoising loss on the winners.
 
 The losses are :func:`theory.popalign.popalign_loss` and :func:`theory.denoising.denoising_loss`, unchanged.
-Several runs (seeds, targets, betas, alphas) train side by side as the batch dimension of one mixture.
+Several runs (seeds, targets, beta' and alpha values) train side by side as the batch dimension of one mixture. The
+toy's beta (Fig. 12 of the seed) is beta', the coefficient of r - mu in eq. 9: the ``beta_prime`` of
+:func:`theory.popalign.popalign_loss`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from theory.denoising import denoising_loss
-from theory.ddpm import ddpm_sample
+from theory.ddpm import ddpm_sample, forward_noise
 from theory.metrics import discrepancy
 from theory.popalign import density_log_ratio, diffusion_log_ratio, implied_reward_accuracy, popalign_loss
 from theory.schedules import alphas_cumprod, linear_betas
@@ -43,8 +45,12 @@ Parameterisation = Literal["density", "diffusion"]
 
 def reference_mixture(n_runs: int = 1) -> GaussianMixture1D:
     """P_ref of seed 001, Sec. 4, repeated for ``n_runs`` runs."""
-    weights = torch.softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
-    return GaussianMixture1D(weights, REFERENCE_MEANS, REFERENCE_STDS, n_runs=n_runs)
+    return GaussianMixture1D(reference_weights(), REFERENCE_MEANS, REFERENCE_STDS, n_runs=n_runs)
+
+
+def reference_weights() -> torch.Tensor:
+    """w = softmax(REFERENCE_LOGITS) of P_ref (seed 001, Sec. 4), float64."""
+    return torch.softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def preference_data(
     per_side = n_samples // 2
     if per_side % set_size or per_side == 0:
         raise ValueError(f"n_samples / 2 = {per_side} must be a positive multiple of set_size = {set_size}")
-    ref_w = torch.softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
+    ref_w = reference_weights()
     means = torch.tensor(REFERENCE_MEANS, dtype=torch.float64)
     stds = torch.tensor(REFERENCE_STDS, dtype=torch.float64)
     winners, losers = [], []
@@ -91,7 +97,7 @@ def preference_data(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train the mixture (one setting shared by all runs, except the per-run ``betas`` and ``alphas``)."""
+    """How to train the mixture (one setting shared by all runs, except the per-run ``beta_primes`` and ``alphas``)."""
 
     method: Method = "popalign"
     parameterisation: Parameterisation = "diffusion"
@@ -114,8 +120,14 @@ class TrainResult:
     final_change: list[float] = field(default_factory=list)  # max |delta w| over the last 10% of steps, per run
 
 
-def _log_ratio_sets(model: GaussianMixture1D, ref: GaussianMixture1D, data: PreferenceData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact rho(x) = log P_theta(x) - log P_ref(x) of every sample, as (R, P, N) set tensors."""
+def log_ratio_sets(
+    model: GaussianMixture1D, ref: GaussianMixture1D, data: PreferenceData
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact rho(x) = log P_theta(x) - log P_ref(x) of every winning and losing sample, as (R, P, N) set tensors.
+
+    Run r's P winning and P losing sets of N = ``data.set_size`` samples (seed 001, eq. 8), without gradient: the
+    inputs of :func:`theory.popalign.implied_reward_accuracy` and the bounds of :mod:`theory.popalign`.
+    """
     with torch.no_grad():
         rho_w = model.log_prob(data.winners) - ref.log_prob(data.winners)
         rho_l = model.log_prob(data.losers) - ref.log_prob(data.losers)
@@ -127,7 +139,7 @@ def train(
     data: PreferenceData,
     config: TrainConfig,
     *,
-    betas: torch.Tensor | float = 1.0,
+    beta_primes: torch.Tensor | float = 1.0,
     alphas: torch.Tensor | float = 0.5,
     generator: torch.Generator,
     progress: bool = False,
@@ -138,7 +150,7 @@ def train(
     the preference data at every step (for diffusion with a fresh t ~ U{0..T-1} and eps per sample).
     """
     runs = data.n_runs
-    betas = torch.as_tensor(betas, dtype=torch.float64).expand(runs)
+    beta_primes = torch.as_tensor(beta_primes, dtype=torch.float64).expand(runs)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).expand(runs)
     ref = reference_mixture(runs).requires_grad_(False)
     model = reference_mixture(runs)
@@ -153,7 +165,7 @@ def train(
 
     for step in tqdm(range(config.steps + 1), disable=not progress, desc=f"{config.method}/{config.parameterisation}"):
         if step % config.log_every == 0 or step == config.steps:
-            rho_w, rho_l = _log_ratio_sets(model, ref, data)
+            rho_w, rho_l = log_ratio_sets(model, ref, data)
             result.steps.append(step)
             result.reward_accuracy.append([implied_reward_accuracy(rho_w[i], rho_l[i]) for i in range(runs)])
         if step == int(0.9 * config.steps):
@@ -168,16 +180,18 @@ def train(
         else:
             t = torch.randint(0, config.diffusion_steps, x0.shape, generator=generator)
             eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-            x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * eps
+            x_t = forward_noise(x0, eps, abar[t])
             eps_theta = model.noise_prediction(x_t, abar[t])
             if config.method == "sft":
                 loss = sum(denoising_loss(eps[i, :n_w], eps_theta[i, :n_w]) for i in range(runs))
             else:
                 with torch.no_grad():
                     eps_ref = ref.noise_prediction(x_t, abar[t])
-                r = torch.stack([diffusion_log_ratio(eps[i], eps_theta[i], eps_ref[i]) for i in range(runs)])
+                # every (run, sample) is one 1-D sample: a latent of a single element
+                r = diffusion_log_ratio(eps.reshape(-1, 1), eps_theta.reshape(-1, 1),
+                                        eps_ref.reshape(-1, 1)).reshape(runs, -1)
         if config.method == "popalign":
-            loss = sum(popalign_loss(r[i], is_winner, float(betas[i]), float(alphas[i])) for i in range(runs))
+            loss = popalign_loss(r, is_winner, beta_primes, alphas).sum()  # runs share no parameter
         elif config.method != "sft":
             raise ValueError(f"method must be 'popalign' or 'sft'; got {config.method!r}")
         optimiser.zero_grad()
@@ -227,10 +241,10 @@ def kl_to_reference(model: GaussianMixture1D, *, lo: float = -25.0, hi: float = 
 
 @dataclass(frozen=True)
 class Setting:
-    """One cell of a sweep: the target G1 share, beta and alpha."""
+    """One cell of a sweep: the target G1 share, beta' (the coefficient of r - mu, eq. 9) and alpha."""
 
     target: float = 0.5
-    beta: float = 1.0
+    beta_prime: float = 1.0
     alpha: float = 0.5
 
 
@@ -258,7 +272,7 @@ def sweep(
     generator = torch.Generator().manual_seed(seed)
     targets = torch.tensor([c.target for c in cells], dtype=torch.float64)
     data = preference_data(targets, n_samples=n_samples, set_size=set_size, generator=generator)
-    result = train(data, config, betas=torch.tensor([c.beta for c in cells], dtype=torch.float64),
+    result = train(data, config, beta_primes=torch.tensor([c.beta_prime for c in cells], dtype=torch.float64),
                    alphas=torch.tensor([c.alpha for c in cells], dtype=torch.float64), generator=generator,
                    progress=progress)
     per_run = summarise(result.model, targets)
@@ -268,7 +282,8 @@ def sweep(
     for k, setting in enumerate(settings):
         idx = list(range(k * seeds, (k + 1) * seeds))
         runs = [dict(per_run[i], kl_to_reference=kls[i], final_weight_change=result.final_change[i]) for i in idx]
-        agg = {"target": setting.target, "beta": setting.beta, "alpha": setting.alpha, "seeds": seeds, "runs": runs}
+        agg = {"target": setting.target, "beta_prime": setting.beta_prime, "alpha": setting.alpha, "seeds": seeds,
+               "runs": runs}
         for key in ("g1_share", "g2_weight", "discrepancy", "kl_to_reference"):
             values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
             agg[key] = float(values.mean())

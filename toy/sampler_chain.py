@@ -18,6 +18,7 @@ from theory.ddpm import ddpm_coefficients
 from theory.sampler_gradient import (
     AdjustedGradient,
     GradientMode,
+    b_matrices,
     dpm_solver_pp_2m_stepper,
     ddpm_stepper,
     eq9_gradient,
@@ -42,7 +43,8 @@ class Sampler:
     step: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
     abars: np.ndarray  # (n,), sampling order
     a_coefficients: np.ndarray  # A_i = -k_i, sampling order
-    chat: np.ndarray | None  # one-step samplers only
+    #: c^_i = -b_i / a_i, the coefficient of J_i in B_i (c_t for DDPM); one-step samplers only, None for multistep
+    jacobian_coefficients: np.ndarray | None
     step_coefficients: list[dict[str, dict[int, float]]]  # partial coefficients of every step (multistep form)
 
 
@@ -82,14 +84,14 @@ def make_sampler(kind: SamplerKind, betas: np.ndarray, n_steps: int, *, noises: 
     mean_step = ddpm_stepper(betas) if kind == "ddpm" else step
     k, _ = unrolled_coefficients(mean_step, n_steps)
     step_coefficients = multistep_coefficients(mean_step, n_steps)
-    chat = None
+    jacobian_coefficients = None
     if all(set(c["z"]) <= {i} and set(c["eps"]) <= {i} for i, c in enumerate(step_coefficients)):  # one-step
         a = np.array([c["z"].get(i, 0.0) for i, c in enumerate(step_coefficients)])
         b = np.array([c["eps"].get(i, 0.0) for i, c in enumerate(step_coefficients)])
-        k_one, chat = one_step_coefficients(a, b)
+        k_one, jacobian_coefficients = one_step_coefficients(a, b)
         if not np.allclose(k_one, k, rtol=1e-10, atol=0):
             raise RuntimeError(f"{kind}: unrolled and per-step coefficients disagree; is the scheduler linear?")
-    return Sampler(kind, n_steps, step, abars, -k, chat, step_coefficients)
+    return Sampler(kind, n_steps, step, abars, -k, jacobian_coefficients, step_coefficients)
 
 
 def eps_model_for(model: torch.nn.Module, sampler: Sampler) -> Callable[[torch.Tensor, int], torch.Tensor]:
@@ -158,38 +160,46 @@ def eq9_relative_error(model: torch.nn.Module, sampler: Sampler, z_T: torch.Tens
     accumulation that also covers multistep solvers; ``"auto"`` the product form where it exists.
     """
     if form == "auto":
-        form = "product" if sampler.chat is not None else "recursive"
-    if form == "product" and sampler.chat is None:
+        form = "product" if sampler.jacobian_coefficients is not None else "recursive"
+    if form == "product" and sampler.jacobian_coefficients is None:
         raise ValueError(f"eq. 9 in product form needs a one-step sampler; {sampler.kind} is multistep")
     exact = chain_jacobian_autograd(model, sampler, z_T)
     jacobians, grads = chain_terms(model, sampler, z_T)
     jacobians, grads = [j[0] for j in jacobians], [g[0] for g in grads]
     if form == "product":
-        formula = eq9_gradient(-sampler.a_coefficients, sampler.chat, jacobians, grads)
+        formula = eq9_gradient(-sampler.a_coefficients, sampler.jacobian_coefficients, jacobians, grads)
     else:
         formula = recursive_chain_gradient(sampler.step_coefficients, jacobians, grads)
     return float(np.abs(formula - exact).max() / np.abs(exact).max())
 
 
-def gradient_scales(model: torch.nn.Module, sampler: Sampler, z_T: torch.Tensor, r: np.ndarray) -> dict[str, np.ndarray]:
-    """||R A_i B_i g_i||, ||R A_i g_i|| and ||R g_i|| per run and step (Fig. 6b); arrays (B, n) in sampling order.
+#: The three gradient terms of Fig. 6b (seed 000, [0117]): the exact term of eq. 9, the term with B_t -> I, and the
+#: adjusted gradient's term (A_t -> 1, B_t -> I).
+GRADIENT_TERMS = {"exact_term": "R A_t B_t g_t", "term_without_B": "R A_t g_t", "adjusted_term": "R g_t"}
 
-    ``z_T`` (B, d) and the rows ``r`` (B, d) give one run each; also returns the eigenvalues of J_i (B, n, d) and the
-    spectral norm of B_i (B, n).
+
+def gradient_scales(model: torch.nn.Module, sampler: Sampler, z_T: torch.Tensor, r: np.ndarray) -> dict[str, np.ndarray]:
+    """Per run and step (Fig. 6b), arrays (B, n) in sampling order: the norms of :data:`GRADIENT_TERMS`.
+
+    ``"exact_term"`` ||R A_i B_i g_i||, ``"term_without_B"`` ||R A_i g_i||, ``"adjusted_term"`` ||R g_i||. ``z_T`` (B, d)
+    and the rows ``r`` (B, d) give one run each; also returns the eigenvalues of J_i (B, n, d) as ``"jacobian_eigs"``
+    and the spectral norm of B_i (B, n) as ``"B_norm"``.
     """
+    if sampler.jacobian_coefficients is None:
+        raise ValueError(f"the scales of A_t B_t g_t need a one-step sampler (B_t as a product); {sampler.kind} is "
+                         "multistep")
     jacobians, grads = chain_terms(model, sampler, z_T)
-    runs, d = z_T.shape
+    runs = z_T.shape[0]
     n = sampler.n_steps
-    out = {key: np.zeros((runs, n)) for key in ("RABg", "RAg", "Rg", "B_norm")}
-    b_mat = np.broadcast_to(np.eye(d), (runs, d, d)).copy()
+    out = {key: np.zeros((runs, n)) for key in (*GRADIENT_TERMS, "B_norm")}
+    b = b_matrices(sampler.jacobian_coefficients, jacobians)  # (B, d, d) per step
     for i in range(n - 1, -1, -1):
         a_i = sampler.a_coefficients[i]
-        rb = np.einsum("bd,bde->be", r, b_mat)
-        out["RABg"][:, i] = np.linalg.norm(a_i * np.einsum("be,bep->bp", rb, grads[i]), axis=1)
-        out["RAg"][:, i] = np.linalg.norm(a_i * np.einsum("bd,bdp->bp", r, grads[i]), axis=1)
-        out["Rg"][:, i] = np.linalg.norm(np.einsum("bd,bdp->bp", r, grads[i]), axis=1)
-        out["B_norm"][:, i] = np.linalg.norm(b_mat, ord=2, axis=(1, 2))
-        b_mat = b_mat @ (np.eye(d) - sampler.chat[i] * jacobians[i])
+        rb = np.einsum("bd,bde->be", r, b[i])
+        out["exact_term"][:, i] = np.linalg.norm(a_i * np.einsum("be,bep->bp", rb, grads[i]), axis=1)
+        out["term_without_B"][:, i] = np.linalg.norm(a_i * np.einsum("bd,bdp->bp", r, grads[i]), axis=1)
+        out["adjusted_term"][:, i] = np.linalg.norm(np.einsum("bd,bdp->bp", r, grads[i]), axis=1)
+        out["B_norm"][:, i] = np.linalg.norm(b[i], ord=2, axis=(1, 2))
     out["jacobian_eigs"] = np.stack([np.linalg.eigvals(j).real for j in jacobians], axis=1)
     return out
 

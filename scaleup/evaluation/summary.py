@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from theory.image_scores import clip_score_of_cosine
 from theory.metrics import class_frequencies, discrepancy, frequency_bias
 
 
@@ -68,7 +69,7 @@ def prompt_summary(records: Sequence[ImageRecord], class_names: Sequence[str],
         "freq": None, "bias": None, "discrepancy": None,
     }
     if summary["clip_t"] is not None:
-        summary["clip_score"] = _mean([100.0 * max(r.clip_t, 0.0) for r in records if r.clip_t is not None])
+        summary["clip_score"] = _mean([clip_score_of_cosine(r.clip_t) for r in records if r.clip_t is not None])
     if faces:
         probs = np.array([r.probs for r in faces], dtype=np.float64)
         if probs.shape[1] != k:

@@ -72,7 +72,7 @@ class TrainConfig:
     loss: str = field(default="popalign", metadata={"help": "popalign (eq. 9) or sft (winners only)"})
     finetune: str = field(default="full", metadata={"help": "full (U-Net; frozen copy as reference) or lora"})
     lora_rank: int = field(default=64, metadata={"help": "LoRA rank on the U-Net attention projections"})
-    beta: float = field(default=5000.0, metadata={"help": "beta' of eq. 9 with r a mean over latent elements"})
+    beta_prime: float = field(default=5000.0, metadata={"help": "beta' of eq. 9 with r a mean over latent elements"})
     alpha: float = field(default=0.5, metadata={"help": "winners' weight in mu (App. A.3: 0.5; 0.25, 0.75)"})
     resolution: int | None = field(default=None, metadata={"help": "training size; None: the pipeline's native"})
     pairs_per_device: int = field(default=2, metadata={"help": "winner/loser pairs per process and step"})

@@ -75,7 +75,7 @@ class StepResult:
 
 
 def popalign_step(model: Predictor, reference: Predictor, noisy: torch.Tensor, target: torch.Tensor,
-                  timesteps: torch.Tensor, cond: Conditioning, *, beta: float, alpha: float,
+                  timesteps: torch.Tensor, cond: Conditioning, *, beta_prime: float, alpha: float,
                   reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepResult:
     """Eq. 9 on 2B noised latents, the first B winners and the last B losers (module docstring).
 
@@ -90,7 +90,7 @@ def popalign_step(model: Predictor, reference: Predictor, noisy: torch.Tensor, t
         reference_prediction = reference(noisy, timesteps, cond)
     r = diffusion_log_ratio(target.float(), prediction.float(), reference_prediction.float())
     mu = popalign_normaliser(r, is_winner, alpha, reduce_mean=reduce_mean)
-    loss = popalign_loss(r, is_winner, beta, alpha, mu=mu)
+    loss = popalign_loss(r, is_winner, beta_prime, alpha, mu=mu)
     with torch.no_grad():
         metrics = {"loss": float(loss), "mu": float(mu), "r_winner": float(r[:half].mean()),
                    "r_loser": float(r[half:].mean()),

@@ -42,9 +42,9 @@ def validate(config: TrainConfig) -> None:
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(config, name)!r}")
-    if not (math.isfinite(config.beta) and config.beta > 0):
-        raise ValueError(f"beta must be a finite number > 0 (beta' of eq. 9; 5000 in the public code); got "
-                         f"{config.beta!r}")
+    if not (math.isfinite(config.beta_prime) and config.beta_prime > 0):
+        raise ValueError(f"beta_prime must be a finite number > 0 (beta' of eq. 9; 5000 in the public code); got "
+                         f"{config.beta_prime!r}")
     if not 0.0 <= config.alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1] (App. A.3: 0.5; 0.25 or 0.75); got {config.alpha!r}")
     for name in ("pairs_per_device", "max_train_steps", "lora_rank"):
@@ -202,7 +202,7 @@ class PopAlignTrainer:
                 half = latents_w.shape[0]
                 result = sft_step(self.model, noisy[:half], target[:half], t[:half], cond.select(slice(0, half)))
             else:
-                result = popalign_step(self.model, self.reference, noisy, target, t, cond, beta=config.beta,
+                result = popalign_step(self.model, self.reference, noisy, target, t, cond, beta_prime=config.beta_prime,
                                        alpha=config.alpha, reduce_mean=self.reduce_mean)
         acc.backward(result.loss)
         metrics = dict(result.metrics, lr=self.lr_scheduler.get_last_lr()[0])
