@@ -4,7 +4,8 @@ Each run writes ``DIR/NAME/results.json`` (results, config, seed, versions) and 
 the default DIR is ``paper_figures/out``. From Python: ``experiments.run("ot-targets", quick=True)``.
 """
 
-from experiments.registry import EXPERIMENTS, Experiment, RunContext
+from experiments.experiment import Experiment, RunContext
+from experiments.registry import EXPERIMENTS
 from experiments.runner import DEFAULT_OUT, run
 
 __all__ = ["DEFAULT_OUT", "EXPERIMENTS", "Experiment", "RunContext", "run"]

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,4 @@ def run(cfg: RealEmbeddingsConfig, ctx: RunContext) -> dict:
             "figures_by_encoder": figures}
 
 
-EXPERIMENT = Experiment(
-    name="bbb-real-embeddings",
-    summary="Gender bias of real text encoders for ~150 professions, neutral vs average-then-score (seed 003)",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("bbb-real-embeddings", make_config, run)]

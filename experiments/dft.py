@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.dal import dal_loss  # noqa: E402
 from theory.ddpm import ddpm_coefficients  # noqa: E402
 from theory.sampler_gradient import GRADIENT_MODES, AdjustedGradient, run_sampler  # noqa: E402
@@ -255,16 +255,14 @@ def run_dal_toy(cfg: DalToyConfig, ctx: RunContext) -> dict:
 
 
 EXPERIMENTS = [
-    Experiment("dft-eq9", "Eq. 9 (A_t, B_t) against autograd through DDPM/DDIM chains, float64 (seed 000)",
-               lambda quick: Eq9Config(dims=(1,), samplers=(("ddim", 20), ("ddpm", 1000), ("dpmsolver++", 20)), mlp_train_steps=100)
-               if quick else Eq9Config(), run_eq9),
-    Experiment("dft-bt-scale", "Scale of R A_t B_t g_t vs R A_t g_t vs R g_t over t (seed 000, Fig. 6b)",
-               lambda quick: BtScaleConfig(runs=4, models=("gaussian", "linear-negative")) if quick else BtScaleConfig(),
-               run_bt_scale),
-    Experiment("dft-training", "Finetuning through the sampler: exact vs adjusted gradients (seed 000, Fig. 6a)",
-               lambda quick: TrainingConfig(iterations=40, seeds=1) if quick else TrainingConfig(), run_training),
-    Experiment("dft-dal-toy", "DAL + adjusted DFT on a prompt-conditioned mixture, targets 50/50 and 75/25 (seed 000)",
-               lambda quick: DalToyConfig(iterations=60, n_eval=1000) if quick else DalToyConfig(), run_dal_toy),
+    Experiment("dft-eq9", lambda quick: Eq9Config(dims=(1,), samplers=(("ddim", 20), ("ddpm", 1000), ("dpmsolver++", 20)),
+                                                  mlp_train_steps=100) if quick else Eq9Config(), run_eq9),
+    Experiment("dft-bt-scale", lambda quick: BtScaleConfig(runs=4, models=("gaussian", "linear-negative"))
+               if quick else BtScaleConfig(), run_bt_scale),
+    Experiment("dft-training", lambda quick: TrainingConfig(iterations=40, seeds=1) if quick else TrainingConfig(),
+               run_training),
+    Experiment("dft-dal-toy", lambda quick: DalToyConfig(iterations=60, n_eval=1000) if quick else DalToyConfig(),
+               run_dal_toy),
 ]
 
 
@@ -364,7 +362,7 @@ def run_compare(cfg: CompareConfig, ctx: RunContext) -> dict:
 
 
 EXPERIMENTS.append(Experiment(
-    "dft-compare", "SFT vs PopAlign vs DAL + aDFT on the PopAlign 1-D mixture toy: discrepancy and unrelated mass",
+    "dft-compare",
     lambda quick: CompareConfig(popalign_steps=2000, dal_iterations=150, seeds=1) if quick else CompareConfig(),
     run_compare,
 ))

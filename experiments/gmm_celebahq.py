@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from scaleup.gamma_face_ddpm import (  # noqa: E402
     CELEBAHQ_ID,
     collect_latents,
@@ -100,9 +100,4 @@ def run(cfg: GMMCelebAHQConfig, ctx: RunContext) -> dict:
     return {"model": source, **run_on_model(unet, scheduler, cfg, ctx)}
 
 
-EXPERIMENT = Experiment(
-    name="gmm-celebahq",
-    summary="GAMMA-FACE on google/ddpm-celebahq-256 when present: PCA + BIC-chosen GMM on x_t, equal component samples",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("gmm-celebahq", make_config, run)]

@@ -32,7 +32,7 @@ from diffusers import DDPMScheduler  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from experiments.gmm_toy import plot_bias_against_t  # noqa: E402
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from scaleup.digits import biased_split, fit_digit_classifier, load_digit_images  # noqa: E402
 from scaleup.gamma_face_ddpm import (  # noqa: E402
     collect_latents,
@@ -283,9 +283,4 @@ def _figures(ctx, cfg, sweep, t_star, bias_plain, train_shares, shares_plain, pe
     plt.close(fig)
 
 
-EXPERIMENT = Experiment(
-    name="gmm-digits",
-    summary="GAMMA-FACE on a CPU-trained digits DDPM (80/20 over A_p): BIC, balance plain vs GMM, downstream table",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("gmm-digits", make_config, run)]

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from scaleup.latent_mixture import choose_step, fit_latent_mixture  # noqa: E402
 from theory.metrics import class_frequencies, frequency_bias  # noqa: E402
 from theory.schedules import alphas_cumprod, linear_betas  # noqa: E402
@@ -146,9 +146,4 @@ def run(cfg: GMMToyConfig, ctx: RunContext) -> dict:
     }
 
 
-EXPERIMENT = Experiment(
-    name="gmm-toy",
-    summary="GAMMA-FACE on an exact 1-D DDPM: BIC-chosen GMM on x_t, uniform component sampling vs plain (seed 002)",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("gmm-toy", make_config, run)]

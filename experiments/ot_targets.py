@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import binomtest  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from experiments.timing import seconds_per_call, timed_call  # noqa: E402
 from theory.optimal_transport import (  # noqa: E402
     EXACT_MAX_COUNT_VECTORS,
@@ -184,9 +184,4 @@ def run(cfg: OTTargetsConfig, ctx: RunContext) -> dict:
     }
 
 
-EXPERIMENT = Experiment(
-    name="ot-targets",
-    summary="Expected OT targets q_i vs p_i (exact, closed form, MC) and their cost (seed 000, [0105])",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("ot-targets", make_config, run)]

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.popalign import jensen_lower_bound, set_objective, split_lower_bound  # noqa: E402
 from toy.popalign_toy import (  # noqa: E402
     Setting,
@@ -249,14 +249,9 @@ def run_alpha(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     return out
 
 
-def _experiment(name: str, summary: str, run) -> Experiment:
-    return Experiment(name=name, summary=summary, make_config=make_config, run=run)
-
-
 EXPERIMENTS = [
-    _experiment("popalign-toy", "PopAlign vs SFT on the 1-D Gaussian mixture, both parameterisations (seed 001, Fig. 3)",
-                run_fig3),
-    _experiment("popalign-toy-targets", "PopAlign for targets 50/50 .. 95/5 (seed 001, Fig. 11)", run_targets),
-    _experiment("popalign-toy-beta", "PopAlign beta sweep: distance from the reference (seed 001, Fig. 12)", run_beta),
-    _experiment("popalign-toy-alpha", "PopAlign alpha sweep of the normaliser mu (seed 001, Fig. 13)", run_alpha),
+    Experiment("popalign-toy", make_config, run_fig3),
+    Experiment("popalign-toy-targets", make_config, run_targets),
+    Experiment("popalign-toy-beta", make_config, run_beta),
+    Experiment("popalign-toy-alpha", make_config, run_alpha),
 ]

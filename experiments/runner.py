@@ -12,7 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from experiments.registry import EXPERIMENTS, RunContext
+from experiments.experiment import RunContext
+from experiments.registry import EXPERIMENTS, load
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "paper_figures" / "out"
 DEFAULT_SEED = 0
@@ -73,7 +74,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         raise ValueError(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    experiment = EXPERIMENTS[name]
+    experiment = load(name)
     out_dir = Path(out if out is not None else DEFAULT_OUT) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(name=name, out_dir=out_dir, seed=DEFAULT_SEED if seed is None else seed, quick=quick)
@@ -82,7 +83,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     results = experiment.run(config, ctx)
     payload = {
         "experiment": name,
-        "summary": experiment.summary,
+        "summary": EXPERIMENTS[name].summary,
         "seed": ctx.seed,
         "quick": quick,
         "config": config,

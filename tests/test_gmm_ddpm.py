@@ -10,7 +10,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 
 import experiments
 from experiments import gmm_celebahq
-from experiments.registry import RunContext
+from experiments.experiment import RunContext
 from scaleup.gamma_face_ddpm import (
     CELEBAHQ_ID,
     collect_latents,
