@@ -7,9 +7,11 @@ imports neither torch nor matplotlib.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from scaleup.atomic_write import atomic_write
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -17,19 +19,26 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What an experiment needs to know about its run: where to write, which seed, how big."""
+    """What an experiment needs to know about its run: where to write, which seed, how big.
+
+    ``restart`` asks for training from scratch instead of resuming from a checkpoint; the figures written through
+    :meth:`save_figure` are listed in ``figures`` (in ``results.json``).
+    """
 
     name: str
     out_dir: Path
     seed: int
     quick: bool
+    restart: bool = False
+    figures: list[str] = field(default_factory=list, compare=False)
 
     def save_figure(self, fig: matplotlib.figure.Figure, stem: str) -> str:
-        """Write ``fig`` as ``out_dir/stem.png`` atomically and return the file name."""
-        path = self.out_dir / f"{stem}.png"
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
-        tmp.replace(path)
+        """Write ``fig`` as ``out_dir/stem.png`` atomically (:func:`scaleup.atomic_write.atomic_write`) and return
+        the file name."""
+        path = atomic_write(self.out_dir / f"{stem}.png", lambda f: fig.savefig(f, dpi=130, bbox_inches="tight",
+                                                                                   format="png"))
+        if path.name not in self.figures:
+            self.figures.append(path.name)
         return path.name
 
 

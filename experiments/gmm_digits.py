@@ -134,7 +134,7 @@ def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     checkpoint = ctx.out_dir / f"ddpm_digits_{_ddpm_key(cfg, ctx.seed)}.pt"
     losses = train_ddpm(unet, scheduler, split.train_images, steps=cfg.train_steps, batch_size=cfg.batch_size,
-                        lr=cfg.lr, seed=ctx.seed, checkpoint=checkpoint, progress=not ctx.quick)
+                        lr=cfg.lr, seed=ctx.seed, checkpoint=checkpoint, restart=ctx.restart, progress=not ctx.quick)
 
     indices = sorted({int(round(f * cfg.num_inference_steps)) for f in cfg.step_fractions})
     latents, plain_x0 = collect_latents(unet, scheduler, cfg.n_latents, indices=indices,

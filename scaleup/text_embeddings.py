@@ -32,6 +32,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from scaleup.errors import ModelUnavailableError
 from theory.alignment_audit import averaged_prompt_embedding
 from theory.fairness_criteria import cosine_similarity, embedding_bias_gap, embedding_bias_ratio
 
@@ -43,10 +44,6 @@ SUBCLASS_TEMPLATE = "a photo of a {profession}, {attribute}"
 ATTRIBUTE_TEMPLATE = "a photo of a {attribute}"
 
 Encode = Callable[[list[str]], np.ndarray]
-
-
-class ModelUnavailableError(RuntimeError):
-    """A model's weights are not on this machine (or its library is not installed); the message says how to fix it."""
 
 
 @dataclass(frozen=True)

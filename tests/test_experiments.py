@@ -33,7 +33,7 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
     assert "unknown experiment 'no-such-thing'" in result.stderr and "ot-targets" in result.stderr
     with pytest.raises(ValueError, match="unknown experiment"):
         experiments.run("no-such-thing", out=tmp_path)
-    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^64 - 1\]"):
         experiments.run("ot-targets", out=tmp_path, seed=-1)
 
 
@@ -64,3 +64,55 @@ def test_same_seed_same_results(tmp_path):
     b = experiments.run("ot-targets", quick=True, out=tmp_path / "b", seed=1)
     for key in ("max_abs_error_mc_vs_exact", "binary_panels", "multiclass"):
         assert a[key] == b[key]
+
+
+# ------------------------------------------------------------------- issue 9, item 1: results are never lost
+def _full_result(folder: Path, seed: int = 0) -> bytes:
+    folder.mkdir(parents=True)
+    data = json.dumps({"experiment": "ot-targets", "seed": seed, "quick": False, "marker": "full run"}).encode()
+    (folder / "results.json").write_bytes(data)
+    (folder / "ot_targets.png").write_bytes(b"the full run's figure")
+    return data
+
+
+def test_quick_and_other_seed_runs_default_to_their_own_folders(tmp_path, monkeypatch):
+    from experiments import runner
+
+    monkeypatch.setattr(runner, "DEFAULT_OUT", tmp_path / "out")
+    full = _full_result(tmp_path / "out" / "ot-targets")
+    quick = experiments.run("ot-targets", quick=True)
+    seeded = experiments.run("ot-targets", quick=True, seed=3)
+    assert (tmp_path / "out" / "ot-targets" / "results.json").read_bytes() == full
+    assert (tmp_path / "out" / "ot-targets" / "ot_targets.png").read_bytes() == b"the full run's figure"
+    assert json.loads((tmp_path / "out-quick" / "ot-targets" / "results.json").read_text())["quick"] is True
+    assert json.loads((tmp_path / "out-quick-seed3" / "ot-targets" / "results.json").read_text())["seed"] == 3
+    assert quick["seed"] == 0 and seeded["seed"] == 3
+    assert runner.default_out(seed=7) == tmp_path / "out-seed7" and runner.default_out() == tmp_path / "out"
+
+
+def test_an_explicit_out_never_replaces_a_full_run_with_a_smaller_one(tmp_path, monkeypatch):
+    from experiments import runner
+
+    full = _full_result(tmp_path / "ot-targets")
+    monkeypatch.setattr(runner, "load", lambda name: pytest.fail("refused runs must not compute"))
+    for kwargs in ({"quick": True}, {"seed": 5}, {"quick": True, "seed": 5}):
+        with pytest.raises(experiments.RunRefused, match=r"holds a full run with seed 0.*--out"):
+            experiments.run("ot-targets", out=tmp_path, **kwargs)
+    assert (tmp_path / "ot-targets" / "results.json").read_bytes() == full
+    # the same full run may be regenerated in place, and a full run at seed 5 replaces only its own kind
+    assert runner.prepare_output("ot-targets", quick=False, seed=0, out=tmp_path) == tmp_path / "ot-targets"
+    (tmp_path / "garbled" / "ot-targets").mkdir(parents=True)
+    (tmp_path / "garbled" / "ot-targets" / "results.json").write_text("{not json")
+    with pytest.raises(experiments.RunRefused, match="not a readable results.json"):
+        runner.prepare_output("ot-targets", quick=False, seed=0, out=tmp_path / "garbled")
+
+
+def test_cli_says_where_the_results_went_and_refuses_to_replace_a_full_run(tmp_path):
+    full = _full_result(tmp_path / "ot-targets")
+    refused = run_cli("run", "ot-targets", "--quick", "--out", str(tmp_path))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "holds a full run" in refused.stderr
+    assert (tmp_path / "ot-targets" / "results.json").read_bytes() == full
+    ran = run_cli("run", "ot-targets", "--quick", "--out", str(tmp_path / "q"))
+    assert ran.returncode == 0, ran.stderr
+    assert f"ot-targets: results in {tmp_path / 'q' / 'ot-targets'} (results.json, ot_targets.png)" in ran.stderr

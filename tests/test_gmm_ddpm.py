@@ -20,7 +20,7 @@ from scaleup.gamma_face_ddpm import (
     tiny_unet,
     train_ddpm,
 )
-from scaleup.text_embeddings import ModelUnavailableError
+from scaleup.errors import CheckpointError, ModelUnavailableError
 
 
 def small_unet(seed: int = 0, channels: int = 1, size: int = 8):
@@ -105,3 +105,57 @@ def test_celebahq_job_records_absent_weights(tmp_path, monkeypatch):
     res = experiments.run("gmm-celebahq", quick=True, out=tmp_path)
     assert res["weights_available"] is False and CELEBAHQ_ID in res["reason"]
     assert (tmp_path / "gmm-celebahq" / "results.json").exists()
+
+
+# ------------------------------------------------------------- issue 9, item 1: checkpoints that can be trusted
+class _RunsCodeWhenUnpickled:
+    ran = False
+
+    def __reduce__(self):
+        return (_mark_ran, ())
+
+
+def _mark_ran():
+    _RunsCodeWhenUnpickled.ran = True
+    return "ran"
+
+
+def _tiny_training(tmp_path, **kwargs):
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 1, 8, 8))
+    return train_ddpm(small_unet(), DDPMScheduler(num_train_timesteps=50), images, batch_size=4, progress=False,
+                      **kwargs)
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated", "garbled", "foreign dict", "pickled code"])
+def test_an_unreadable_checkpoint_is_one_clear_error_naming_the_file_and_the_ways_on(tmp_path, content):
+    path = tmp_path / "ddpm.pt"
+    if content == "empty":
+        path.write_bytes(b"")
+    elif content == "truncated":
+        _tiny_training(tmp_path, steps=2, checkpoint=path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif content == "garbled":
+        path.write_bytes(b"garbled bytes, not a checkpoint" * 20)
+    elif content == "foreign dict":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        torch.save({"unet": _RunsCodeWhenUnpickled()}, path)
+    with pytest.raises(CheckpointError) as err:
+        _tiny_training(tmp_path, steps=3, checkpoint=path)
+    message = str(err.value)
+    assert str(path) in message and "delete it" in message and "--restart" in message
+    assert len(message.splitlines()) == 1
+    assert not _RunsCodeWhenUnpickled.ran, "loading a checkpoint ran code from it (weights_only must be True)"
+    # the second way on: restart trains afresh and replaces the broken file with a readable checkpoint
+    losses = _tiny_training(tmp_path, steps=3, checkpoint=path, restart=True)
+    assert len(losses) == 3 and torch.load(path, weights_only=True)["step"] == 3
+
+
+def test_short_runs_checkpoint_during_training(tmp_path, monkeypatch):
+    """--quick trains 60 steps: the checkpoint interval follows the step count instead of a fixed 500."""
+    saved_steps = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (saved_steps.append(obj["step"]),
+                                                                real_save(obj, f, *a, **k))[1])
+    _tiny_training(tmp_path, steps=20, checkpoint=tmp_path / "ddpm.pt")
+    assert saved_steps == list(range(2, 21, 2))
