@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--seed", type=_seed, default=None, help="random seed in [0, 2^64 - 1] (default: 0)")
     run_parser.add_argument("--restart", action="store_true",
                             help="train from scratch instead of resuming from a checkpoint (gmm-digits)")
+    run_parser.add_argument("--allow-missing-models", action="store_true",
+                            help="run without models that are not on this machine and record their absence in "
+                                 "results.json (default: stop with exit code 1 and say which environment variable "
+                                 "to set); a model named by an environment variable must load either way")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     for name in tqdm(names, desc="experiments", disable=len(names) == 1):
         try:
-            results = run(name, quick=args.quick, out=args.out, seed=args.seed, restart=args.restart)
+            results = run(name, quick=args.quick, out=args.out, seed=args.seed, restart=args.restart,
+                          allow_missing_models=args.allow_missing_models)
         except _CLEAR_FAILURES as err:
             failures.append(f"{name}: {err}")
             print(f"{name}: failed: {err}", file=sys.stderr)
@@ -81,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             files = ", ".join(["results.json", *results["figures"]])
             print(f"{name}: results in {_shown(out_dirs[name])} ({files})", file=sys.stderr)
+            for message in results["missing_models"]:
+                print(f"{name}: ran without a model: {message}", file=sys.stderr)
     if failures and len(names) > 1:
         print(f"{len(failures)} of {len(names)} experiments failed:", file=sys.stderr)
         for line in failures:

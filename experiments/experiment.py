@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from scaleup.atomic_write import atomic_write
+from scaleup.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 class RunContext:
     """What an experiment needs to know about its run: where to write, which seed, how big.
 
-    ``restart`` asks for training from scratch instead of resuming from a checkpoint; the figures written through
-    :meth:`save_figure` are listed in ``figures`` (in ``results.json``).
+    ``restart`` asks for training from scratch instead of resuming from a checkpoint; ``allow_missing_models`` lets
+    an experiment run without a model that is not on this machine (:meth:`model_absent`). The figures written
+    through :meth:`save_figure` are listed in ``figures`` and the models run without in ``missing_models`` (both
+    recorded in ``results.json``).
     """
 
     name: str
@@ -30,7 +33,22 @@ class RunContext:
     seed: int
     quick: bool
     restart: bool = False
+    allow_missing_models: bool = False
     figures: list[str] = field(default_factory=list, compare=False)
+    missing_models: list[str] = field(default_factory=list, compare=False)
+
+    def model_absent(self, message: str) -> None:
+        """A model this run needs is not on this machine: stop with :class:`~scaleup.errors.ModelUnavailableError`
+        (``message`` names the environment variable to set and the folder it expects), or, when the run allows
+        missing models, record ``message`` in ``missing_models`` and let the experiment go on without it.
+
+        A model that an environment variable names and that cannot be loaded is not absent but misconfigured: raise
+        :class:`~scaleup.errors.ModelUnavailableError` directly, allowed or not.
+        """
+        if not self.allow_missing_models:
+            raise ModelUnavailableError(f"{message}; or pass --allow-missing-models (allow_missing_models=True) to "
+                                        f"run without it and record its absence")
+        self.missing_models.append(message)
 
     def save_figure(self, fig: matplotlib.figure.Figure, stem: str) -> str:
         """Write ``fig`` as ``out_dir/stem.png`` atomically (:func:`scaleup.atomic_write.atomic_write`) and return

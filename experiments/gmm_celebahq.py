@@ -5,16 +5,19 @@ directions (d = 3 x 256 x 256 = 196,608 >> N), diagonal GMMs for K = 1..10 chose
 component (component mean as the noise mean) finished by the DDPM and shown as a grid. No face attribute classifier
 ships offline, so the A_p balance of the generated faces is not measured here.
 
-The model loads by id from the local Hugging Face cache or from a local folder given in the environment variable
-``FAIRDIFF_CELEBAHQ`` (a saved ``DDPMPipeline``). When neither is present the run records ``weights_available:
-false`` and the reason instead of failing. :func:`run_on_model` is the whole path on given components; the tests
-dry-run it on a tiny ``UNet2DModel``.
+The model loads from a local folder given in the environment variable ``FAIRDIFF_CELEBAHQ`` (a saved
+``DDPMPipeline``), or by id from the local Hugging Face cache. When neither is present the run stops with
+:class:`~scaleup.errors.ModelUnavailableError` saying what to set, unless it allows missing models
+(``--allow-missing-models``): then it records ``weights_available: false`` and the reason. A ``FAIRDIFF_CELEBAHQ``
+that does not hold a loadable pipeline is an error either way. :func:`run_on_model` is the whole path on given
+components; the tests dry-run it on a tiny ``UNet2DModel``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -24,8 +27,10 @@ import numpy as np  # noqa: E402
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 
 from experiments.experiment import Experiment, RunContext  # noqa: E402
+from scaleup.errors import ModelUnavailableError  # noqa: E402
 from scaleup.gamma_face_ddpm import (  # noqa: E402
     CELEBAHQ_ID,
+    DDPM_PIPELINE_LAYOUT,
     collect_latents,
     continue_sampling,
     latent_timestep,
@@ -33,7 +38,6 @@ from scaleup.gamma_face_ddpm import (  # noqa: E402
     noise_std,
 )
 from scaleup.latent_mixture import fit_latent_mixture  # noqa: E402
-from scaleup.text_embeddings import ModelUnavailableError  # noqa: E402
 
 ENV_PATH = "FAIRDIFF_CELEBAHQ"
 
@@ -89,14 +93,41 @@ def run_on_model(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GMMCelebAHQCo
             "latents_per_component": np.bincount(fit.predict(x_t), minlength=fit.chosen_k), "figure": figure}
 
 
-def run(cfg: GMMCelebAHQConfig, ctx: RunContext) -> dict:
-    source = os.environ.get(ENV_PATH) or cfg.model
+def load_model(cfg: GMMCelebAHQConfig, ctx: RunContext) -> tuple[UNet2DModel, DDPMScheduler, str] | None:
+    """The DDPM's (UNet, scheduler, source); None when it is absent and the run allows that
+    (:meth:`~experiments.experiment.RunContext.model_absent`).
+
+    Raises
+    ------
+    ModelUnavailableError
+        When the model is absent and the run does not allow it; and whenever ``FAIRDIFF_CELEBAHQ`` is set but does
+        not hold a loadable ``DDPMPipeline`` (the variable names a model, so its absence is a mistake to report).
+    """
+    named = os.environ.get(ENV_PATH)
+    if named:
+        folder = Path(named).expanduser()
+        problem = ("does not exist" if not folder.exists() else "is not a folder" if not folder.is_dir()
+                   else "has no model_index.json" if not (folder / "model_index.json").is_file() else None)
+        if problem is None:
+            try:
+                return (*load_ddpm(str(folder)), named)
+            except ModelUnavailableError as err:
+                problem = f"cannot be loaded ({str(err.__cause__ or err).splitlines()[0][:200]})"
+        raise ModelUnavailableError(f"{ENV_PATH}={named}: the folder {problem}; it must hold {DDPM_PIPELINE_LAYOUT} "
+                                    f"(e.g. a snapshot of {CELEBAHQ_ID})")
     try:
-        unet, scheduler = load_ddpm(source)
-    except ModelUnavailableError as err:
-        return {"weights_available": False, "model": source, "reason": str(err),
-                "how_to_run": f"put a saved DDPMPipeline of {CELEBAHQ_ID} in the Hugging Face cache or set "
-                              f"{ENV_PATH}=/path/to/folder"}
+        return (*load_ddpm(cfg.model), cfg.model)
+    except ModelUnavailableError:
+        ctx.model_absent(f"the DDPM {cfg.model} is not on this machine (not in the local Hugging Face cache): set "
+                         f"{ENV_PATH}=/path/to/folder holding {DDPM_PIPELINE_LAYOUT}")
+        return None
+
+
+def run(cfg: GMMCelebAHQConfig, ctx: RunContext) -> dict:
+    loaded = load_model(cfg, ctx)
+    if loaded is None:
+        return {"weights_available": False, "model": cfg.model, "reason": ctx.missing_models[-1]}
+    unet, scheduler, source = loaded
     return {"model": source, **run_on_model(unet, scheduler, cfg, ctx)}
 
 

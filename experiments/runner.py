@@ -138,7 +138,7 @@ def _check_replaceable(path: Path, *, quick: bool, seed: int, explicit: bool) ->
 
 
 def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None, seed: int | None = None,
-        restart: bool = False) -> dict:
+        restart: bool = False, allow_missing_models: bool = False) -> dict:
     """Run experiment ``name`` and return the dictionary written to ``OUT/NAME/results.json``.
 
     Parameters
@@ -155,6 +155,10 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         Seed of every random draw of the run, in [0, 2^64 - 1]; default 0.
     restart : bool
         Train from scratch instead of resuming from a checkpoint (experiments that train, e.g. ``gmm-digits``).
+    allow_missing_models : bool
+        Run without models that are not on this machine and record their absence (``missing_models``), instead of
+        stopping with :class:`~scaleup.errors.ModelUnavailableError`. A model named by an environment variable
+        that cannot be loaded is an error either way.
 
     Raises
     ------
@@ -167,7 +171,8 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     seed = DEFAULT_SEED if seed is None else check_seed(seed)
     out_dir = prepare_output(name, quick=quick, seed=seed, out=out)
     experiment = load(name)
-    ctx = RunContext(name=name, out_dir=out_dir, seed=seed, quick=quick, restart=restart)
+    ctx = RunContext(name=name, out_dir=out_dir, seed=seed, quick=quick, restart=restart,
+                     allow_missing_models=allow_missing_models)
     config = experiment.make_config(quick)
     started = datetime.datetime.now(datetime.timezone.utc)
     results = experiment.run(config, ctx)
@@ -179,6 +184,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         "config": config,
         **results,
         "figures": sorted(ctx.figures),
+        "missing_models": ctx.missing_models,
         "versions": versions(),
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 3),

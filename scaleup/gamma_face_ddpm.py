@@ -25,8 +25,12 @@ from tqdm.auto import tqdm
 
 from scaleup.atomic_write import atomic_write
 from scaleup.errors import CheckpointError, ModelUnavailableError
+from scaleup.text_embeddings import download_allowed
 
 CELEBAHQ_ID = "google/ddpm-celebahq-256"
+#: What a local DDPMPipeline folder holds (what :func:`load_ddpm` loads; ``DDPMPipeline.save_pretrained`` writes it).
+DDPM_PIPELINE_LAYOUT = ("a saved DDPMPipeline: model_index.json, unet/ (config.json, "
+                        "diffusion_pytorch_model.safetensors) and scheduler/scheduler_config.json")
 
 
 def load_ddpm(model_id_or_path: str = CELEBAHQ_ID, *, allow_download: bool = False,
@@ -41,14 +45,16 @@ def load_ddpm(model_id_or_path: str = CELEBAHQ_ID, *, allow_download: bool = Fal
     if not isinstance(model_id_or_path, (str, os.PathLike)) or not str(model_id_or_path):
         raise ValueError(f"model_id_or_path must be a hub id such as {CELEBAHQ_ID!r} or a local folder; "
                          f"got {model_id_or_path!r}")
+    local = Path(model_id_or_path).is_dir()
+    download, offline_reason = download_allowed(allow_download) if not local else (False, None)
     try:
-        pipe = DDPMPipeline.from_pretrained(str(model_id_or_path), local_files_only=not allow_download)
-    except (OSError, ValueError, EnvironmentError) as err:
+        pipe = DDPMPipeline.from_pretrained(str(model_id_or_path), local_files_only=not download)
+    except Exception as err:  # OSError/ValueError when absent; KeyError, TypeError, ... for a broken folder
+        hub = f"; the hub cannot be used ({offline_reason})" if offline_reason else ""
         raise ModelUnavailableError(
-            f"DDPM weights {str(model_id_or_path)!r} are not available on this machine ({type(err).__name__}). "
-            f"Pass the local folder of a saved DDPMPipeline (e.g. a snapshot of {CELEBAHQ_ID}: model_index.json, "
-            f"unet/ or config.json + weights, scheduler config) as model_id_or_path, or set allow_download=True "
-            f"where the hub is reachable") from err
+            f"DDPM weights {str(model_id_or_path)!r} are not available on this machine ({type(err).__name__}{hub}). "
+            f"As model_id_or_path, pass the local folder of {DDPM_PIPELINE_LAYOUT} (e.g. a snapshot of "
+            f"{CELEBAHQ_ID}), or set allow_download=True where the hub is reachable") from err
     scheduler = pipe.scheduler
     if not isinstance(scheduler, DDPMScheduler):
         scheduler = DDPMScheduler.from_config(scheduler.config)

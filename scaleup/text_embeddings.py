@@ -19,11 +19,17 @@ Encoders, all behind the same ``encode(list[str]) -> (N, d) float64 array`` call
 - :func:`open_clip_text_encoder` — open_clip (e.g. laion ViT-H-14), optional extra ``fairdiff[clip]``.
 
 Nothing is downloaded unless ``allow_download=True``; a missing model raises :class:`ModelUnavailableError` naming
-the id and how to pass a local path.
+the id and how to pass a local path. With ``allow_download=True`` the hub is first probed once
+(:func:`hub_unreachable_reason`), so a machine without network fails in seconds instead of after the Hugging Face
+client's timeouts and retries on every file.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -42,8 +48,57 @@ OPEN_CLIP_PRETRAINED = "laion2b_s32b_b79k"
 NEUTRAL_TEMPLATE = "a photo of a {profession}"
 SUBCLASS_TEMPLATE = "a photo of a {profession}, {attribute}"
 ATTRIBUTE_TEMPLATE = "a photo of a {attribute}"
+#: What a local CLIP text encoder folder holds (what :func:`clip_text_encoder` loads).
+CLIP_TEXT_LAYOUT = ("a Stable Diffusion pipeline folder with text_encoder/ (config.json, model.safetensors) and "
+                    "tokenizer/ (vocab.json, merges.txt, tokenizer_config.json), or a CLIP text model folder with "
+                    "those files at its top")
 
 Encode = Callable[[list[str]], np.ndarray]
+
+#: Seconds the one probe of the hub may take before the hub counts as unreachable.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_unreachable_reason(timeout: float | None = None) -> str | None:
+    """Why the Hugging Face hub cannot be used now, or None when it answers.
+
+    One HEAD request to the hub's endpoint (``HF_ENDPOINT``), bounded by ``timeout`` seconds (default
+    :data:`HUB_PROBE_TIMEOUT_S`) including the name lookup, which sockets cannot bound: the request runs in a
+    daemon thread. Any HTTP answer, even an error status, means the hub is reachable. ``HF_HUB_OFFLINE=1`` counts as
+    unreachable without a request.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    timeout = HUB_PROBE_TIMEOUT_S if timeout is None else timeout
+    url = constants.ENDPOINT
+    outcome: dict[str, str | None] = {}
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            outcome["reason"] = None
+        except urllib.error.HTTPError:
+            outcome["reason"] = None  # it answered
+        except Exception as err:  # URLError, timeouts, refused connections: the hub cannot be used
+            outcome["reason"] = f"{url} is unreachable ({type(err).__name__}: {getattr(err, 'reason', err)})"
+
+    thread = threading.Thread(target=probe, name="fairdiff-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    if "reason" not in outcome:
+        return f"{url} did not answer within {timeout:g} s"
+    return outcome["reason"]
+
+
+def download_allowed(allow_download: bool) -> tuple[bool, str | None]:
+    """Whether to let a ``from_pretrained`` call reach the hub: (allowed, why not). Probes only if asked to download,
+    so the caller loads from the local cache alone (``local_files_only=True``) when the hub would only time out."""
+    if not allow_download:
+        return False, None
+    reason = hub_unreachable_reason()
+    return reason is None, reason
 
 
 @dataclass(frozen=True)
@@ -131,17 +186,18 @@ def clip_text_encoder(model_id_or_path: str = SD_TEXT_ENCODER_ID, *, pooling: Li
     is_pipeline = (local / "text_encoder").is_dir() if local.is_dir() else "stable-diffusion" in model_id_or_path
     sub = {"text_encoder": "text_encoder", "tokenizer": "tokenizer"} if is_pipeline else {"text_encoder": None,
                                                                                           "tokenizer": None}
+    download, offline_reason = download_allowed(allow_download) if not local.is_dir() else (False, None)
     try:
         model = CLIPTextModel.from_pretrained(model_id_or_path, subfolder=sub["text_encoder"] or "",
-                                              local_files_only=not allow_download)
+                                              local_files_only=not download)
         tokenizer = CLIPTokenizer.from_pretrained(model_id_or_path, subfolder=sub["tokenizer"] or "",
-                                                  local_files_only=not allow_download)
+                                                  local_files_only=not download)
     except (OSError, ValueError) as err:
+        hub = f"; the hub cannot be used ({offline_reason})" if offline_reason else ""
         raise ModelUnavailableError(
-            f"the CLIP text encoder {model_id_or_path!r} is not available on this machine ({type(err).__name__}). "
-            "Pass a local path instead of the id: a Stable Diffusion pipeline folder with text_encoder/ and "
-            "tokenizer/ (e.g. from `huggingface-cli download runwayml/stable-diffusion-v1-5` on a connected "
-            "machine), or a CLIP text model folder; or set allow_download=True where the hub is reachable"
+            f"the CLIP text encoder {model_id_or_path!r} is not available on this machine ({type(err).__name__}"
+            f"{hub}). Pass a local path instead of the id: {CLIP_TEXT_LAYOUT} (e.g. from `huggingface-cli download "
+            f"{SD_TEXT_ENCODER_ID}` on a connected machine); or set allow_download=True where the hub is reachable"
         ) from err
     return clip_text_encoder_from_modules(model, tokenizer, name=str(model_id_or_path), pooling=pooling, device=device)
 
@@ -160,6 +216,12 @@ def open_clip_text_encoder(model_name: str = OPEN_CLIP_MODEL, pretrained: str = 
             f"open_clip is not importable here ({type(err).__name__}: {err}); install the extra with "
             "pip install -e '.[clip]' on a machine whose torchvision matches its torch"
         ) from err
+    if not Path(pretrained).is_file():  # a tag: open_clip downloads it from the hub
+        reason = hub_unreachable_reason()
+        if reason is not None:
+            raise ModelUnavailableError(
+                f"open_clip {model_name} with pretrained={pretrained!r} needs the hub, which cannot be used "
+                f"({reason}); pass the path of a local checkpoint file as pretrained")
     try:
         model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
     except Exception as err:  # open_clip raises RuntimeError/OSError/hub errors for a missing checkpoint

@@ -176,6 +176,7 @@ def test_run_all_goes_on_past_failures_and_lists_them_at_the_end(tmp_path):
     assert tail[0] == "2 of 4 experiments failed:", result.stderr
     assert tail[1].startswith("  fake-b-broken: RuntimeError: deliberately broken")
     assert tail[2].startswith("  fake-c-missing-model: no weights here: set FAKE_MODEL")
+    assert f"fake-a: results in {tmp_path / 'out' / 'fake-a'} (results.json)\n" in result.stderr  # no "and "
     # a failure with a clear message is one line, not a traceback; an unexpected one keeps its traceback
     assert result.stderr.count("Traceback") == 1
     single = fake_cli(tmp_path, "run", "fake-c-missing-model", "--out", str(tmp_path / "out"))

@@ -100,11 +100,96 @@ def test_celebahq_path_dry_run_on_a_tiny_pipeline(tmp_path, monkeypatch):
     assert full["weights_available"] and full["model"] == str(folder) and full["figures"]
 
 
-def test_celebahq_job_records_absent_weights(tmp_path, monkeypatch):
+def test_celebahq_job_stops_on_absent_weights_unless_allowed(tmp_path, monkeypatch):
     monkeypatch.delenv(gmm_celebahq.ENV_PATH, raising=False)
-    res = experiments.run("gmm-celebahq", quick=True, out=tmp_path)
+    with pytest.raises(ModelUnavailableError, match=r"FAIRDIFF_CELEBAHQ=/path/to/folder.*model_index\.json.*unet/.*"
+                                                    r"--allow-missing-models"):
+        experiments.run("gmm-celebahq", quick=True, out=tmp_path)
+    assert not (tmp_path / "gmm-celebahq" / "results.json").exists()
+    res = experiments.run("gmm-celebahq", quick=True, out=tmp_path, allow_missing_models=True)
     assert res["weights_available"] is False and CELEBAHQ_ID in res["reason"]
+    assert res["missing_models"] == [res["reason"]] and "FAIRDIFF_CELEBAHQ" in res["reason"]
     assert (tmp_path / "gmm-celebahq" / "results.json").exists()
+
+
+# -------------------------------------------------------------- issue 9, item 3: a missing model says so
+@pytest.mark.parametrize("what", ["absent", "a file", "empty folder", "broken pipeline"])
+def test_a_wrong_celebahq_folder_is_an_error_even_when_missing_models_are_allowed(tmp_path, monkeypatch, what):
+    folder = tmp_path / "typo"
+    if what == "a file":
+        folder.write_text("x")
+    elif what == "empty folder":
+        folder.mkdir()
+    elif what == "broken pipeline":
+        folder.mkdir()
+        (folder / "model_index.json").write_text("{}")
+    monkeypatch.setenv(gmm_celebahq.ENV_PATH, str(folder))
+    with pytest.raises(ModelUnavailableError) as err:
+        experiments.run("gmm-celebahq", quick=True, out=tmp_path / "out", allow_missing_models=True)
+    message = str(err.value)
+    assert message.startswith(f"FAIRDIFF_CELEBAHQ={folder}: the folder ") and "model_index.json" in message
+    assert "scheduler/scheduler_config.json" in message and len(message.splitlines()) == 1
+    assert not (tmp_path / "out" / "gmm-celebahq" / "results.json").exists()
+
+
+def test_cli_exits_non_zero_on_a_mistyped_model_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FAIRDIFF_CELEBAHQ="/typo")
+    result = subprocess.run([sys.executable, "-m", "experiments", "run", "gmm-celebahq", "--quick", "--out",
+                             str(tmp_path), "--allow-missing-models"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmm-celebahq: failed: FAIRDIFF_CELEBAHQ=/typo: the folder does "
+                                                   "not exist; it must hold a saved DDPMPipeline: model_index.json")
+    assert not (tmp_path / "gmm-celebahq" / "results.json").exists()
+
+
+@pytest.fixture
+def unanswering_hub(monkeypatch):
+    """A hub endpoint that accepts connections and never answers, like a network that drops packets."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from scaleup import text_embeddings
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(text_embeddings, "HUB_PROBE_TIMEOUT_S", 1.0)
+    yield
+    server.close()
+
+
+def test_allow_download_without_network_fails_in_seconds(unanswering_hub):
+    import time
+
+    from scaleup.text_embeddings import clip_text_encoder
+
+    for load in (lambda: load_ddpm(CELEBAHQ_ID, allow_download=True),
+                 lambda: clip_text_encoder(allow_download=True)):
+        start = time.perf_counter()
+        with pytest.raises(ModelUnavailableError, match=r"the hub cannot be used \(http://127\.0\.0\.1:\d+ "
+                                                        r"(is unreachable|did not answer within 1 s)"):
+            load()
+        assert time.perf_counter() - start < 5
+
+
+def test_allow_download_under_hf_hub_offline_fails_at_once(monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE is set"):
+        load_ddpm(CELEBAHQ_ID, allow_download=True)
+    assert time.perf_counter() - start < 2
 
 
 # ------------------------------------------------------------- issue 9, item 1: checkpoints that can be trusted
