@@ -62,19 +62,20 @@ def make_config(quick: bool) -> GMMCelebAHQConfig:
 
 def run_on_model(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GMMCelebAHQConfig, ctx: RunContext) -> dict:
     """Latents, PCA + BIC-chosen GMM, uniform component sampling and a sample grid on the given DDPM components."""
+    chain_seed, fit_seed, component_seed, finish_seed = ctx.seeds(4)
     index = int(round(cfg.step_fraction * cfg.num_inference_steps))
     t = latent_timestep(scheduler, cfg.num_inference_steps, index)
     latents, _ = collect_latents(unet, scheduler, cfg.n_latents, indices=[index],
-                                 num_inference_steps=cfg.num_inference_steps, seed=ctx.seed,
+                                 num_inference_steps=cfg.num_inference_steps, seed=chain_seed,
                                  batch_size=cfg.batch_size, finish=False, progress=not ctx.quick)
     x_t = latents[index]
     pca = min(cfg.pca_components, x_t.shape[0])
     fit = fit_latent_mixture(x_t, k_range=range(1, min(cfg.k_max, x_t.shape[0]) + 1), pca_components=pca,
-                             seed=ctx.seed)
+                             seed=fit_seed)
     lat, comp = fit.sample_uniform(cfg.n_per_component, mode="mean", noise_std=noise_std(scheduler, t),
-                                   rng=np.random.default_rng(ctx.seed))
+                                   rng=np.random.default_rng(component_seed))
     x0 = continue_sampling(unet, scheduler, lat, index=index, num_inference_steps=cfg.num_inference_steps,
-                           seed=ctx.seed + 1, batch_size=cfg.batch_size, progress=not ctx.quick)
+                           seed=finish_seed, batch_size=cfg.batch_size, progress=not ctx.quick)
     fig, axes = plt.subplots(fit.chosen_k, cfg.n_per_component, squeeze=False,
                              figsize=(1.6 * cfg.n_per_component, 1.6 * fit.chosen_k))
     for k in range(fit.chosen_k):

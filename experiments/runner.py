@@ -22,6 +22,7 @@ from typing import Any
 
 from experiments.experiment import RunContext
 from experiments.registry import EXPERIMENTS, load
+from experiments.source_hash import experiment_source
 from scaleup.atomic_write import atomic_write_text
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -171,6 +172,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     seed = DEFAULT_SEED if seed is None else check_seed(seed)
     out_dir = prepare_output(name, quick=quick, seed=seed, out=out)
     experiment = load(name)
+    source = experiment_source(name)  # the code as loaded, before it runs (tests/test_results_fresh.py)
     ctx = RunContext(name=name, out_dir=out_dir, seed=seed, quick=quick, restart=restart,
                      allow_missing_models=allow_missing_models)
     config = experiment.make_config(quick)
@@ -186,6 +188,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         "figures": sorted(ctx.figures),
         "missing_models": ctx.missing_models,
         "versions": versions(),
+        "source": source,
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 3),
     }

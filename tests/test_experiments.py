@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -116,3 +117,51 @@ def test_cli_says_where_the_results_went_and_refuses_to_replace_a_full_run(tmp_p
     ran = run_cli("run", "ot-targets", "--quick", "--out", str(tmp_path / "q"))
     assert ran.returncode == 0, ran.stderr
     assert f"ot-targets: results in {tmp_path / 'q' / 'ot-targets'} (results.json, ot_targets.png)" in ran.stderr
+
+
+# ------------------------------------------------------------------- issue 9, item 5: seeds that mean something
+def test_run_seeds_are_independent_spawned_streams(tmp_path):
+    from experiments.experiment import RunContext
+
+    def seeds(seed: int, n: int) -> list[int]:
+        return RunContext("x", tmp_path, seed, False).seeds(n)
+
+    # numpy's SeedSequence.spawn, computed independently, each child's first 32-bit word
+    assert seeds(7, 3) == [int(np.random.SeedSequence(7, spawn_key=(i,)).generate_state(1)[0]) for i in range(3)]
+    assert seeds(0, 50)[:5] == seeds(0, 5)  # child i does not depend on how many are drawn
+    assert not set(seeds(0, 50)) & set(seeds(1, 50)), "runs at seeds 0 and 1 share a stream"
+    assert all(0 <= s < 2**32 for s in seeds(2**64 - 1, 10))  # torch, numpy and scikit-learn all take them
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        seeds(0, 0)
+
+
+def _seed_arithmetic(path: Path) -> list[str]:
+    """Expressions that add to or multiply a seed (``seed + s``, ``ctx.seed + 100``): overlapping streams."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
+            for side in (node.left, node.right):
+                name = side.attr if isinstance(side, ast.Attribute) else getattr(side, "id", "")
+                if name == "seed" or name.endswith("_seed"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_seed_arithmetic_in_experiments_or_scaleup():
+    offenders = [line for pkg in ("experiments", "scaleup") for p in sorted((ROOT / pkg).rglob("*.py"))
+                 for line in _seed_arithmetic(p)]
+    assert not offenders, "derive streams with RunContext.seeds (SeedSequence.spawn) instead:\n" + "\n".join(offenders)
+
+
+def test_dft_training_repeats_differ_between_run_seeds(tmp_path):
+    """`--seed 0` and `--seed 1` used to share all but one repeat (seed + s); now they share none."""
+    from experiments import dft
+    from experiments.experiment import RunContext
+
+    cfg = dft.TrainingConfig(steps=4, iterations=3, seeds=2)
+    a, b = (dft.run_training(cfg, RunContext("dft-training", tmp_path, seed, True)) for seed in (0, 1))
+    assert len(a["final_loss_per_seed"]["adjusted"]) == 2
+    assert not set(a["final_loss_per_seed"]["adjusted"]) & set(b["final_loss_per_seed"]["adjusted"])
+    assert a["final_loss"]["adjusted"] == pytest.approx(np.mean(a["final_loss_per_seed"]["adjusted"]), rel=1e-12)
+    assert a["final_loss_sd"]["adjusted"] == pytest.approx(np.std(a["final_loss_per_seed"]["adjusted"], ddof=1),
+                                                          rel=1e-12)
