@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.experiment import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext, spawn_seeds  # noqa: E402
 from theory.dal import dal_loss  # noqa: E402
 from theory.ddpm import ddpm_coefficients  # noqa: E402
 from theory.sampler_gradient import GRADIENT_MODES, AdjustedGradient, run_sampler  # noqa: E402
@@ -35,15 +35,19 @@ def _gmm(d: int, seed: int, spread: float = 2.0, std: float = 0.3) -> MixtureDen
 
 
 def _mlp(d: int, seed: int, steps: int) -> MLPDenoiser:
-    """An MLP trained (briefly) on samples of the same mixture: an imperfect, generic network."""
+    """An MLP trained (briefly) on samples of the same mixture (``_gmm(d, seed)``): an imperfect, generic network.
+
+    Its training data, initial weights and batches come from streams spawned from ``seed`` (not ``seed`` itself,
+    which already drew the mixture's means)."""
     teacher = _gmm(d, seed)
-    gen = torch.Generator().manual_seed(seed)
+    data_seed, init_seed, fit_seed = spawn_seeds(seed, 3)
+    gen = torch.Generator().manual_seed(data_seed)
     comp = torch.multinomial(torch.softmax(teacher.logits.detach(), 0), 4000, replacement=True, generator=gen)
     data = teacher.means.detach()[comp] + torch.exp(teacher.log_stds.detach())[comp, None] * torch.randn(
         4000, d, generator=gen, dtype=torch.float64)
-    mlp = MLPDenoiser(d, hidden=16, seed=seed)
+    mlp = MLPDenoiser(d, hidden=16, seed=init_seed)
     if steps:
-        mlp.fit(data, alphas_cumprod(torch.as_tensor(SD_BETAS)), steps=steps, seed=seed)
+        mlp.fit(data, alphas_cumprod(torch.as_tensor(SD_BETAS)), steps=steps, seed=fit_seed)
     return mlp
 
 

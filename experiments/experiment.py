@@ -18,6 +18,21 @@ if TYPE_CHECKING:
     import matplotlib.figure
 
 
+def spawn_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent seeds derived from ``seed`` by ``numpy.random.SeedSequence(seed).spawn(n)``.
+
+    Each child is reduced to one 32-bit word, which torch generators, numpy and scikit-learn all accept (a run seed
+    may have 64 bits; scikit-learn takes 32). Child i is the same for every n > i, and two seeds share no stream,
+    unlike ``seed + i`` (``--seed 0`` and ``--seed 1`` would share all but one). Two children coincide with
+    probability about n^2 / 2^33.
+    """
+    import numpy as np  # here, so that the catalogue stays free of imports beyond the standard library
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer number of streams; got {n!r}")
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What an experiment needs to know about its run: where to write, which seed, how big.
@@ -38,19 +53,8 @@ class RunContext:
     missing_models: list[str] = field(default_factory=list, compare=False)
 
     def seeds(self, n: int) -> list[int]:
-        """``n`` independent seeds for the run's random streams, derived from its seed by
-        ``numpy.random.SeedSequence(seed).spawn(n)``.
-
-        Each child is reduced to one 32-bit word, which torch generators, numpy and scikit-learn all accept (a run
-        seed may have 64 bits; scikit-learn takes 32). Child i is the same for every n > i, and the runs at two
-        seeds share no stream, unlike ``seed + i`` (``--seed 0`` and ``--seed 1`` would share all but one). Two
-        children coincide with probability about n^2 / 2^33.
-        """
-        import numpy as np  # here, so that the catalogue stays free of imports beyond the standard library
-
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer number of streams; got {n!r}")
-        return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(self.seed).spawn(n)]
+        """``n`` independent seeds for the run's random streams: :func:`spawn_seeds` of the run's seed."""
+        return spawn_seeds(self.seed, n)
 
     def model_absent(self, message: str) -> None:
         """A model this run needs is not on this machine: stop with :class:`~scaleup.errors.ModelUnavailableError`
