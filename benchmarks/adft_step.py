@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from scaleup.atomic_write import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.json) if args.json else (
         ROOT / "benchmarks" / "results" / f"adft_step-{device.type}-{'full' if args.full_size else 'tiny'}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    atomic_write_text(path, json.dumps({
         "what": what, "batch_size": n, "sub_batch_size": sub, "steps": args.steps, "repeats": args.repeats,
         "seconds_per_component": per_iter, "peak_bytes": dict(timer.peak_bytes), "complete_seconds": total,
         "sampler_only_seconds": sampler, "ratio": total / sampler, "sampler_only_peak_bytes": sampler_peak},

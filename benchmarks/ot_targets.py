@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from experiments.ot_targets import method_timings
+from scaleup.atomic_write import atomic_write_text
 
 
 def _fmt(seconds: float | None) -> str:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(target > 1000x: {verdict}); one call costs {1 / n24['speedup_closed_form_vs_one_assignment']:.2f} "
           "capacitated 24 x 24 assignment solves")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
     return 0
 
 

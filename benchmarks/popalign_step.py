@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scaleup.atomic_write import atomic_write_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
@@ -61,7 +63,7 @@ def _dataset(folder: Path, size: int, n_sets: int, n: int) -> None:
                 Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / name)
                 rows.append({"file_name": name, "caption": "best quality, a realistic photo of Engineer",
                              "set_id": s, "role": role, "position": i})
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text((folder / "metadata.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def time_training(args, finetune: str, device: torch.device, data: Path) -> dict:
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"popalign_step-{device.type}-{'full' if args.full_size else 'tiny'}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

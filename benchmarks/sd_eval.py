@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from scaleup.atomic_write import atomic_write_text
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                "repeats": args.repeats, "torch": torch.__version__, "threads": torch.get_num_threads(),
                "results": rows, "all_times": {k: list(map(float, v)) for k, v in times.items()}}
     path = out / f"sd_eval-{device.type}-{'full' if args.full_size else 'tiny'}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -1,41 +1,106 @@
-"""Command line: ``python -m experiments list`` and ``python -m experiments run NAME|all [--quick] [--out DIR] [--seed S]``."""
+"""Command line: ``python -m experiments list`` and ``python -m experiments run NAME|all [options]``.
+
+Bad input (unknown name, bad seed, an output folder that is a file or read-only, a result the run must not replace)
+is one line on stderr and exit code 2, found before any compute. ``run all`` goes on past a failing experiment and
+lists every failure at the end (exit code 1).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
+from pathlib import Path
 
 from tqdm import tqdm
 
 from experiments.registry import EXPERIMENTS
-from experiments.runner import DEFAULT_OUT, run
+from experiments.runner import MAX_SEED, RunRefused, check_seed, default_out, prepare_output, run
+from scaleup.errors import CheckpointError, ModelUnavailableError
+
+# failures whose message says all there is to say; anything else also prints its traceback
+_CLEAR_FAILURES = (RunRefused, ModelUnavailableError, CheckpointError)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints its whole usage before an error; one line is what a user (and a log grep) needs."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _seed(text: str) -> int:
+    try:
+        return check_seed(int(text))
+    except (ValueError, RunRefused):
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}] (64 bits); got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="python -m experiments", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     commands.add_parser("list", help="list the experiments")
     run_parser = commands.add_parser("run", help="run one experiment, or all of them")
     run_parser.add_argument("name", help="experiment name (see `list`), or `all`")
     run_parser.add_argument("--quick", action="store_true", help="smaller run, under a minute on 2 cores")
-    run_parser.add_argument("--out", default=str(DEFAULT_OUT), help="output root (default: %(default)s)")
-    run_parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    run_parser.add_argument("--out", default=None,
+                            help=f"output root (default: {default_out()} for a full run at seed 0, "
+                                 f"{default_out(quick=True)} for --quick, {default_out(seed=1)} for --seed 1, ...); "
+                                 "a quick or differently seeded run never replaces a full run's results")
+    run_parser.add_argument("--seed", type=_seed, default=None, help="random seed in [0, 2^64 - 1] (default: 0)")
+    run_parser.add_argument("--restart", action="store_true",
+                            help="train from scratch instead of resuming from a checkpoint (gmm-digits)")
+    run_parser.add_argument("--allow-missing-models", action="store_true",
+                            help="run without models that are not on this machine and record their absence in "
+                                 "results.json (default: stop with exit code 1 and say which environment variable "
+                                 "to set); a model named by an environment variable must load either way")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         width = max(len(n) for n in EXPERIMENTS)
-        for name, experiment in sorted(EXPERIMENTS.items()):
-            print(f"{name:<{width}}  {experiment.summary}")
+        for name, entry in sorted(EXPERIMENTS.items()):
+            print(f"{name:<{width}}  {entry.summary}")
         return 0
     if args.name != "all" and args.name not in EXPERIMENTS:
         parser.error(f"unknown experiment {args.name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
-    if args.seed is not None and args.seed < 0:
-        parser.error(f"--seed must be a non-negative integer; got {args.seed}")
     names = sorted(EXPERIMENTS) if args.name == "all" else [args.name]
+    seed = 0 if args.seed is None else args.seed
+    try:  # every output folder is checked before any experiment computes anything
+        out_dirs = {name: prepare_output(name, quick=args.quick, seed=seed, out=args.out) for name in names}
+    except RunRefused as err:
+        parser.error(str(err))
+
+    failures: list[str] = []
     for name in tqdm(names, desc="experiments", disable=len(names) == 1):
-        results = run(name, quick=args.quick, out=args.out, seed=args.seed)
-        print(f"{name}: wrote {args.out}/{name}/results.json and {', '.join(results['figures'])}", file=sys.stderr)
-    return 0
+        try:
+            results = run(name, quick=args.quick, out=args.out, seed=args.seed, restart=args.restart,
+                          allow_missing_models=args.allow_missing_models)
+        except _CLEAR_FAILURES as err:
+            failures.append(f"{name}: {err}")
+            print(f"{name}: failed: {err}", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - `run all` goes on; the traceback is printed for the bug report
+            traceback.print_exc()
+            failures.append(f"{name}: {type(err).__name__}: {err}")
+            print(f"{name}: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        else:
+            files = ", ".join(["results.json", *results["figures"]])
+            print(f"{name}: results in {_shown(out_dirs[name])} ({files})", file=sys.stderr)
+            for message in results["missing_models"]:
+                print(f"{name}: ran without a model: {message}", file=sys.stderr)
+    if failures and len(names) > 1:
+        print(f"{len(failures)} of {len(names)} experiments failed:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working folder when it lies below it (shorter to read), absolute otherwise."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,6 @@ def run(cfg: AdftSdConfig, ctx: RunContext) -> dict:
 
 EXPERIMENT = Experiment(
     name="adft-sd",
-    summary="aDFT job (DAL + adjusted gradient, seed 000 Alg. A.1) end to end on tiny random SD: kill, resume, "
-            "evaluate, class frequency vs iterations",
     make_config=make_config,
     run=run,
 )

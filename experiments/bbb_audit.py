@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.alignment_audit import biased_minus_balanced_score, generator_score  # noqa: E402
 from theory.fairness_criteria import multiaccuracy_gap, multicalibration_gap  # noqa: E402
 from toy.audit_features import FeatureModel, platt_calibrate, raw_scores  # noqa: E402
@@ -102,9 +102,4 @@ def run(cfg: AuditConfig, ctx: RunContext) -> dict:
     }
 
 
-EXPERIMENT = Experiment(
-    name="bbb-audit",
-    summary="Biased alignment scorer ranks a biased generator first; subclass-score / average-then-score (seed 003)",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("bbb-audit", make_config, run)]

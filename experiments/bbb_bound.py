@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.embedding_bias_bound import chain_tv_constant, generation_tv_bound, path_kl_bound, pinsker_tv_bound  # noqa: E402
 from theory.ddpm import ddpm_sigmas  # noqa: E402
 from toy.conditional_diffusion import ConditionalMixtureDiffusion, Grid, generation_tv, grid_mass  # noqa: E402
@@ -178,9 +178,4 @@ def run(cfg: BoundConfig, ctx: RunContext) -> dict:
     }
 
 
-EXPERIMENT = Experiment(
-    name="bbb-bound",
-    summary="Path-KL/Pinsker TV bound vs exact TV between generations over embedding distance (seed 003)",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("bbb-bound", make_config, run)]

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.embedding_bias_bound import (  # noqa: E402
     chain_tv_constant,
     class_mass_lower_bound,
@@ -102,9 +102,4 @@ def run(cfg: ChainConfig, ctx: RunContext) -> dict:
     }
 
 
-EXPERIMENT = Experiment(
-    name="bbb-chain",
-    summary="Biased embedding -> imbalanced generations, balanced -> balanced, with the corollary's bound (seed 003)",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("bbb-chain", make_config, run)]

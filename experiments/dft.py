@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext, spawn_seeds  # noqa: E402
 from theory.dal import dal_loss  # noqa: E402
 from theory.ddpm import ddpm_coefficients  # noqa: E402
 from theory.sampler_gradient import GRADIENT_MODES, AdjustedGradient, run_sampler  # noqa: E402
@@ -42,15 +42,19 @@ def _gmm(d: int, seed: int, spread: float = 2.0, std: float = 0.3) -> MixtureDen
 
 
 def _mlp(d: int, seed: int, steps: int) -> MLPDenoiser:
-    """An MLP trained (briefly) on samples of the same mixture: an imperfect, generic network."""
+    """An MLP trained (briefly) on samples of the same mixture (``_gmm(d, seed)``): an imperfect, generic network.
+
+    Its training data, initial weights and batches come from streams spawned from ``seed`` (not ``seed`` itself,
+    which already drew the mixture's means)."""
     teacher = _gmm(d, seed)
-    gen = torch.Generator().manual_seed(seed)
+    data_seed, init_seed, fit_seed = spawn_seeds(seed, 3)
+    gen = torch.Generator().manual_seed(data_seed)
     comp = torch.multinomial(torch.softmax(teacher.logits.detach(), 0), 4000, replacement=True, generator=gen)
     data = teacher.means.detach()[comp] + torch.exp(teacher.log_stds.detach())[comp, None] * torch.randn(
         4000, d, generator=gen, dtype=torch.float64)
-    mlp = MLPDenoiser(d, hidden=16, seed=seed)
+    mlp = MLPDenoiser(d, hidden=16, seed=init_seed)
     if steps:
-        mlp.fit(data, alphas_cumprod(torch.as_tensor(SD_BETAS)), steps=steps, seed=seed)
+        mlp.fit(data, alphas_cumprod(torch.as_tensor(SD_BETAS)), steps=steps, seed=fit_seed)
     return mlp
 
 
@@ -64,9 +68,11 @@ class Eq9Config:
 
 def run_eq9(cfg: Eq9Config, ctx: RunContext) -> dict:
     rows = []
-    for d in cfg.dims:
-        gen = torch.Generator().manual_seed(ctx.seed + d)
-        for model_name, model in (("mixture", _gmm(d, ctx.seed + d)), ("mlp", _mlp(d, ctx.seed + d, cfg.mlp_train_steps))):
+    streams = ctx.seeds(2 * len(cfg.dims))  # per dimension: the models (2i), the chains' noises (2i + 1)
+    for i, d in enumerate(cfg.dims):
+        gen = torch.Generator().manual_seed(streams[2 * i + 1])
+        model_seed = streams[2 * i]
+        for model_name, model in (("mixture", _gmm(d, model_seed)), ("mlp", _mlp(d, model_seed, cfg.mlp_train_steps))):
             for kind, n in cfg.samplers:
                 noises = [torch.randn(1, d, generator=gen, dtype=torch.float64) for _ in range(n)] if kind == "ddpm" else None
                 sampler = make_sampler(kind, SD_BETAS, n, noises=noises)
@@ -113,11 +119,12 @@ def run_bt_scale(cfg: BtScaleConfig, ctx: RunContext) -> dict:
     sampler = make_sampler("ddpm", SD_BETAS, 1000)
     c = ddpm_coefficients(SD_BETAS)["c"][::-1]  # sampling order
     t_axis = np.arange(1000, 0, -1)
-    rng = np.random.default_rng(ctx.seed)
+    draw_seed, model_seed = ctx.seeds(2)
+    rng = np.random.default_rng(draw_seed)
     fig, axes = plt.subplots(1, len(cfg.models), figsize=(5 * len(cfg.models), 4), squeeze=False)
     out = {}
     for ax, name in zip(axes[0], cfg.models):
-        model = _bt_model(name, cfg.dim, ctx.seed, cfg.mlp_train_steps)
+        model = _bt_model(name, cfg.dim, model_seed, cfg.mlp_train_steps)
         z_T = torch.as_tensor(rng.standard_normal((cfg.runs, cfg.dim)))
         r = rng.normal(0.0, cfg.r_std, (cfg.runs, cfg.dim))
         scales = gradient_scales(model, sampler, z_T, r)
@@ -156,30 +163,43 @@ class TrainingConfig:
     iterations: int = 150
     batch: int = 32
     lr: float = 0.02
-    seeds: int = 3
+    seeds: int = 5  # repeats, each with its own mixture and batches; the headline is mean and sd over them
     target: tuple[float, ...] = (1.5, -1.0)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for one value) of the per-seed values."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
 def run_training(cfg: TrainingConfig, ctx: RunContext) -> dict:
     sampler = make_sampler(cfg.sampler, SD_BETAS, cfg.steps)
     target = torch.tensor(cfg.target, dtype=torch.float64)
+    streams = ctx.seeds(2 * cfg.seeds)  # repeat r: its mixture's means from stream 2r, its batches from 2r + 1
     curves = {}
-    for mode in GRADIENT_MODES:
-        curves[mode] = [finetune(_gmm(cfg.dim, ctx.seed), sampler, lambda z0: (z0 - target).square().sum(1).mean(),
-                                 mode, dim=cfg.dim, iterations=cfg.iterations, batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + s)
-                        for s in range(cfg.seeds)]
+    for mode in GRADIENT_MODES:  # every mode sees the same mixtures and batches: a paired comparison
+        curves[mode] = [finetune(_gmm(cfg.dim, streams[2 * r]), sampler,
+                                 lambda z0: (z0 - target).square().sum(1).mean(), mode, dim=cfg.dim, iterations=cfg.iterations,
+                                 batch=cfg.batch, lr=cfg.lr, seed=streams[2 * r + 1])
+                        for r in range(cfg.seeds)]
+    tail = max(1, cfg.iterations // 10)
+    per_seed = {m: [float(np.mean(c[-tail:])) for c in curves[m]] for m in GRADIENT_MODES}
+    final = {m: _mean_sd(per_seed[m]) for m in GRADIENT_MODES}
     fig, ax = plt.subplots(figsize=(7, 4))
     for mode, color in zip(GRADIENT_MODES, ("C3", "C0", "C2")):
         arr = np.array(curves[mode])
-        ax.plot(arr.mean(0), color=color, label=mode)
+        ax.plot(arr.mean(0), color=color, label=f"{mode}: final {final[mode][0]:.3g} +- {final[mode][1]:.2g}")
         ax.fill_between(np.arange(arr.shape[1]), arr.min(0), arr.max(0), color=color, alpha=0.2)
     ax.set(yscale="log", xlabel="iteration", ylabel="E ||z_0 - target||^2",
-           title=f"Finetuning through {cfg.sampler} ({cfg.steps} steps) (seed 000, Fig. 6a)")
-    ax.legend()
+           title=f"Finetuning through {cfg.sampler} ({cfg.steps} steps), mean and range over {cfg.seeds} seeds "
+                 f"(seed 000, Fig. 6a)")
+    ax.legend(fontsize=8)
     figure = ctx.save_figure(fig, "dft_training")
     plt.close(fig)
-    tail = max(1, cfg.iterations // 10)
-    return {"final_loss": {m: float(np.mean([c[-tail:] for c in curves[m]])) for m in GRADIENT_MODES},
+    return {"final_loss": {m: final[m][0] for m in GRADIENT_MODES},
+            "final_loss_sd": {m: final[m][1] for m in GRADIENT_MODES},
+            "final_loss_per_seed": per_seed,
             "initial_loss": float(np.mean([c[0] for c in curves["exact"]])),
             "curves": {m: np.array(curves[m]).mean(0).tolist() for m in GRADIENT_MODES}, "figure": figure}
 
@@ -196,6 +216,7 @@ class DalToyConfig:
     threshold: float = 0.8
     lr: float = 0.05
     n_eval: int = 2000
+    seeds: int = 5  # repeats (training batches and evaluation draws); the headline is mean and sd over them
 
 
 # components: (attribute, content) = (0,0), (0,1), (1,0), (1,1); attribute along x, content along y
@@ -233,27 +254,40 @@ def _shares(model: PromptMixtureDenoiser, sampler, n: int, seed: int) -> dict:
 
 def run_dal_toy(cfg: DalToyConfig, ctx: RunContext) -> dict:
     sampler = make_sampler("ddim", SD_BETAS, cfg.steps)
+    # stream 0 evaluates the (deterministic) initial model; run (k, r) trains on 1 + 2 (k R + r), evaluates on the next
+    streams = ctx.seeds(1 + 2 * len(cfg.targets) * cfg.seeds)
+    before = _shares(_prompt_model(cfg), sampler, cfg.n_eval, streams[0])
     runs = []
     fig, axes = plt.subplots(1, len(cfg.targets) + 1, figsize=(5 * (len(cfg.targets) + 1), 4.5))
     for k, target in enumerate(cfg.targets):
-        model = _prompt_model(cfg)
-        before = _shares(model, sampler, cfg.n_eval, ctx.seed)
-        losses = finetune(model, sampler, lambda z0, t=target, m=model: dal_loss(attribute_logits(m, z0), list(t),
-                                                                                    cfg.threshold),
-                          "adjusted", dim=2, iterations=cfg.iterations, batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + k)
-        after = _shares(model, sampler, cfg.n_eval, ctx.seed + 100)
-        runs.append({"target": list(target), "freq_before": before["attribute0_freq"],
-                     "freq_after": after["attribute0_freq"], "before": before, "after": after, "loss": losses})
-        axes[k].plot(losses)
-        axes[k].set(title=f"target {target[0]:.0%}: {before['attribute0_freq']:.2f} -> {after['attribute0_freq']:.2f}",
-                    xlabel="iteration", ylabel="DAL")
+        per_seed = []
+        for r in range(cfg.seeds):
+            train_seed, eval_seed = streams[1 + 2 * (k * cfg.seeds + r)], streams[2 + 2 * (k * cfg.seeds + r)]
+            model = _prompt_model(cfg)
+            losses = finetune(model, sampler, lambda z0, t=target, m=model: dal_loss(attribute_logits(m, z0), list(t),
+                                                                                        cfg.threshold),
+                              "adjusted", dim=2, iterations=cfg.iterations, batch=cfg.batch, lr=cfg.lr, seed=train_seed)
+            per_seed.append({"after": _shares(model, sampler, cfg.n_eval, eval_seed), "loss": losses})
+        freq_after, freq_after_sd = _mean_sd([s["after"]["attribute0_freq"] for s in per_seed])
+        content_after, content_after_sd = _mean_sd([s["after"]["content0_freq"] for s in per_seed])
+        loss_curves = np.array([s["loss"] for s in per_seed])
+        runs.append({"target": list(target), "freq_before": before["attribute0_freq"], "freq_after": freq_after,
+                     "freq_after_sd": freq_after_sd, "content0_freq_after": content_after,
+                     "content0_freq_after_sd": content_after_sd, "before": before,
+                     "after_per_seed": [s["after"] for s in per_seed], "loss": loss_curves.mean(0).tolist()})
+        ax = axes[k]
+        ax.plot(loss_curves.mean(0), color="C0")
+        ax.fill_between(np.arange(loss_curves.shape[1]), loss_curves.min(0), loss_curves.max(0), color="C0", alpha=0.2)
+        ax.set(title=f"target {target[0]:.0%}: {before['attribute0_freq']:.2f} -> {freq_after:.3f} +- "
+                     f"{freq_after_sd:.3f}", xlabel="iteration", ylabel=f"DAL (mean, range over {cfg.seeds} seeds)")
     ax = axes[-1]
     x = np.arange(len(runs))
     ax.bar(x - 0.2, [r["freq_before"] for r in runs], 0.4, label="attribute 0 before")
-    ax.bar(x + 0.2, [r["freq_after"] for r in runs], 0.4, label="attribute 0 after")
+    ax.bar(x + 0.2, [r["freq_after"] for r in runs], 0.4, yerr=[r["freq_after_sd"] for r in runs], capsize=4,
+           label=f"attribute 0 after (mean +- sd, {cfg.seeds} seeds)")
     ax.plot(x, [r["target"][0] for r in runs], "k*", ms=12, label="target")
-    ax.plot(x + 0.2, [r["after"]["content0_freq"] for r in runs], "rs", label="content 0 after (was "
-            f"{runs[0]['before']['content0_freq']:.2f})")
+    ax.errorbar(x + 0.2, [r["content0_freq_after"] for r in runs], yerr=[r["content0_freq_after_sd"] for r in runs],
+                fmt="rs", capsize=3, label=f"content 0 after (was {before['content0_freq']:.2f})")
     ax.set_xticks(x, [f"{r['target'][0]:.0%}/{r['target'][1]:.0%}" for r in runs])
     ax.legend(fontsize=8)
     fig.suptitle("DAL + adjusted DFT on a prompt-conditioned mixture (soft prompt, DDIM 20 steps)")
@@ -263,16 +297,14 @@ def run_dal_toy(cfg: DalToyConfig, ctx: RunContext) -> dict:
 
 
 EXPERIMENTS = [
-    Experiment("dft-eq9", "Eq. 9 (A_t, B_t) against autograd through DDPM/DDIM chains, float64 (seed 000)",
-               lambda quick: Eq9Config(dims=(1,), samplers=(("ddim", 20), ("ddpm", 1000), ("dpmsolver++", 20)), mlp_train_steps=100)
-               if quick else Eq9Config(), run_eq9),
-    Experiment("dft-bt-scale", "Scale of R A_t B_t g_t vs R A_t g_t vs R g_t over t (seed 000, Fig. 6b)",
-               lambda quick: BtScaleConfig(runs=4, models=("gaussian", "linear-negative")) if quick else BtScaleConfig(),
-               run_bt_scale),
-    Experiment("dft-training", "Finetuning through the sampler: exact vs adjusted gradients (seed 000, Fig. 6a)",
-               lambda quick: TrainingConfig(iterations=40, seeds=1) if quick else TrainingConfig(), run_training),
-    Experiment("dft-dal-toy", "DAL + adjusted DFT on a prompt-conditioned mixture, targets 50/50 and 75/25 (seed 000)",
-               lambda quick: DalToyConfig(iterations=60, n_eval=1000) if quick else DalToyConfig(), run_dal_toy),
+    Experiment("dft-eq9", lambda quick: Eq9Config(dims=(1,), samplers=(("ddim", 20), ("ddpm", 1000), ("dpmsolver++", 20)),
+                                                  mlp_train_steps=100) if quick else Eq9Config(), run_eq9),
+    Experiment("dft-bt-scale", lambda quick: BtScaleConfig(runs=4, models=("gaussian", "linear-negative"))
+               if quick else BtScaleConfig(), run_bt_scale),
+    Experiment("dft-training", lambda quick: TrainingConfig(iterations=40, seeds=2) if quick else TrainingConfig(),
+               run_training),
+    Experiment("dft-dal-toy", lambda quick: DalToyConfig(iterations=60, n_eval=1000, seeds=2) if quick
+               else DalToyConfig(), run_dal_toy),
 ]
 
 
@@ -323,10 +355,11 @@ def run_compare(cfg: CompareConfig, ctx: RunContext) -> dict:
     from toy.popalign_toy import G2, Setting, TrainConfig, reference_mixture, summarise, sweep
 
     target = torch.tensor([cfg.target], dtype=torch.float64)
+    sweep_seed, *dal_seeds = ctx.seeds(1 + cfg.seeds)  # SFT and PopAlign share one data stream (paired)
     rows = {}
     for method in ("sft", "popalign"):
         res = sweep([Setting(cfg.target, cfg.beta)], cfg.seeds,
-                    TrainConfig(method=method, parameterisation="diffusion", steps=cfg.popalign_steps), seed=ctx.seed)
+                    TrainConfig(method=method, parameterisation="diffusion", steps=cfg.popalign_steps), seed=sweep_seed)
         rows[method] = res.settings[0]
     sampler = make_sampler("ddim", linear_betas(1000).numpy(), cfg.dal_steps)
     reference_model = reference_mixture(1)
@@ -345,10 +378,10 @@ def run_compare(cfg: CompareConfig, ctx: RunContext) -> dict:
 
     for name, loss_fn in (("dal_adft", dal_everywhere), ("dal_adft_detected", dal_on_detected)):
         runs = []
-        for s in range(cfg.seeds):
+        for dal_seed in dal_seeds:
             mixture = reference_mixture(1)
             finetune(_MixtureAsDenoiser(mixture), sampler, loss_fn, "adjusted", dim=1, iterations=cfg.dal_iterations,
-                     batch=cfg.batch, lr=cfg.lr, seed=ctx.seed + s)
+                     batch=cfg.batch, lr=cfg.lr, seed=dal_seed)
             runs.append(summarise(mixture, target)[0])
         rows[name] = {key: float(np.mean([r[key] for r in runs])) for key in ("g1_share", "g2_weight", "discrepancy")}
         rows[name].update({f"{key}_std": float(np.std([r[key] for r in runs], ddof=1)) if cfg.seeds > 1 else 0.0
@@ -372,7 +405,7 @@ def run_compare(cfg: CompareConfig, ctx: RunContext) -> dict:
 
 
 EXPERIMENTS.append(Experiment(
-    "dft-compare", "SFT vs PopAlign vs DAL + aDFT on the PopAlign 1-D mixture toy: discrepancy and unrelated mass",
+    "dft-compare",
     lambda quick: CompareConfig(popalign_steps=2000, dal_iterations=150, seeds=1) if quick else CompareConfig(),
     run_compare,
 ))

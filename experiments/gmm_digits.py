@@ -32,7 +32,7 @@ from diffusers import DDPMScheduler  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from experiments.gmm_toy import plot_bias_against_t  # noqa: E402
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from scaleup.digits import biased_split, fit_digit_classifier, load_digit_images  # noqa: E402
 from scaleup.gamma_face_ddpm import (  # noqa: E402
     collect_latents,
@@ -86,7 +86,9 @@ def _ddpm_key(cfg: GMMDigitsConfig, seed: int) -> str:
     fields = {k: v for k, v in asdict(cfg).items() if k in {"digits", "protected_group", "minority_share",
                                                            "n_test_per_digit", "block_out_channels", "batch_size",
                                                            "lr"}}
-    return hashlib.sha256(json.dumps([fields, seed]).encode()).hexdigest()[:12]
+    # "spawned streams": the data split, init and batches derive from the seed by RunContext.seeds; a checkpoint
+    # from the time they were the seed itself belongs to another training and must not be resumed
+    return hashlib.sha256(json.dumps([fields, seed, "spawned streams"]).encode()).hexdigest()[:12]
 
 
 def _downstream_metrics(clf, x_test, y_test, ap_test) -> dict:
@@ -115,12 +117,15 @@ def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
     target_of = dict(zip(cfg.digits, cfg.target))
     to_ap = np.vectorize(group_of.get, otypes=[int])
     to_at = np.vectorize(target_of.get, otypes=[int])
-    rng = np.random.default_rng(ctx.seed)
-    torch.manual_seed(ctx.seed)
+    # independent streams (RunContext.seeds): data split and draws, classifier, UNet init, training, chains, GMM
+    # fits, finishing the GMM latents; scikit-learn takes them because they have 32 bits
+    split_seed, classifier_seed, init_seed, train_seed, chain_seed, fit_seed, finish_seed = ctx.seeds(7)
+    rng = np.random.default_rng(split_seed)
+    torch.manual_seed(init_seed)
 
     images, labels = load_digit_images(cfg.digits)
     split = biased_split(images, labels, group_of, cfg.minority_share, n_test_per_digit=cfg.n_test_per_digit, rng=rng)
-    classifier = fit_digit_classifier(split.classifier_images, split.classifier_digits, seed=ctx.seed)
+    classifier = fit_digit_classifier(split.classifier_images, split.classifier_digits, seed=classifier_seed)
     x_test = split.test_images.reshape(len(split.test_images), -1)
     classifier_test_accuracy = float((classifier.predict(x_test) == split.test_digits).mean())
 
@@ -134,11 +139,11 @@ def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     checkpoint = ctx.out_dir / f"ddpm_digits_{_ddpm_key(cfg, ctx.seed)}.pt"
     losses = train_ddpm(unet, scheduler, split.train_images, steps=cfg.train_steps, batch_size=cfg.batch_size,
-                        lr=cfg.lr, seed=ctx.seed, checkpoint=checkpoint, progress=not ctx.quick)
+                        lr=cfg.lr, seed=train_seed, checkpoint=checkpoint, restart=ctx.restart, progress=not ctx.quick)
 
     indices = sorted({int(round(f * cfg.num_inference_steps)) for f in cfg.step_fractions})
     latents, plain_x0 = collect_latents(unet, scheduler, cfg.n_latents, indices=indices,
-                                        num_inference_steps=cfg.num_inference_steps, seed=ctx.seed,
+                                        num_inference_steps=cfg.num_inference_steps, seed=chain_seed,
                                         progress=not ctx.quick)
     bias_plain, shares_plain, digits_plain = ap_shares(plain_x0)
     train_shares = class_frequencies(to_ap(split.train_digits), 2).tolist()
@@ -146,14 +151,14 @@ def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
     sweep, fits, samples = [], {}, {}
     for index in indices:
         t = latent_timestep(scheduler, cfg.num_inference_steps, index)
-        fit = fit_latent_mixture(latents[index], k_range=range(1, cfg.k_max + 1), seed=ctx.seed)
+        fit = fit_latent_mixture(latents[index], k_range=range(1, cfg.k_max + 1), seed=fit_seed)
         fits[t] = (index, fit)
         row = {"t": t, "index": index, "chosen_k": fit.chosen_k, "bic": fit.bic}
         per_k = -(-cfg.n_generated // fit.chosen_k)
         for mode in ("mean", "full"):
             lat, comp = fit.sample_uniform(per_k, mode=mode, noise_std=noise_std(scheduler, t), rng=rng)
             x0 = continue_sampling(unet, scheduler, lat, index=index, num_inference_steps=cfg.num_inference_steps,
-                                   seed=ctx.seed + 1)
+                                   seed=finish_seed)
             samples[(t, mode)] = (x0, comp)
             row[f"bias_gmm_{mode}"], row[f"protected_shares_gmm_{mode}"], row[f"digit_shares_gmm_{mode}"] = \
                 ap_shares(x0)
@@ -283,9 +288,4 @@ def _figures(ctx, cfg, sweep, t_star, bias_plain, train_shares, shares_plain, pe
     plt.close(fig)
 
 
-EXPERIMENT = Experiment(
-    name="gmm-digits",
-    summary="GAMMA-FACE on a CPU-trained digits DDPM (80/20 over A_p): BIC, balance plain vs GMM, downstream table",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("gmm-digits", make_config, run)]

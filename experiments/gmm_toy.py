@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from scaleup.latent_mixture import choose_step, fit_latent_mixture  # noqa: E402
 from theory.metrics import class_frequencies, frequency_bias  # noqa: E402
 from theory.schedules import alphas_cumprod, linear_betas  # noqa: E402
@@ -71,8 +71,9 @@ def run(cfg: GMMToyConfig, ctx: RunContext) -> dict:
     model = GaussianMixture1D(cfg.weights, cfg.means, cfg.stds)
     betas = linear_betas(cfg.num_steps)
     abar = alphas_cumprod(betas).numpy()
-    generator = torch.Generator().manual_seed(ctx.seed)
-    rng = np.random.default_rng(ctx.seed)
+    chain_seed, component_seed, fit_seed = ctx.seeds(3)  # the chains, the component draws, scikit-learn's fits
+    generator = torch.Generator().manual_seed(chain_seed)
+    rng = np.random.default_rng(component_seed)
     z = torch.randn(1, cfg.n_latents, generator=generator, dtype=torch.float64)
 
     # one set of chains, stopped at every t of the grid in turn (descending), so all latents share their past
@@ -86,7 +87,7 @@ def run(cfg: GMMToyConfig, ctx: RunContext) -> dict:
     fits = {}
     for t in sorted(cfg.t_grid):
         x_t = latents[t].reshape(-1, 1).numpy()
-        fit = fit_latent_mixture(x_t, k_range=range(1, cfg.k_max + 1), seed=ctx.seed)
+        fit = fit_latent_mixture(x_t, k_range=range(1, cfg.k_max + 1), seed=fit_seed)
         fits[t] = fit
         row = {"t": t, "abar_t": float(abar[t - 1]), "chosen_k": fit.chosen_k, "bic": fit.bic}
         for mode in ("mean", "full"):
@@ -146,9 +147,4 @@ def run(cfg: GMMToyConfig, ctx: RunContext) -> dict:
     }
 
 
-EXPERIMENT = Experiment(
-    name="gmm-toy",
-    summary="GAMMA-FACE on an exact 1-D DDPM: BIC-chosen GMM on x_t, uniform component sampling vs plain (seed 002)",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("gmm-toy", make_config, run)]

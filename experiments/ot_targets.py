@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import binomtest  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from experiments.timing import seconds_per_call, timed_call  # noqa: E402
 from theory.optimal_transport import (  # noqa: E402
     EXACT_MAX_COUNT_VECTORS,
@@ -113,14 +113,16 @@ def _targets_panel(ax, p1, q_closed, q_exact, q_mc, se_mc, target, threshold) ->
 
 
 def run(cfg: OTTargetsConfig, ctx: RunContext) -> dict:
-    rng = np.random.default_rng(ctx.seed)
+    # independent streams for the batches, each Monte Carlo estimate and the timings (RunContext.seeds)
+    data_seed, multiclass_mc_seed, timing_seed, *binary_mc_seeds = ctx.seeds(3 + len(cfg.binary_targets))
+    rng = np.random.default_rng(data_seed)
     probs = biased_batch(cfg.n_images, 2, rng, cfg.probs_beta)
     panels, errors, pvalues = [], [], []
-    for target in cfg.binary_targets:
+    for target, mc_seed in zip(cfg.binary_targets, binary_mc_seeds):
         d = np.asarray(target)
         q_closed = expected_ot_targets(probs, d, method="binary")
         q_exact = expected_ot_targets(probs, d, method="exact")
-        q_mc, se_mc = expected_ot_targets(probs, d, method="mc", n_samples=cfg.mc_samples, seed=ctx.seed,
+        q_mc, se_mc = expected_ot_targets(probs, d, method="mc", n_samples=cfg.mc_samples, seed=mc_seed,
                                           return_stderr=True)
         errors.append(np.abs(q_mc - q_exact).max())
         pvalues.append(_binomial_pvalues(q_mc, q_exact, cfg.mc_samples))
@@ -138,11 +140,11 @@ def run(cfg: OTTargetsConfig, ctx: RunContext) -> dict:
     probs3 = biased_batch(cfg.n_images, k3, rng, cfg.probs_beta)
     q3_exact = expected_ot_targets(probs3, cfg.multiclass_target, method="exact")
     q3_mc, se3 = expected_ot_targets(probs3, cfg.multiclass_target, method="mc", n_samples=cfg.mc_samples,
-                                     seed=ctx.seed, return_stderr=True)
+                                     seed=multiclass_mc_seed, return_stderr=True)
     errors.append(np.abs(q3_mc - q3_exact).max())
     pvalues.append(_binomial_pvalues(q3_mc, q3_exact, cfg.mc_samples))
 
-    timings = [method_timings(n, k, mc_samples=cfg.mc_samples, seed=ctx.seed, repeats=cfg.timing_repeats)
+    timings = [method_timings(n, k, mc_samples=cfg.mc_samples, seed=timing_seed, repeats=cfg.timing_repeats)
                for k in cfg.timing_classes for n in cfg.timing_sizes]
     n24 = next(r for r in timings if r["n"] == 24 and r["k"] == 2)
 
@@ -184,9 +186,4 @@ def run(cfg: OTTargetsConfig, ctx: RunContext) -> dict:
     }
 
 
-EXPERIMENT = Experiment(
-    name="ot-targets",
-    summary="Expected OT targets q_i vs p_i (exact, closed form, MC) and their cost (seed 000, [0105])",
-    make_config=make_config,
-    run=run,
-)
+EXPERIMENTS = [Experiment("ot-targets", make_config, run)]

@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
             height=cfg.size, width=cfg.size)
         common = dict(attribute=keywords.attribute, images_per_prompt=cfg.eval_images_per_prompt,
                       num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                      size=cfg.size, seed=ctx.seed + 1, parts=parts)  # other seeds than the training images'
+                      size=cfg.size, seed=ctx.seeds(2)[1], parts=parts)  # other seeds than the training images'
         neutral = evaluate_prompts(pipe, prompts, work / "eval" / name / "neutral", target=target, **common)
         specific = evaluate_prompts(pipe, [p for p, _ in augmented], work / "eval" / name / "identity", **common)
         evaluations[name] = {"neutral": neutral["overall"],
@@ -192,8 +192,6 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
 
 EXPERIMENT = Experiment(
     name="popalign-sd",
-    summary="PopAlign on Stable Diffusion: preference data, sanity filter, sets, LoRA training + resume, SFT, "
-            "evaluation (seed 001)",
     make_config=make_config,
     run=run,
 )

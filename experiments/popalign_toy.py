@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.registry import Experiment, RunContext  # noqa: E402
+from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.popalign import jensen_lower_bound, popalign_normaliser, set_objective, split_lower_bound  # noqa: E402
 from toy.popalign_toy import (  # noqa: E402
     Setting,
@@ -123,17 +123,19 @@ def _bound_check(cfg: PopAlignToyConfig, result: SweepResult, seed: int) -> dict
 
 def run_fig3(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     setting = [Setting(cfg.target, cfg.beta, cfg.alpha)]
-    trained = {(p, m): _sweep(cfg, setting, m, p, ctx.seed) for p in PARAMETERISATIONS for m in ("popalign", "sft")}
+    # one data stream for every method and parameterisation (a paired comparison), another for the samples shown
+    train_seed, sample_seed = ctx.seeds(2)
+    trained = {(p, m): _sweep(cfg, setting, m, p, train_seed) for p in PARAMETERISATIONS for m in ("popalign", "sft")}
     reference = _reference_summary(cfg.target)
 
     fig, axes = plt.subplots(2, 4, figsize=(20, 8))
-    ref_samples = reference_mixture(1).sample(cfg.n_generated, torch.Generator().manual_seed(ctx.seed))[0].numpy()
+    ref_samples = reference_mixture(1).sample(cfg.n_generated, torch.Generator().manual_seed(sample_seed))[0].numpy()
     for row, parameterisation in enumerate(PARAMETERISATIONS):
         _histogram_panel(axes[row, 0], ref_samples, reference_mixture(1), 0, f"reference ({parameterisation} row)")
         for col, method in enumerate(("popalign", "sft"), start=1):
             res = trained[(parameterisation, method)]
             agg = res.settings[0]
-            _histogram_panel(axes[row, col], _samples(res, parameterisation, cfg.n_generated, ctx.seed)[0], res.model, 0,
+            _histogram_panel(axes[row, col], _samples(res, parameterisation, cfg.n_generated, sample_seed)[0], res.model, 0,
                              f"{method} ({parameterisation}): G1 share {agg['g1_share']:.2f}, G2 {agg['g2_weight']:.3f}")
         ax = axes[row, 3]
         for method, color in (("popalign", "C0"), ("sft", "C3")):
@@ -162,15 +164,16 @@ def run_fig3(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
         "methods": by_param["diffusion"],
         "parameterisations": by_param,
         "reproduces_fig3": {p: fig3_holds(by_param[p]) for p in PARAMETERISATIONS},
-        "bound_check": {p: _bound_check(cfg, trained[(p, "popalign")], ctx.seed) for p in PARAMETERISATIONS},
+        "bound_check": {p: _bound_check(cfg, trained[(p, "popalign")], train_seed) for p in PARAMETERISATIONS},
         "figure": figure,
     }
 
 
 def run_targets(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     settings = [Setting(t, cfg.beta, cfg.alpha) for t in cfg.targets]
-    res = _sweep(cfg, settings, "popalign", "diffusion", ctx.seed)
-    samples = _samples(res, "diffusion", cfg.n_generated, ctx.seed)
+    train_seed, sample_seed = ctx.seeds(2)
+    res = _sweep(cfg, settings, "popalign", "diffusion", train_seed)
+    samples = _samples(res, "diffusion", cfg.n_generated, sample_seed)
     fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4))
     for k, (ax, agg) in enumerate(zip(np.atleast_1d(axes), res.settings)):
         run = k * cfg.seeds
@@ -196,7 +199,7 @@ def _monotone(values: list[float], increasing: bool) -> bool:
 
 def run_beta(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     settings = [Setting(cfg.target, b, cfg.alpha) for b in cfg.betas]
-    res = _sweep(cfg, settings, "popalign", "diffusion", ctx.seed)
+    res = _sweep(cfg, settings, "popalign", "diffusion", ctx.seeds(1)[0])
     aggs = res.settings
     betas = np.array(cfg.betas)
     fig, axes = plt.subplots(1, 4, figsize=(20, 4))
@@ -229,10 +232,11 @@ def run_beta(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
 
 def run_alpha(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     settings = [Setting(cfg.target, cfg.beta, a) for a in cfg.alphas]
-    results = {p: _sweep(cfg, settings, "popalign", p, ctx.seed) for p in PARAMETERISATIONS}
+    train_seed, sample_seed = ctx.seeds(2)
+    results = {p: _sweep(cfg, settings, "popalign", p, train_seed) for p in PARAMETERISATIONS}
     fig, axes = plt.subplots(2, len(settings), figsize=(5 * len(settings), 8))
     for row, p in enumerate(PARAMETERISATIONS):
-        samples = _samples(results[p], p, cfg.n_generated, ctx.seed)
+        samples = _samples(results[p], p, cfg.n_generated, sample_seed)
         for k, agg in enumerate(results[p].settings):
             run = k * cfg.seeds
             _histogram_panel(axes[row, k], samples[run], results[p].model, run,
@@ -249,14 +253,9 @@ def run_alpha(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     return out
 
 
-def _experiment(name: str, summary: str, run) -> Experiment:
-    return Experiment(name=name, summary=summary, make_config=make_config, run=run)
-
-
 EXPERIMENTS = [
-    _experiment("popalign-toy", "PopAlign vs SFT on the 1-D Gaussian mixture, both parameterisations (seed 001, Fig. 3)",
-                run_fig3),
-    _experiment("popalign-toy-targets", "PopAlign for targets 50/50 .. 95/5 (seed 001, Fig. 11)", run_targets),
-    _experiment("popalign-toy-beta", "PopAlign beta sweep: distance from the reference (seed 001, Fig. 12)", run_beta),
-    _experiment("popalign-toy-alpha", "PopAlign alpha sweep of the normaliser mu (seed 001, Fig. 13)", run_alpha),
+    Experiment("popalign-toy", make_config, run_fig3),
+    Experiment("popalign-toy-targets", make_config, run_targets),
+    Experiment("popalign-toy-beta", make_config, run_beta),
+    Experiment("popalign-toy-alpha", make_config, run_alpha),
 ]

@@ -1,78 +1,79 @@
-"""The catalogue of experiments: one :class:`Experiment` per runnable entry."""
+"""The catalogue of experiments: name, one-line summary and the module that holds each one's code.
+
+The catalogue is declared here as plain data and imports no experiment module: ``python -m experiments list`` and
+``--help`` stay fast (no torch, no matplotlib), and a module is imported by :func:`load` only when its experiment
+runs. Each module lists its :class:`~experiments.experiment.Experiment` objects in a module-level ``EXPERIMENTS``;
+``tests/test_cli.py`` checks that the two agree.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
 
-import matplotlib.figure
+from experiments.experiment import Experiment
 
 
 @dataclass(frozen=True)
-class RunContext:
-    """What an experiment needs to know about its run: where to write, which seed, how big."""
-
-    name: str
-    out_dir: Path
-    seed: int
-    quick: bool
-
-    def save_figure(self, fig: matplotlib.figure.Figure, stem: str) -> str:
-        """Write ``fig`` as ``out_dir/stem.png`` atomically and return the file name."""
-        path = self.out_dir / f"{stem}.png"
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
-        tmp.replace(path)
-        return path.name
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One experiment: a config for full and ``--quick`` runs, and a function from (config, context) to results.
-
-    ``run`` returns the JSON-serialisable results (top-level keys of ``results.json``) and writes its figures
-    through :meth:`RunContext.save_figure`.
-    """
+class Entry:
+    """One line of the catalogue: what ``python -m experiments list`` shows, and where the code lives."""
 
     name: str
     summary: str
-    make_config: Callable[[bool], Any]
-    run: Callable[[Any, RunContext], dict]
+    module: str
 
 
-def _catalogue() -> dict[str, Experiment]:
-    # Imported here so that `python -m experiments list` stays cheap and each module registers exactly once.
-    from experiments import (
-        adft_sd,
-        bbb_audit,
-        bbb_bound,
-        bbb_chain,
-        bbb_real_embeddings,
-        dft,
-        gmm_celebahq,
-        gmm_digits,
-        gmm_toy,
-        ot_targets,
-        popalign_sd,
-        popalign_toy,
-    )
+_ENTRIES = (
+    Entry("ot-targets", "Expected OT targets q_i vs p_i (exact, closed form, MC) and their cost (seed 000, [0105])",
+          "experiments.ot_targets"),
+    Entry("popalign-toy", "PopAlign vs SFT on the 1-D Gaussian mixture, both parameterisations (seed 001, Fig. 3)",
+          "experiments.popalign_toy"),
+    Entry("popalign-toy-targets", "PopAlign for targets 50/50 .. 95/5 (seed 001, Fig. 11)", "experiments.popalign_toy"),
+    Entry("popalign-toy-beta", "PopAlign beta sweep: distance from the reference (seed 001, Fig. 12)",
+          "experiments.popalign_toy"),
+    Entry("popalign-toy-alpha", "PopAlign alpha sweep of the normaliser mu (seed 001, Fig. 13)",
+          "experiments.popalign_toy"),
+    Entry("dft-eq9", "Eq. 9 (A_t, B_t) against autograd through DDPM/DDIM chains, float64 (seed 000)",
+          "experiments.dft"),
+    Entry("dft-bt-scale", "Scale of R A_t B_t g_t vs R A_t g_t vs R g_t over t (seed 000, Fig. 6b)", "experiments.dft"),
+    Entry("dft-training", "Finetuning through the sampler: exact vs adjusted gradients (seed 000, Fig. 6a)",
+          "experiments.dft"),
+    Entry("dft-dal-toy", "DAL + adjusted DFT on a prompt-conditioned mixture, targets 50/50 and 75/25 (seed 000)",
+          "experiments.dft"),
+    Entry("dft-compare", "SFT vs PopAlign vs DAL + aDFT on the PopAlign 1-D mixture toy: discrepancy and unrelated mass",
+          "experiments.dft"),
+    Entry("bbb-bound", "Path-KL/Pinsker TV bound vs exact TV between generations over embedding distance (seed 003)",
+          "experiments.bbb_bound"),
+    Entry("bbb-chain", "Biased embedding -> imbalanced generations, balanced -> balanced, with the corollary's bound "
+                       "(seed 003)", "experiments.bbb_chain"),
+    Entry("bbb-audit", "Biased alignment scorer ranks a biased generator first; subclass-score / average-then-score "
+                       "(seed 003)", "experiments.bbb_audit"),
+    Entry("bbb-real-embeddings", "Gender bias of real text encoders for ~150 professions, neutral vs "
+                                 "average-then-score (seed 003)", "experiments.bbb_real_embeddings"),
+    Entry("gmm-toy", "GAMMA-FACE on an exact 1-D DDPM: BIC-chosen GMM on x_t, uniform component sampling vs plain "
+                     "(seed 002)", "experiments.gmm_toy"),
+    Entry("gmm-digits", "GAMMA-FACE on a CPU-trained digits DDPM (80/20 over A_p): BIC, balance plain vs GMM, "
+                        "downstream table", "experiments.gmm_digits"),
+    Entry("gmm-celebahq", "GAMMA-FACE on google/ddpm-celebahq-256 (FAIRDIFF_CELEBAHQ): PCA + BIC-chosen GMM on x_t, "
+                          "equal component samples", "experiments.gmm_celebahq"),
+    Entry("sd-eval", "Bias evaluation of a Stable Diffusion pipeline (tiny random models with --quick) and the "
+                     "real-photo face + gender check (seed 000 [0124], seed 001 eq. 11)", "experiments.sd_eval"),
+    Entry("adft-sd", "aDFT job (DAL + adjusted gradient, seed 000 Alg. A.1) end to end on tiny random SD: kill, "
+                     "resume, evaluate, class frequency vs iterations", "experiments.adft_sd"),
+    Entry("popalign-sd", "PopAlign on Stable Diffusion: preference data, sanity filter, sets, LoRA training + resume, "
+                         "SFT, evaluation (seed 001)", "experiments.popalign_sd"),
+)
 
-    experiments = [
-        ot_targets.EXPERIMENT,
-        *popalign_toy.EXPERIMENTS,
-        popalign_sd.EXPERIMENT,
-        *dft.EXPERIMENTS,
-        bbb_bound.EXPERIMENT,
-        bbb_chain.EXPERIMENT,
-        bbb_audit.EXPERIMENT,
-        bbb_real_embeddings.EXPERIMENT,
-        gmm_toy.EXPERIMENT,
-        gmm_digits.EXPERIMENT,
-        gmm_celebahq.EXPERIMENT,
-        adft_sd.EXPERIMENT,
-    ]
-    return {e.name: e for e in experiments}
+EXPERIMENTS: dict[str, Entry] = {entry.name: entry for entry in _ENTRIES}
 
 
-EXPERIMENTS: dict[str, Experiment] = _catalogue()
+def load(name: str) -> Experiment:
+    """Import the module of experiment ``name`` and return its :class:`~experiments.experiment.Experiment`."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(EXPERIMENTS))}")
+    module = importlib.import_module(EXPERIMENTS[name].module)
+    for experiment in getattr(module, "EXPERIMENTS", ()):
+        if experiment.name == name:
+            return experiment
+    raise LookupError(f"the catalogue places {name!r} in {EXPERIMENTS[name].module}, whose EXPERIMENTS does not "
+                      f"define it")

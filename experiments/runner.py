@@ -1,22 +1,49 @@
-"""Run an experiment and record it: ``DIR/NAME/results.json`` (results, config, seed, versions) beside its figures."""
+"""Run an experiment and record it: ``OUT/NAME/results.json`` (results, config, seed, versions) beside its figures.
+
+Nothing already saved is lost. Full runs at the default seed go to ``paper_figures/out`` (the committed results);
+``--quick`` runs and other seeds get their own default folders (:func:`default_out`), and a run refuses, before any
+compute, to replace a full run's ``results.json`` with a quick or differently seeded one, wherever ``out`` points.
+Every file is written atomically (:func:`scaleup.atomic_write.atomic_write`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import json
+import operator
 import os
 import platform
 import subprocess
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from experiments.registry import EXPERIMENTS, RunContext
+from experiments.experiment import RunContext
+from experiments.registry import EXPERIMENTS, load
+from experiments.source_hash import experiment_source
+from scaleup.atomic_write import atomic_write_text
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "paper_figures" / "out"
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPOSITORY / "paper_figures" / "out"
 DEFAULT_SEED = 0
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
 _VERSIONED = ("fairdiff", "numpy", "scipy", "torch", "sympy", "matplotlib", "diffusers", "transformers", "scikit-learn")
+
+
+class RunRefused(ValueError):
+    """A run refused before any compute: unknown name, bad seed, unusable output folder, or a result it would
+    replace. The message is one line naming the argument, what was wrong and what to do."""
+
+
+def default_out(*, quick: bool = False, seed: int | None = None) -> Path:
+    """The default output root of a run: ``paper_figures/out`` for a full run at the default seed (the committed
+    results), ``paper_figures/out-quick`` for ``--quick``, ``paper_figures/out-seed{S}`` (or ``out-quick-seed{S}``)
+    for another seed."""
+    seed = DEFAULT_SEED if seed is None else seed
+    suffix = ("-quick" if quick else "") + (f"-seed{seed}" if seed != DEFAULT_SEED else "")
+    return DEFAULT_OUT.with_name(DEFAULT_OUT.name + suffix)
 
 
 def versions() -> dict[str, str | None]:
@@ -49,13 +76,70 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``payload`` as JSON to ``path`` atomically (unique temporary file, fsync, rename)."""
+    atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
 
 
-def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None, seed: int | None = None) -> dict:
+def check_seed(seed: Any) -> int:
+    """The seed as an int in [0, 2^64 - 1]; :class:`RunRefused` otherwise."""
+    if isinstance(seed, bool):
+        raise RunRefused(f"seed must be an integer in [0, 2^64 - 1]; got {seed!r}")
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise RunRefused(f"seed must be an integer in [0, 2^64 - 1]; got {seed!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise RunRefused(f"seed must be an integer in [0, 2^64 - 1] (64 bits, what torch seeds take); got {seed}")
+    return seed
+
+
+def prepare_output(name: str, *, quick: bool, seed: int, out: str | os.PathLike | None) -> Path:
+    """Create and check ``OUT/NAME`` before any compute: a writable folder whose ``results.json``, if any, this run
+    may replace. Returns the folder; raises :class:`RunRefused` with a one-line reason otherwise."""
+    explicit = out is not None
+    root = Path(out) if explicit else default_out(quick=quick, seed=seed)
+    flag = f"--out {root}" if explicit else f"the default output folder {root}"
+    for parent in (root, *root.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunRefused(f"{flag}: {parent} is a file, not a folder; pass --out a folder (it is created "
+                                 f"if absent)")
+            break
+    out_dir = root / name
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise RunRefused(f"{flag}: cannot write to {out_dir} ({err.strerror or type(err).__name__}); pass --out "
+                         f"a writable folder") from None
+    _check_replaceable(out_dir / "results.json", quick=quick, seed=seed, explicit=explicit)
+    return out_dir
+
+
+def _check_replaceable(path: Path, *, quick: bool, seed: int, explicit: bool) -> None:
+    """A quick run, or a run at another seed, never replaces a full run's results (issue 9: results never lost)."""
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text())
+        previous_quick, previous_seed = bool(previous["quick"]), previous["seed"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunRefused(f"{path} exists but is not a readable results.json ({type(err).__name__}); move it away "
+                         f"or pass another --out") from None
+    if previous_quick:
+        return
+    if quick or seed != previous_seed:
+        this = "a --quick run" if quick else f"a run with seed {seed}"
+        if quick and seed != previous_seed:
+            this = f"a --quick run with seed {seed}"
+        hint = f"pass another --out (without --out this run goes to {default_out(quick=quick, seed=seed)})" \
+            if explicit else "pass another --out"
+        raise RunRefused(f"{path} holds a full run with seed {previous_seed}, which {this} must not replace; {hint}")
+
+
+def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None, seed: int | None = None,
+        restart: bool = False, allow_missing_models: bool = False) -> dict:
     """Run experiment ``name`` and return the dictionary written to ``OUT/NAME/results.json``.
 
     Parameters
@@ -65,32 +149,50 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     quick : bool
         The smaller configuration, which finishes in under a minute on 2 cores.
     out : path, optional
-        Output root; default ``paper_figures/out`` of the repository.
+        Output root. Default :func:`default_out`: ``paper_figures/out`` for a full run at the default seed,
+        ``paper_figures/out-quick`` / ``out-seed{S}`` otherwise. A quick or differently seeded run never replaces a
+        full run's ``results.json`` (:class:`RunRefused`, before any compute).
     seed : int, optional
-        Seed of every random draw of the run; default 0.
+        Seed of every random draw of the run, in [0, 2^64 - 1]; default 0.
+    restart : bool
+        Train from scratch instead of resuming from a checkpoint (experiments that train, e.g. ``gmm-digits``).
+    allow_missing_models : bool
+        Run without models that are not on this machine and record their absence (``missing_models``), instead of
+        stopping with :class:`~scaleup.errors.ModelUnavailableError`. A model named by an environment variable
+        that cannot be loaded is an error either way.
+
+    Raises
+    ------
+    RunRefused
+        For an unknown name, a bad seed, an output folder that is a file or not writable, or a result this run
+        must not replace; raised before any compute.
     """
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    experiment = EXPERIMENTS[name]
-    out_dir = Path(out if out is not None else DEFAULT_OUT) / name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(name=name, out_dir=out_dir, seed=DEFAULT_SEED if seed is None else seed, quick=quick)
+        raise RunRefused(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(EXPERIMENTS))}")
+    seed = DEFAULT_SEED if seed is None else check_seed(seed)
+    out_dir = prepare_output(name, quick=quick, seed=seed, out=out)
+    experiment = load(name)
+    source = experiment_source(name)  # the code as loaded, before it runs (tests/test_results_fresh.py)
+    ctx = RunContext(name=name, out_dir=out_dir, seed=seed, quick=quick, restart=restart,
+                     allow_missing_models=allow_missing_models)
     config = experiment.make_config(quick)
     started = datetime.datetime.now(datetime.timezone.utc)
     results = experiment.run(config, ctx)
     payload = {
         "experiment": name,
-        "summary": experiment.summary,
+        "summary": EXPERIMENTS[name].summary,
         "seed": ctx.seed,
         "quick": quick,
         "config": config,
         **results,
-        "figures": sorted(p.name for p in out_dir.glob("*.png")),
+        "figures": sorted(ctx.figures),
+        "missing_models": ctx.missing_models,
         "versions": versions(),
+        "source": source,
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 3),
     }
+    # a concurrent run may have written a full result meanwhile: check again just before replacing it
+    _check_replaceable(out_dir / "results.json", quick=quick, seed=seed, explicit=out is not None)
     write_json_atomic(out_dir / "results.json", payload)
     return json.loads(json.dumps(_jsonable(payload)))

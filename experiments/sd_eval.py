@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 

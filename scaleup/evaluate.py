@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from scaleup.evaluation.loop import EvaluationParts, Perceived, run_evaluation
-from scaleup.evaluation.store import RecordStore, write_table, write_text_atomic
+from scaleup.atomic_write import atomic_write_text
+from scaleup.evaluation.store import RecordStore, write_table
 from scaleup.evaluation.summary import overall_summary, prompt_summary
 from scaleup.job_config import ConfigError, config_to_dict, parse_config
 from scaleup.prompts import load_prompt_set
@@ -261,7 +262,7 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds_this_run": round(time.perf_counter() - started, 3),
     }
-    write_text_atomic(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
     return results
 
 

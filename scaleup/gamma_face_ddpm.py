@@ -7,7 +7,8 @@ The seed's pipeline (Sec. 3.2-3.4) on any diffusers ``UNet2DModel`` + ``DDPMSche
   and returns those x_t (and, from the same chains, the finished x_0 if asked: the plain samples).
 - :func:`continue_sampling` runs the rest of the chain from given x_t, e.g. latents drawn from one GMM component
   (:mod:`scaleup.latent_mixture`).
-- :func:`train_ddpm` trains a small UNet with the loss of eq. 5 (tqdm progress, atomic checkpoints, exact resume).
+- :func:`train_ddpm` trains a small UNet with the loss of eq. 5 (tqdm progress, atomic checkpoints, exact resume;
+  an unreadable checkpoint is one :class:`~scaleup.errors.CheckpointError` naming the file).
 - :func:`load_ddpm` loads a pipeline's UNet and scheduler by model id or local path, offline unless allowed.
 """
 
@@ -22,10 +23,15 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
-from scaleup.text_embeddings import ModelUnavailableError
+from scaleup.atomic_write import atomic_write
+from scaleup.errors import CheckpointError, ModelUnavailableError
+from scaleup.hub import download_allowed
 from theory.denoising import denoising_loss
 
 CELEBAHQ_ID = "google/ddpm-celebahq-256"
+#: What a local DDPMPipeline folder holds (what :func:`load_ddpm` loads; ``DDPMPipeline.save_pretrained`` writes it).
+DDPM_PIPELINE_LAYOUT = ("a saved DDPMPipeline: model_index.json, unet/ (config.json, "
+                        "diffusion_pytorch_model.safetensors) and scheduler/scheduler_config.json")
 
 
 def load_ddpm(model_id_or_path: str = CELEBAHQ_ID, *, allow_download: bool = False,
@@ -40,14 +46,16 @@ def load_ddpm(model_id_or_path: str = CELEBAHQ_ID, *, allow_download: bool = Fal
     if not isinstance(model_id_or_path, (str, os.PathLike)) or not str(model_id_or_path):
         raise ValueError(f"model_id_or_path must be a hub id such as {CELEBAHQ_ID!r} or a local folder; "
                          f"got {model_id_or_path!r}")
+    local = Path(model_id_or_path).is_dir()
+    download, offline_reason = download_allowed(allow_download) if not local else (False, None)
     try:
-        pipe = DDPMPipeline.from_pretrained(str(model_id_or_path), local_files_only=not allow_download)
-    except (OSError, ValueError, EnvironmentError) as err:
+        pipe = DDPMPipeline.from_pretrained(str(model_id_or_path), local_files_only=not download)
+    except Exception as err:  # OSError/ValueError when absent; KeyError, TypeError, ... for a broken folder
+        hub = f"; the hub cannot be used ({offline_reason})" if offline_reason else ""
         raise ModelUnavailableError(
-            f"DDPM weights {str(model_id_or_path)!r} are not available on this machine ({type(err).__name__}). "
-            f"Pass the local folder of a saved DDPMPipeline (e.g. a snapshot of {CELEBAHQ_ID}: model_index.json, "
-            f"unet/ or config.json + weights, scheduler config) as model_id_or_path, or set allow_download=True "
-            f"where the hub is reachable") from err
+            f"DDPM weights {str(model_id_or_path)!r} are not available on this machine ({type(err).__name__}{hub}). "
+            f"As model_id_or_path, pass the local folder of {DDPM_PIPELINE_LAYOUT} (e.g. a snapshot of "
+            f"{CELEBAHQ_ID}), or set allow_download=True where the hub is reachable") from err
     scheduler = pipe.scheduler
     if not isinstance(scheduler, DDPMScheduler):
         scheduler = DDPMScheduler.from_config(scheduler.config)
@@ -153,21 +161,48 @@ def continue_sampling(unet: UNet2DModel, scheduler: DDPMScheduler, latents: np.n
     return np.concatenate(out)
 
 
-def _save_atomic(state: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def _save_checkpoint(state: dict, path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _load_checkpoint(path: Path, unet: UNet2DModel, optimizer: torch.optim.Optimizer,
+                     generator: torch.Generator) -> tuple[int, list[float]]:
+    """Restore model, optimiser and generator from ``path``; returns (steps done, losses so far).
+
+    ``weights_only=True``: a checkpoint holds tensors and plain containers only, so nothing in it may run code.
+    """
+    ways_on = ("delete it to train from scratch, or pass restart=True (command line: --restart), which trains "
+               "afresh and replaces it")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as err:  # empty: EOFError; truncated: RuntimeError; garbled: UnpicklingError; and others
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: it is empty, truncated or "
+                              f"not a checkpoint of train_ddpm); {ways_on}") from None
+    try:
+        unet.load_state_dict(state["unet"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        return int(state["step"]), [float(v) for v in state["losses"]]
+    except Exception as err:  # a dict from elsewhere, or another architecture's weights
+        raise CheckpointError(f"checkpoint {path} does not fit this model and optimiser ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'missing entry'}); {ways_on}") from None
 
 
 def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: np.ndarray, *, steps: int,
                batch_size: int = 64, lr: float = 1e-3, seed: int = 0, checkpoint: str | os.PathLike | None = None,
-               checkpoint_every: int = 500, progress: bool = True) -> list[float]:
+               checkpoint_every: int | None = None, restart: bool = False, progress: bool = True) -> list[float]:
     """Train ``unet`` in place with L_DM = E ||eps - eps_theta(x_t, t)||^2 (seed 002, eq. 5); returns the losses.
 
     With ``checkpoint``, model, optimiser, step, losses and the random generator's state are written there
-    atomically (temporary file + ``os.replace``) every ``checkpoint_every`` steps and at the end, and a re-run
-    resumes from it; because the batches and noises come from the saved generator, an interrupted and resumed
-    run gives the same weights as an uninterrupted one.
+    atomically (:func:`scaleup.atomic_write.atomic_write`) every ``checkpoint_every`` steps (default: a tenth of
+    ``steps``, so short runs checkpoint too) and at the end, and a re-run resumes from it; because the batches and
+    noises come from the saved generator, an interrupted and resumed run gives the same weights as an uninterrupted
+    one. ``restart=True`` ignores an existing checkpoint and replaces it.
+
+    Raises
+    ------
+    CheckpointError
+        When the checkpoint exists but cannot be read or does not fit; the message names the file and the ways on.
     """
     x0 = torch.as_tensor(np.asarray(images), dtype=torch.float32)
     expected = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
@@ -177,20 +212,20 @@ def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: np.ndarray, 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or batch_size < 1 or not lr > 0:
         raise ValueError(f"steps must be a non-negative integer, batch_size >= 1 and lr > 0; "
                          f"got steps={steps!r}, batch_size={batch_size!r}, lr={lr!r}")
+    if checkpoint_every is None:
+        checkpoint_every = max(1, steps // 10)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer number of steps; got {checkpoint_every!r}")
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(unet.parameters(), lr=lr)
     losses: list[float] = []
     done = 0
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
-        unet.load_state_dict(state["unet"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        done, losses = int(state["step"]), list(state["losses"])
+    if path is not None and path.exists() and not restart:
+        done, losses = _load_checkpoint(path, unet, optimizer, generator)
         if done > steps:
             raise ValueError(f"checkpoint {path} holds {done} steps, more than the {steps} asked for; "
-                             f"delete it or ask for at least {done}")
+                             f"delete it, pass restart=True (command line: --restart), or ask for at least {done}")
     n_train = scheduler.config.num_train_timesteps
     unet.train()
     with tqdm(total=steps, initial=done, desc="train DDPM", disable=not progress) as bar:
@@ -207,7 +242,7 @@ def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: np.ndarray, 
             losses.append(loss.item())
             bar.update(1)
             if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-                _save_atomic({"unet": unet.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                _save_checkpoint({"unet": unet.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                               "losses": losses, "generator": generator.get_state()}, path)
     unet.eval()
     return losses

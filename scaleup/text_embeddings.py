@@ -19,7 +19,9 @@ Encoders, all behind the same ``encode(list[str]) -> (N, d) float64 array`` call
 - :func:`open_clip_text_encoder` — open_clip (e.g. laion ViT-H-14), optional extra ``fairdiff[clip]``.
 
 Nothing is downloaded unless ``allow_download=True``; a missing model raises :class:`ModelUnavailableError` naming
-the id and how to pass a local path.
+the id and how to pass a local path. With ``allow_download=True`` the hub is first probed once
+(:func:`hub_unreachable_reason`), so a machine without network fails in seconds instead of after the Hugging Face
+client's timeouts and retries on every file.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from scaleup.models.errors import ModelUnavailableError  # noqa: F401  (re-exported: its users import it from here)
+from scaleup.errors import ModelUnavailableError  # noqa: F401  (re-exported: its users import it from here)
+from scaleup.hub import download_allowed, hub_unreachable_reason  # noqa: F401
 from theory.alignment_audit import averaged_prompt_embedding
 from theory.fairness_criteria import cosine_similarity, embedding_bias_gap, embedding_bias_ratio
 
@@ -42,9 +45,12 @@ OPEN_CLIP_PRETRAINED = "laion2b_s32b_b79k"
 NEUTRAL_TEMPLATE = "a photo of a {profession}"
 SUBCLASS_TEMPLATE = "a photo of a {profession}, {attribute}"
 ATTRIBUTE_TEMPLATE = "a photo of a {attribute}"
+#: What a local CLIP text encoder folder holds (what :func:`clip_text_encoder` loads).
+CLIP_TEXT_LAYOUT = ("a Stable Diffusion pipeline folder with text_encoder/ (config.json, model.safetensors) and "
+                    "tokenizer/ (vocab.json, merges.txt, tokenizer_config.json), or a CLIP text model folder with "
+                    "those files at its top")
 
 Encode = Callable[[list[str]], np.ndarray]
-
 
 @dataclass(frozen=True)
 class TextEncoder:
@@ -131,17 +137,18 @@ def clip_text_encoder(model_id_or_path: str = SD_TEXT_ENCODER_ID, *, pooling: Li
     is_pipeline = (local / "text_encoder").is_dir() if local.is_dir() else "stable-diffusion" in model_id_or_path
     sub = {"text_encoder": "text_encoder", "tokenizer": "tokenizer"} if is_pipeline else {"text_encoder": None,
                                                                                           "tokenizer": None}
+    download, offline_reason = download_allowed(allow_download) if not local.is_dir() else (False, None)
     try:
         model = CLIPTextModel.from_pretrained(model_id_or_path, subfolder=sub["text_encoder"] or "",
-                                              local_files_only=not allow_download)
+                                              local_files_only=not download)
         tokenizer = CLIPTokenizer.from_pretrained(model_id_or_path, subfolder=sub["tokenizer"] or "",
-                                                  local_files_only=not allow_download)
+                                                  local_files_only=not download)
     except (OSError, ValueError) as err:
+        hub = f"; the hub cannot be used ({offline_reason})" if offline_reason else ""
         raise ModelUnavailableError(
-            f"the CLIP text encoder {model_id_or_path!r} is not available on this machine ({type(err).__name__}). "
-            "Pass a local path instead of the id: a Stable Diffusion pipeline folder with text_encoder/ and "
-            "tokenizer/ (e.g. from `huggingface-cli download runwayml/stable-diffusion-v1-5` on a connected "
-            "machine), or a CLIP text model folder; or set allow_download=True where the hub is reachable"
+            f"the CLIP text encoder {model_id_or_path!r} is not available on this machine ({type(err).__name__}"
+            f"{hub}). Pass a local path instead of the id: {CLIP_TEXT_LAYOUT} (e.g. from `huggingface-cli download "
+            f"{SD_TEXT_ENCODER_ID}` on a connected machine); or set allow_download=True where the hub is reachable"
         ) from err
     return clip_text_encoder_from_modules(model, tokenizer, name=str(model_id_or_path), pooling=pooling, device=device)
 
@@ -160,6 +167,12 @@ def open_clip_text_encoder(model_name: str = OPEN_CLIP_MODEL, pretrained: str = 
             f"open_clip is not importable here ({type(err).__name__}: {err}); install the extra with "
             "pip install -e '.[clip]' on a machine whose torchvision matches its torch"
         ) from err
+    if not Path(pretrained).is_file():  # a tag: open_clip downloads it from the hub
+        reason = hub_unreachable_reason()
+        if reason is not None:
+            raise ModelUnavailableError(
+                f"open_clip {model_name} with pretrained={pretrained!r} needs the hub, which cannot be used "
+                f"({reason}); pass the path of a local checkpoint file as pretrained")
     try:
         model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
     except Exception as err:  # open_clip raises RuntimeError/OSError/hub errors for a missing checkpoint

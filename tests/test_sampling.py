@@ -3,7 +3,6 @@ gradient reaches a text-encoder LoRA."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

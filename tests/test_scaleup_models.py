@@ -145,12 +145,13 @@ def test_tiny_models_load_back_through_the_loaders_offline(offline, tiny_folders
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPModel, Dinov2Model
 
-    from scaleup.models.tiny import tiny_clip_text_model, tiny_unet
+    from scaleup.models.tiny import component_seeds, tiny_clip_text_model, tiny_unet
 
     pipe = load_sd15(tiny_folders["sd15"])
     assert type(pipe) is StableDiffusionPipeline and type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert pipe.scheduler.config.algorithm_type == "dpmsolver++" and pipe.scheduler.config.solver_order == 2
-    assert _same_state(pipe.unet, tiny_unet(2)) and _same_state(pipe.text_encoder, tiny_clip_text_model(1))
+    _, text_seed, unet_seed = component_seeds(0, 3)
+    assert _same_state(pipe.unet, tiny_unet(unet_seed)) and _same_state(pipe.text_encoder, tiny_clip_text_model(text_seed))
     xl = load_pipeline(tiny_folders["sdxl"], torch_dtype="bf16", scheduler="ddim")
     assert type(xl) is StableDiffusionXLPipeline and xl.unet.dtype == torch.bfloat16
     assert type(xl.scheduler).__name__ == "DDIMScheduler"
@@ -394,7 +395,8 @@ def test_generate_draws_what_diffusers_draws_from_one_generator_per_image(offlin
     ours = generate(pipe, "a photo of a chef", seeds, num_inference_steps=4, height=32, width=32, progress=False)
     plain = pipe("a photo of a chef", num_inference_steps=4, height=32, width=32, output_type="pt",
                  num_images_per_prompt=2, generator=[torch.Generator().manual_seed(s) for s in seeds]).images
-    assert torch.equal(ours, plain)
+    # the same computation up to float32 rounding (the pipeline and generate may order a few reductions differently)
+    torch.testing.assert_close(ours, plain, rtol=0, atol=1e-6)
 
 
 def test_generate_in_bf16_shares_the_float32_noise(offline, tiny_folders, capsys):

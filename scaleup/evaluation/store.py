@@ -9,29 +9,14 @@ mixes its records with another run's or overwrites results it did not make.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from scaleup.atomic_write import atomic_write_text
 from scaleup.evaluation.summary import ImageRecord
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a unique temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SettingsMismatchError(ValueError):
@@ -56,7 +41,7 @@ class RecordStore:
             for path in self.records_dir.glob("prompt_*.json"):
                 path.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
     def _path(self, prompt_index: int) -> Path:
         return self.records_dir / f"prompt_{prompt_index:05d}.json"
@@ -65,7 +50,7 @@ class RecordStore:
         return self._path(prompt_index).exists()
 
     def save(self, prompt_index: int, records: Sequence[ImageRecord]) -> None:
-        write_text_atomic(self._path(prompt_index), json.dumps([asdict(r) for r in records]) + "\n")
+        atomic_write_text(self._path(prompt_index), json.dumps([asdict(r) for r in records]) + "\n")
 
     def load(self, prompt_index: int) -> list[ImageRecord]:
         path = self._path(prompt_index)
@@ -80,17 +65,14 @@ def write_table(path: Path, records: Sequence[ImageRecord], class_names: Sequenc
     """One CSV row per image (prompt, seed, face box, class probabilities, scores): every metric can be recomputed."""
     columns = ["prompt_index", "prompt", "image_index", "seed", "has_face", "box_x0", "box_y0", "box_x1", "box_y1",
                *[f"p_{name}" for name in class_names], "label", "clip_t", "clip_i", "dino"]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for r in records:
+        box = r.box if r.box is not None else [None] * 4
+        probs = r.probs if r.probs is not None else [None] * len(class_names)
+        label = class_names[r.label] if r.label >= 0 else ""
+        writer.writerow([r.prompt_index, r.prompt, r.image_index, r.seed, int(r.has_face), *box, *probs, label,
+                         r.clip_t, r.clip_i, r.dino])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for r in records:
-            box = r.box if r.box is not None else [None] * 4
-            probs = r.probs if r.probs is not None else [None] * len(class_names)
-            label = class_names[r.label] if r.label >= 0 else ""
-            writer.writerow([r.prompt_index, r.prompt, r.image_index, r.seed, int(r.has_face), *box, *probs, label,
-                             r.clip_t, r.clip_i, r.dino])
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, buffer.getvalue())

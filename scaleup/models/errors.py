@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-
-class ModelUnavailableError(RuntimeError):
-    """A model's weights are not on this machine (or its library is not installed); the message says how to fix it.
-
-    Defined here and re-exported by :mod:`scaleup.text_embeddings`, whose encoders raised it first.
-    """
+from scaleup.errors import ModelUnavailableError  # noqa: F401  (one class for every missing model)
 
 
 class ModelNotFoundError(ModelUnavailableError, FileNotFoundError):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from scaleup.models.tiny import component_seeds
 from scaleup.models.loading import DeviceLike, DTypeLike, resolve_dtype
 
 _SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
@@ -108,12 +109,13 @@ def full_size_sd15_pipeline(*, device: DeviceLike = "meta", torch_dtype: DTypeLi
     from scaleup.models.schedulers import make_scheduler
 
     dtype = resolve_dtype(torch_dtype)
+    vae_seed, text_seed, unet_seed = component_seeds(seed, 3)
     return StableDiffusionPipeline(
-        vae=_build(device, dtype, seed, lambda: AutoencoderKL(**SD15_VAE_CONFIG)),
+        vae=_build(device, dtype, vae_seed, lambda: AutoencoderKL(**SD15_VAE_CONFIG)),
         text_encoder=_text_encoder(SD15_TEXT_ENCODER_CONFIG, with_projection=False, device=device, dtype=dtype,
-                                   seed=seed + 1),
+                                   seed=text_seed),
         tokenizer=_full_tokenizer(tokenizer_folder),
-        unet=_build(device, dtype, seed + 2, lambda: UNet2DConditionModel(**SD15_UNET_CONFIG)),
+        unet=_build(device, dtype, unet_seed, lambda: UNet2DConditionModel(**SD15_UNET_CONFIG)),
         scheduler=make_scheduler(scheduler, PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG).config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
@@ -127,12 +129,13 @@ def full_size_sdxl_pipeline(*, device: DeviceLike = "meta", torch_dtype: DTypeLi
 
     dtype = resolve_dtype(torch_dtype)
     tokenizer = _full_tokenizer(tokenizer_folder)
+    vae_seed, text_seed, text_2_seed, unet_seed = component_seeds(seed, 4)
     return StableDiffusionXLPipeline(
-        vae=_build(device, dtype, seed, lambda: AutoencoderKL(**SDXL_VAE_CONFIG)),
+        vae=_build(device, dtype, vae_seed, lambda: AutoencoderKL(**SDXL_VAE_CONFIG)),
         text_encoder=_text_encoder(SDXL_TEXT_ENCODER_CONFIG, with_projection=False, device=device, dtype=dtype,
-                                   seed=seed + 1),
+                                   seed=text_seed),
         text_encoder_2=_text_encoder(SDXL_TEXT_ENCODER_2_CONFIG, with_projection=True, device=device, dtype=dtype,
-                                     seed=seed + 2),
+                                     seed=text_2_seed),
         tokenizer=tokenizer, tokenizer_2=tokenizer,
-        unet=_build(device, dtype, seed + 3, lambda: UNet2DConditionModel(**SDXL_UNET_CONFIG)),
+        unet=_build(device, dtype, unet_seed, lambda: UNet2DConditionModel(**SDXL_UNET_CONFIG)),
         scheduler=make_scheduler(scheduler, EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG).config))

@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 
+from scaleup.hub import hub_offline, hub_unreachable_reason
 from scaleup.models.errors import ModelNotFoundError
 
 DTypeLike = torch.dtype | str | None
@@ -100,11 +101,6 @@ def resolve_dtype(torch_dtype: DTypeLike) -> torch.dtype:
     raise ValueError(f"torch_dtype must be a torch.dtype or one of {sorted(_DTYPES)}; got {torch_dtype!r}")
 
 
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set: the hub is then never contacted, whatever ``allow_download`` says."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _looks_like_path(text: str) -> bool:
     # A hub id is "name" or "org/name"; anything else (absolute, relative with ./, ~, several slashes) is a path.
     return (text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1 or Path(text).exists())
@@ -151,21 +147,6 @@ def _in_cache(repo_id: str, filename: str, cache_dir: str | os.PathLike | None) 
         return False
 
 
-def _hub_unreachable(timeout_s: float = 5.0) -> str | None:
-    """None if the hub answers one HEAD request within ``timeout_s``, else why not.
-
-    The libraries' own download path retries a failed connection five times with backoff (about 40 s per file);
-    one probe first turns an unreachable hub into an error in seconds.
-    """
-    from huggingface_hub import constants, get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=timeout_s)
-    except Exception as err:  # httpx / requests connection errors, whichever backend huggingface_hub uses
-        return f"{constants.ENDPOINT}: {type(err).__name__}: {err}"
-    return None
-
-
 def resolve_model_source(family: Family, model: str | os.PathLike | None = None, *,
                          allow_download: bool = False, cache_dir: str | os.PathLike | None = None) -> ModelSource:
     """Where ``family``'s weights come from: explicit ``model`` > environment variable > default hub ids (cache).
@@ -196,7 +177,7 @@ def resolve_model_source(family: Family, model: str | os.PathLike | None = None,
         if _in_cache(repo_id, spec.marker, cache_dir):
             return ModelSource(family, repo_id, False, origin)
     if allow_download and not hub_offline():
-        unreachable = _hub_unreachable()
+        unreachable = hub_unreachable_reason()
         if unreachable is None:
             return ModelSource(family, candidates[0], False, origin)
         raise ModelNotFoundError(f"{spec.name}: {candidates[0]!r} is not in the local Hugging Face cache and "

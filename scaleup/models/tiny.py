@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from scaleup.atomic_write import atomic_write_text
 
 TINY_TEXT_HIDDEN = 32
 CONTEXT_LENGTH = 77
@@ -85,8 +86,8 @@ def write_tiny_tokenizer_files(folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = tiny_bpe_vocab()
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    atomic_write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    atomic_write_text(folder / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     return folder
 
 
@@ -176,15 +177,24 @@ def tiny_scheduler(name: str = "dpm++2m"):
     return make_scheduler(name, base.config)
 
 
+def component_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent 32-bit seeds for a pipeline's components, spawned from ``seed`` (``SeedSequence.spawn``),
+    so that no two components (nor two pipelines of neighbouring seeds) share a random stream."""
+    import numpy as np
+
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
 def tiny_sd_pipeline(seed: int = 0, *, tokenizer_folder: str | Path | None = None,
                       scheduler: str = "dpm++2m"):
     """A tiny ``StableDiffusionPipeline`` (no safety checker); its tokenizer files go to ``tokenizer_folder``."""
     from diffusers import StableDiffusionPipeline
 
+    vae_seed, text_seed, unet_seed = component_seeds(seed, 3)
     return StableDiffusionPipeline(
-        vae=tiny_vae(seed), text_encoder=tiny_clip_text_model(seed + 1),
+        vae=tiny_vae(vae_seed), text_encoder=tiny_clip_text_model(text_seed),
         tokenizer=tiny_clip_tokenizer(tokenizer_folder),
-        unet=tiny_unet(seed + 2), scheduler=tiny_scheduler(scheduler), safety_checker=None, feature_extractor=None,
+        unet=tiny_unet(unet_seed), scheduler=tiny_scheduler(scheduler), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
 
 
@@ -194,10 +204,11 @@ def tiny_sdxl_pipeline(seed: int = 0, *, tokenizer_folder: str | Path | None = N
     from diffusers import StableDiffusionXLPipeline
 
     tokenizer = tiny_clip_tokenizer(tokenizer_folder)
+    vae_seed, text_seed, text_2_seed, unet_seed = component_seeds(seed, 4)
     return StableDiffusionXLPipeline(
-        vae=tiny_vae(seed, sdxl=True), text_encoder=tiny_clip_text_model(seed + 1),
-        text_encoder_2=tiny_clip_text_model(seed + 2, with_projection=True, hidden_act="gelu"),
-        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=tiny_unet(seed + 3, sdxl=True),
+        vae=tiny_vae(vae_seed, sdxl=True), text_encoder=tiny_clip_text_model(text_seed),
+        text_encoder_2=tiny_clip_text_model(text_2_seed, with_projection=True, hidden_act="gelu"),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=tiny_unet(unet_seed, sdxl=True),
         scheduler=tiny_scheduler(scheduler))
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from .attributes import Attribute, check_class_names, get_attribute
 from .classifiers import AttributeClassifier
 from .embedders import ImageEmbedder
+from scaleup.atomic_write import atomic_write, atomic_write_text
 
 __all__ = ["ClipProbeClassifier", "ProbeHead", "ProbeReport", "fit_probe", "load_probe", "save_probe"]
 
@@ -177,20 +178,17 @@ def fit_probe(train_features: np.ndarray, train_labels: np.ndarray, attribute: s
 def save_probe(folder: str | Path, head: ProbeHead, attribute: str | Attribute,
                metadata: dict[str, Any] | None = None) -> Path:
     """Write ``folder/head.safetensors`` and ``folder/probe.json`` (attribute, classes, sizes, ``metadata``)."""
-    from safetensors.torch import save_file
 
     attr = get_attribute(attribute)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    tmp = folder / (HEAD_FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(folder / HEAD_FILE)
+    from safetensors.torch import save as save_bytes
+
+    atomic_write(folder / HEAD_FILE, lambda f: f.write(save_bytes(tensors)))
     meta = {"attribute": attr.name, "class_names": list(attr.class_names), "in_dim": head.in_dim,
             "num_classes": head.num_classes, "hidden": head.hidden, **(metadata or {})}
-    tmp = folder / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    tmp.replace(folder / META_FILE)
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2))
     return folder
 
 

@@ -11,10 +11,10 @@ examples).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
+from scaleup.atomic_write import atomic_replace_folder, atomic_write_text
 
 MARKER = "fairdiff_checkpoint.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -78,14 +78,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, total_lim
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        marker = tmp / MARKER
-        with open(marker, "w", encoding="utf-8") as handle:
-            json.dump({"step": step, **(metadata or {})}, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        atomic_write_text(tmp / MARKER, json.dumps({"step": step, **(metadata or {})}, indent=2))
+        atomic_replace_folder(tmp, final)
         if total_limit is not None and total_limit > 0:
             for _, old in complete_checkpoints(root)[:-total_limit]:
                 shutil.rmtree(old)

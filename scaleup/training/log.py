@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+from scaleup.atomic_write import atomic_write_text
 
 
 def _plain(value: Any) -> Any:
@@ -32,11 +33,11 @@ class JsonlLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
-            self.path.write_text("", encoding="utf-8")
+            atomic_write_text(self.path, "")
         elif self.path.exists():
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, **values: Any) -> None:
         if not self.enabled:

@@ -12,7 +12,6 @@ every 200 iterations and reports the best checkpoint").
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -22,14 +21,13 @@ import torch
 
 from scaleup.jobs.adft.components import Components, make_detector
 from scaleup.jobs.adft.config import AdftConfig, JobPlan
+from scaleup.atomic_write import atomic_replace_folder, atomic_write_text
 
 EVALUATIONS = "evaluations.jsonl"
 
 
 def _replace_folder(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    atomic_replace_folder(tmp, final)
 
 
 def _write_weights(components: Components, folder: Path) -> None:
@@ -137,9 +135,7 @@ def record_evaluation(output_dir: Path, summary: dict, export: Path) -> dict | N
     output_dir = Path(output_dir)
     kept = [e for e in read_evaluations(output_dir) if e["step"] != summary["step"]] + [summary]
     path = output_dir / EVALUATIONS
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
     ranked = [e for e in kept if e.get("mean_bias") is not None]
     if not ranked:
         return None
@@ -148,6 +144,6 @@ def record_evaluation(output_dir: Path, summary: dict, export: Path) -> dict | N
         tmp = output_dir / ".best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(export, tmp)
-        (tmp / "evaluation.json").write_text(json.dumps(best, indent=2), encoding="utf-8")
+        atomic_write_text(tmp / "evaluation.json", json.dumps(best, indent=2))
         _replace_folder(tmp, output_dir / "best")
     return best

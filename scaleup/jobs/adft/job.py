@@ -82,9 +82,9 @@ def _versions() -> dict:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    from scaleup.evaluation.store import write_text_atomic
+    from scaleup.atomic_write import atomic_write_text
 
-    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def run_job(config: AdftConfig, *, components: Components | None = None, timer=None) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scaleup.atomic_write import atomic_write_text
 
 TINY_PROMPTS = ("a photo of the face of a doctor, a person", "a photo of the face of a nurse, a person",
                 "a photo of the face of a pilot, a person", "a photo of the face of a chef, a person")
@@ -44,7 +45,7 @@ def write_tiny_run_inputs(root: str | Path, seed: int = 0) -> dict[str, Path]:
         model.save_pretrained(paths[name])
         processor.save_pretrained(paths[name])
     paths["prompts"] = root / "prompts.txt"
-    paths["prompts"].write_text("\n".join(TINY_PROMPTS) + "\n", encoding="utf-8")
+    atomic_write_text(paths["prompts"], "\n".join(TINY_PROMPTS) + "\n")
     paths["faces"] = write_external_faces(root / "faces")
     return paths
 

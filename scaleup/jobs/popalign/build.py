@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaleup.evaluation.store import write_text_atomic
+from scaleup.atomic_write import atomic_write_text
 from scaleup.job_config import config_to_dict
 from scaleup.jobs.popalign.config import BuildSetsConfig
 from scaleup.jobs.popalign.dataset_card import data_card
@@ -168,10 +168,10 @@ def _build(config: BuildSetsConfig, *, perception, reuse: bool, progress: bool) 
                   class_names=list(perception.class_names) if perception is not None and
                   perception.class_names is not None else None)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / PAIRS_FILE, "".join(json.dumps(p) + "\n" for p in pairs))
-    write_text_atomic(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out / "README.md", data_card(report, settings))
-    write_text_atomic(out / METADATA_FILE, "".join(json.dumps(r) + "\n" for r in rows))  # last: marks it complete
+    atomic_write_text(out / PAIRS_FILE, "".join(json.dumps(p) + "\n" for p in pairs))
+    atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "README.md", data_card(report, settings))
+    atomic_write_text(out / METADATA_FILE, "".join(json.dumps(r) + "\n" for r in rows))  # last: marks it complete
     return report
 
 

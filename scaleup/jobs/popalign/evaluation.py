@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from scaleup.jobs.popalign.keywords import KeywordSet
+from scaleup.atomic_write import atomic_write_text
 
 
 def stand_in_parts(pipe, perception, *, num_inference_steps: int, guidance_scale: float, height: int | None,
@@ -42,8 +43,7 @@ def stand_in_parts(pipe, perception, *, num_inference_steps: int, guidance_scale
 
 def write_prompt_file(path: Path, prompts: Sequence[str]) -> Path:
     """A prompt file (one per line) for the evaluation job."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(p + "\n" for p in prompts), encoding="utf-8")
+    atomic_write_text(path, "".join(p + "\n" for p in prompts))
     return path
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scaleup.atomic_write import atomic_write, atomic_write_text
 from scaleup.evaluation.loop import image_seed
-from scaleup.evaluation.store import write_text_atomic
 from scaleup.job_config import config_to_dict
 from scaleup.jobs.popalign.config import GenerateConfig
 from scaleup.jobs.popalign.keywords import KeywordSet, augment_prompt, keyword_set, keyword_slug
@@ -70,10 +70,7 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
     array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
 def _check_positive(name: str, value) -> None:
@@ -117,7 +114,7 @@ def _claim_folder(out: Path, settings: dict, is_main: bool) -> None:
             raise ValueError(f"out: {out} holds images generated with other settings ({', '.join(differing)} "
                              "differ); choose another output folder so that no image is mixed or overwritten")
     elif is_main:
-        write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
 def resolve_torch_dtype(name: str) -> torch.dtype:
@@ -170,7 +167,7 @@ def run_generate(config: GenerateConfig, *, pipe=None, progress: bool = True) ->
                 save_png(image, out / record["file"])
                 remaining[ti] -= 1
                 if remaining[ti] == 0:  # the task's last image is on disk: mark it finished
-                    write_text_atomic(out / "tasks" / f"{mine[ti].task_id}.json", json.dumps(records[ti]) + "\n")
+                    atomic_write_text(out / "tasks" / f"{mine[ti].task_id}.json", json.dumps(records[ti]) + "\n")
     state.wait_for_everyone()
     summary = {"tasks": len(tasks), "generated_now": len(todo), "skipped_finished": len(tasks) - len(todo),
                "images": sum(t.n_images for t in tasks), "neutral_prompts": len(prompts),
@@ -189,7 +186,7 @@ def merge_records(out: Path, tasks: list[Task]) -> Path:
         if not path.exists():
             raise RuntimeError(f"task {task.task_id} is not finished ({path} missing); rerun generate to finish it")
         lines += [json.dumps(r) for r in json.loads(path.read_text(encoding="utf-8"))]
-    write_text_atomic(out / RECORDS_FILE, "".join(line + "\n" for line in lines))
+    atomic_write_text(out / RECORDS_FILE, "".join(line + "\n" for line in lines))
     return out / RECORDS_FILE
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from scaleup.evaluation.store import write_text_atomic
+from scaleup.atomic_write import atomic_write_text
 from scaleup.job_config import config_to_dict
 from scaleup.jobs.popalign.conditioning import encode_captions, encode_latents, is_sdxl
 from scaleup.jobs.popalign.config import TrainConfig
@@ -300,6 +300,6 @@ def run_train(config: TrainConfig, *, pipe=None, progress: bool = True, return_t
     if accelerator.is_main_process:
         lines = log.read()
         results["last_log"] = lines[-1] if lines else None
-        write_text_atomic(out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return (results, trainer) if return_trainer else results

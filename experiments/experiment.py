@@ -1,0 +1,93 @@
+"""What an experiment is (:class:`Experiment`) and what it is told about its run (:class:`RunContext`).
+
+Kept apart from :mod:`experiments.registry` (the catalogue) so that experiment modules import this light module and
+the catalogue imports no experiment module until one is run: no import circle, and ``python -m experiments list``
+imports neither torch nor matplotlib.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from scaleup.atomic_write import atomic_write
+from scaleup.errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+
+
+def spawn_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent seeds derived from ``seed`` by ``numpy.random.SeedSequence(seed).spawn(n)``.
+
+    Each child is reduced to one 32-bit word, which torch generators, numpy and scikit-learn all accept (a run seed
+    may have 64 bits; scikit-learn takes 32). Child i is the same for every n > i, and two seeds share no stream,
+    unlike ``seed + i`` (``--seed 0`` and ``--seed 1`` would share all but one). Two children coincide with
+    probability about n^2 / 2^33.
+    """
+    import numpy as np  # here, so that the catalogue stays free of imports beyond the standard library
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer number of streams; got {n!r}")
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an experiment needs to know about its run: where to write, which seed, how big.
+
+    ``restart`` asks for training from scratch instead of resuming from a checkpoint; ``allow_missing_models`` lets
+    an experiment run without a model that is not on this machine (:meth:`model_absent`). The figures written
+    through :meth:`save_figure` are listed in ``figures`` and the models run without in ``missing_models`` (both
+    recorded in ``results.json``).
+    """
+
+    name: str
+    out_dir: Path
+    seed: int
+    quick: bool
+    restart: bool = False
+    allow_missing_models: bool = False
+    figures: list[str] = field(default_factory=list, compare=False)
+    missing_models: list[str] = field(default_factory=list, compare=False)
+
+    def seeds(self, n: int) -> list[int]:
+        """``n`` independent seeds for the run's random streams: :func:`spawn_seeds` of the run's seed."""
+        return spawn_seeds(self.seed, n)
+
+    def model_absent(self, message: str) -> None:
+        """A model this run needs is not on this machine: stop with :class:`~scaleup.errors.ModelUnavailableError`
+        (``message`` names the environment variable to set and the folder it expects), or, when the run allows
+        missing models, record ``message`` in ``missing_models`` and let the experiment go on without it.
+
+        A model that an environment variable names and that cannot be loaded is not absent but misconfigured: raise
+        :class:`~scaleup.errors.ModelUnavailableError` directly, allowed or not.
+        """
+        if not self.allow_missing_models:
+            raise ModelUnavailableError(f"{message}; or pass --allow-missing-models (allow_missing_models=True) to "
+                                        f"run without it and record its absence")
+        self.missing_models.append(message)
+
+    def save_figure(self, fig: matplotlib.figure.Figure, stem: str) -> str:
+        """Write ``fig`` as ``out_dir/stem.png`` atomically (:func:`scaleup.atomic_write.atomic_write`) and return
+        the file name."""
+        path = atomic_write(self.out_dir / f"{stem}.png", lambda f: fig.savefig(f, dpi=130, bbox_inches="tight",
+                                                                                   format="png"))
+        if path.name not in self.figures:
+            self.figures.append(path.name)
+        return path.name
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment's code: a config for full and ``--quick`` runs, and a function from (config, context) to results.
+
+    ``run`` returns the JSON-serialisable results (top-level keys of ``results.json``) and writes its figures
+    through :meth:`RunContext.save_figure`. Its name and one-line summary are declared in
+    :mod:`experiments.registry`; every experiment module lists its experiments in a module-level ``EXPERIMENTS``.
+    """
+
+    name: str
+    make_config: Callable[[bool], Any]
+    run: Callable[[Any, RunContext], dict]
