@@ -64,7 +64,7 @@ def real_photo_check() -> dict:
             probs = torch.softmax(logits.double(), dim=1)[0].tolist()
             row["face_found"] = bool(faces.found[0])
             row["box"] = faces.detections[0].tolist()
-            row[classifier.attribute] = dict(zip(classifier.class_names, probs))
+            row[classifier.attribute.name] = dict(zip(classifier.class_names, probs))
         out[detector.name] = row
     return out
 
