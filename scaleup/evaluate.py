@@ -146,6 +146,18 @@ def build_classifier(config: EvalConfig, clip_embedder, device: torch.device):
     return classifier.to(device).eval()
 
 
+def perceive_faces(images: torch.Tensor, detector, classifier, *, crop_size: int = 224,
+                   device: torch.device | str = "cpu") -> Perceived:
+    """The largest face of each image (detector box, or None), and the classifier's probabilities of its crop."""
+    from scaleup.perception import classify_largest_faces
+
+    with torch.no_grad():
+        logits, faces = classify_largest_faces(images.to(device), detector, classifier, crop_size=crop_size)
+    found = faces.found.cpu().numpy().astype(bool)
+    boxes = [faces.detections[i].tolist() if found[i] else None for i in range(len(found))]
+    return Perceived(has_face=found, boxes=boxes, probs=torch.softmax(logits.double(), dim=1).cpu().numpy())
+
+
 def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: torch.device | None = None,
                 ) -> tuple[EvaluationParts, dict]:
     """Load (or take) the pipeline and build detector, classifier and embedders; returns the parts and a note of
@@ -154,7 +166,7 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
     from scaleup.models.adapters import adapters_disabled, load_lora
     from scaleup.models.pipelines import generate
     from scaleup.models.soft_prompt import SoftPrompt
-    from scaleup.perception import ClipEmbedder, Dinov2Embedder, classify_largest_faces, make_face_detector
+    from scaleup.perception import ClipEmbedder, Dinov2Embedder, make_face_detector
 
     device = device or _device(config)
     finetuned_in_memory = pipe is not None
@@ -189,12 +201,7 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
             return generate(pipe, prompt, seeds, soft_prompt=None, **kwargs)
 
     def _perceive(images: torch.Tensor) -> Perceived:
-        with torch.no_grad():
-            logits, faces = classify_largest_faces(images.to(device), detector, classifier, crop_size=config.crop_size)
-        found = faces.found.cpu().numpy().astype(bool)
-        boxes = [faces.detections[i].tolist() if found[i] else None for i in range(len(found))]
-        probs = torch.softmax(logits.double(), dim=1).cpu().numpy()
-        return Perceived(has_face=found, boxes=boxes, probs=probs)
+        return perceive_faces(images, detector, classifier, crop_size=config.crop_size, device=device)
 
     parts = EvaluationParts(generate=_generate, perceive=_perceive, class_names=names)
     if clip_embedder is not None and config.clip_t:

@@ -60,10 +60,9 @@ def export_weights(components: Components, folder: str | Path, *, ema=None) -> P
 def evaluation_parts(config: AdftConfig, plan: JobPlan, components: Components):
     """The evaluation job's parts bound to the run's models in memory (no second copy of SD or CLIP): the
     finetuned pipeline generates, the evaluation detector and classifier perceive, CLIP gives CLIP-T."""
-    from scaleup.evaluate import EvalConfig, build_classifier
+    from scaleup.evaluate import EvalConfig, build_classifier, perceive_faces
     from scaleup.evaluation.loop import EvaluationParts, Perceived
     from scaleup.models.pipelines import generate
-    from scaleup.perception import classify_largest_faces
     from scaleup.perception.attributes import get_attribute
 
     device = components.device
@@ -78,11 +77,7 @@ def evaluation_parts(config: AdftConfig, plan: JobPlan, components: Components):
                         batch_size=config.eval_batch_size, soft_prompt=components.soft_prompt, progress=False)
 
     def _perceive(images: torch.Tensor) -> Perceived:
-        with torch.no_grad():
-            logits, faces = classify_largest_faces(images.to(device), detector, classifier, crop_size=config.crop_size)
-        found = faces.found.cpu().numpy().astype(bool)
-        boxes = [faces.detections[i].tolist() if found[i] else None for i in range(len(found))]
-        return Perceived(has_face=found, boxes=boxes, probs=torch.softmax(logits.double(), dim=1).cpu().numpy())
+        return perceive_faces(images, detector, classifier, crop_size=config.crop_size, device=device)
 
     def _embed(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
