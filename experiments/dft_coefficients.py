@@ -79,7 +79,10 @@ class CoefficientsConfig:
     dim: int = 2
     iterations: int = 150
     batch: int = 32
-    optimisers: tuple[tuple[str, float], ...] = (("adam", 0.02), ("sgd", 0.01))  # (name, learning rate)
+    # (name, learning rate). "sgd-matched" is SGD with each choice's lr divided by its total step weight
+    # sum_i |k_i| C_i (relative to the sampler choice's), so that the two differ only in how they split the weight
+    # over the steps, not in overall size (Adam divides the overall size out by itself).
+    optimisers: tuple[tuple[str, float], ...] = (("adam", 0.02), ("sgd", 0.01), ("sgd-matched", 0.01))
     seeds: int = 5  # repeats, each with its own mixture and batches; both choices see the same ones (paired)
     target: tuple[float, ...] = (1.5, -1.0)
 
@@ -100,6 +103,10 @@ def _coefficient_table(cfg: CoefficientsConfig) -> tuple[list[dict], dict]:
             rows.append({"sampler": kind, "steps": n, "ratio_first_step": float(ratio[0]),
                          "ratio_last_step": float(ratio[-1]), "ratio_min": float(ratio.min()),
                          "ratio_max": float(ratio.max()), "ratio_median": float(np.median(ratio)),
+                         # the sampler choice weights every step's d eps_i/d theta equally (|k_i| C_i constant), so
+                         # the mean ratio is Algorithm A.1's total step weight over the sampler's: its effective
+                         # learning-rate factor under SGD
+                         "ratio_mean": float(ratio.mean()),
                          "dynamic_range_algorithm_a1": float(c["algorithm_a1"].max() / c["algorithm_a1"].min()),
                          "dynamic_range_sampler": float(c["sampler"].max() / c["sampler"].min())})
     return rows, vectors
@@ -120,11 +127,12 @@ def _coefficient_figure(cfg: CoefficientsConfig, vectors: dict, ctx: RunContext)
                          label=f"{n} steps, {coefficients}")
             bottom.plot(t, v["ratio"], color=f"C{j}", marker=markers[n], ms=3, label=f"{n} steps")
         top.set(yscale="log", xlabel="visited timestep t_i (DDPM index, 0..999)",
-                ylabel="standardised C_i (dimensionless, geometric mean 1)",
+                ylabel="C_i / geometric mean (dimensionless)",
                 title=f"{SAMPLER_LABELS[kind]}: solid = Algorithm A.1, dashed = sampler")
         bottom.axhline(1.0, color="k", lw=0.8)
         bottom.set(yscale="log", xlabel="visited timestep t_i (DDPM index, 0..999)",
-                   ylabel="C_i(Algorithm A.1) / C_i(sampler) (dimensionless)", title=f"{SAMPLER_LABELS[kind]}: ratio")
+                   ylabel="C_i(A.1) / C_i(sampler) (dimensionless)",
+                   title=f"{SAMPLER_LABELS[kind]}: ratio Algorithm A.1 / sampler")
         top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         for ax in (top, bottom):
@@ -152,6 +160,8 @@ def _finetune(model: torch.nn.Module, sampler, gradient: AdjustedGradient, targe
     the first non-finite loss (a diverged run) and pads the curve with NaN.
     """
     gen = torch.Generator().manual_seed(seed)
+    if optimiser not in ("adam", "sgd"):
+        raise ValueError(f"optimiser must be 'adam' or 'sgd'; got {optimiser!r}")
     opt = (torch.optim.Adam if optimiser == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
     eps_model = eps_model_for(model, sampler)
     losses: list[float] = []
@@ -186,26 +196,50 @@ def _mean_sd(values) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def _train_all(cfg: CoefficientsConfig, ctx: RunContext) -> dict:
+def step_weights(sampler, gradient: AdjustedGradient) -> np.ndarray:
+    """|k_i| C_i: the weight with which d eps_i / d theta enters the adjusted gradient through this chain.
+
+    eps_i reaches z_0 with coefficient k_i = -A_i (the sampler's own), and its gradient is scaled by C_i; with
+    ``coefficients="sampler"`` every step gets the same weight 1 / (geometric mean of 1/|A|) (A -> 1 exactly).
+    """
+    return np.abs(sampler.a_coefficients) * gradient.scales
+
+
+def _train_all(cfg: CoefficientsConfig, ctx: RunContext) -> tuple[dict, dict]:
     target = torch.tensor(cfg.target, dtype=torch.float64)
     streams = ctx.seeds(2 * cfg.seeds)  # repeat r: its mixture's means from stream 2r, its batches from 2r + 1
     jobs = [(kind, opt, lr, c) for kind in cfg.samplers for opt, lr in cfg.optimisers for c in COEFFICIENTS]
     curves: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
+    lrs: dict[str, dict[str, dict[str, float]]] = {}
+    done: dict[tuple, list[list[float]]] = {}  # (sampler, optimiser, lr, coefficients) already trained: reuse it
     with tqdm(total=len(jobs) * cfg.seeds, desc="dft-coefficients training") as bar:
         for kind, opt, lr, coefficients in jobs:
             sampler = make_sampler(kind, SD_BETAS, cfg.train_steps)
             gradient = AdjustedGradient.from_scheduler(sd_scheduler(kind), cfg.train_steps, "adjusted",
                                                        coefficients=coefficients)
-            runs = []
-            for r in range(cfg.seeds):
-                runs.append(_finetune(_mixture(cfg.dim, streams[2 * r]), sampler, gradient, target, optimiser=opt,
-                                      lr=lr, iterations=cfg.iterations, batch=cfg.batch, seed=streams[2 * r + 1]))
-                bar.update()
+            optimiser, lr_used = opt, lr
+            if opt == "sgd-matched":
+                reference = AdjustedGradient.from_scheduler(sd_scheduler(kind), cfg.train_steps, "adjusted",
+                                                            coefficients="sampler")
+                optimiser = "sgd"
+                lr_used = lr * step_weights(sampler, reference).sum() / step_weights(sampler, gradient).sum()
+            lrs.setdefault(kind, {}).setdefault(opt, {})[coefficients] = float(lr_used)
+            key = (kind, optimiser, lr_used, coefficients)
+            if key in done:  # "sgd-matched" leaves the sampler choice's lr as it is: the "sgd" runs again
+                bar.update(cfg.seeds)
+            else:
+                done[key] = []
+                for r in range(cfg.seeds):
+                    done[key].append(_finetune(_mixture(cfg.dim, streams[2 * r]), sampler, gradient, target,
+                                               optimiser=optimiser, lr=lr_used, iterations=cfg.iterations,
+                                               batch=cfg.batch, seed=streams[2 * r + 1]))
+                    bar.update()
+            runs = done[key]
             curves.setdefault(kind, {}).setdefault(opt, {})[coefficients] = runs
-    return curves
+    return curves, lrs
 
 
-def _summaries(cfg: CoefficientsConfig, curves: dict) -> tuple[list[dict], list[str]]:
+def _summaries(cfg: CoefficientsConfig, curves: dict, lrs: dict) -> tuple[list[dict], list[str]]:
     """Per (sampler, optimiser): final losses of both choices, their paired difference, speed, and a verdict line."""
     rows, verdicts = [], []
     for kind in cfg.samplers:
@@ -220,7 +254,7 @@ def _summaries(cfg: CoefficientsConfig, curves: dict) -> tuple[list[dict], list[
             diff = final["algorithm_a1"] - final["sampler"]  # paired over seeds: same mixture, same batches
             diff_mean, diff_sd = _mean_sd(diff)
             spread = max(_mean_sd(final[c])[1] for c in COEFFICIENTS)
-            row = {"sampler": kind, "optimiser": opt, "lr": lr, "initial_loss": initial, "speed_threshold": threshold,
+            row = {"sampler": kind, "optimiser": opt, "lr": lr, "lr_used": lrs[kind][opt], "initial_loss": initial, "speed_threshold": threshold,
                    "final_loss_per_seed": {c: final[c].tolist() for c in COEFFICIENTS},
                    "final_loss_mean": {c: _mean_sd(final[c])[0] for c in COEFFICIENTS},
                    "final_loss_sd": {c: _mean_sd(final[c])[1] for c in COEFFICIENTS},
@@ -240,7 +274,10 @@ def _verdict(row: dict, seeds: int) -> str:
     """One line from the numbers: which choice ends lower and reaches the threshold sooner, whether the final-loss
     difference is within the seed spread (|mean difference| <= the larger per-choice sd over seeds), and whether it is
     consistent across seeds when paired (|mean paired difference| > 2 standard errors of the paired differences)."""
-    head = f"{SAMPLER_LABELS[row['sampler']]} + {row['optimiser'].upper()} (lr {row['lr']:g}, {seeds} seeds)"
+    lr = row["lr_used"]
+    lr_text = (f"lr {lr['algorithm_a1']:.3g} / {lr['sampler']:.3g} for algorithm_a1 / sampler"
+               if lr["algorithm_a1"] != lr["sampler"] else f"lr {row['lr']:g}")
+    head = f"{SAMPLER_LABELS[row['sampler']]} + {row['optimiser'].upper()} ({lr_text}, {seeds} seeds)"
     if any(row["diverged"].values()):
         return f"{head}: diverged runs {row['diverged']}; no comparison of final losses"
     m = row["final_loss_mean"]
@@ -256,7 +293,7 @@ def _verdict(row: dict, seeds: int) -> str:
         faster = ("neither" if speed["algorithm_a1"] == speed["sampler"]
                   else min(COEFFICIENTS, key=lambda c: speed[c]))
         pace = (f"{faster} reaches the halfway loss {row['speed_threshold']:.3g} first "
-                f"({speed['algorithm_a1']:.0f} vs {speed['sampler']:.0f} iterations, algorithm_a1 vs sampler)")
+                f"({speed['algorithm_a1']:.1f} vs {speed['sampler']:.1f} iterations, algorithm_a1 vs sampler)")
     return (f"{head}: final loss algorithm_a1 {m['algorithm_a1']:.4g} +- {row['final_loss_sd']['algorithm_a1']:.2g}, "
             f"sampler {m['sampler']:.4g} +- {row['final_loss_sd']['sampler']:.2g}; {better} lower by {rel:.1%} "
             f"(paired difference {row['paired_difference_mean']:+.3g} +- {row['paired_difference_sd']:.2g}), "
@@ -271,7 +308,7 @@ def _training_figure(cfg: CoefficientsConfig, curves: dict, rows: list[dict], ct
     for i, kind in enumerate(cfg.samplers):
         for j, (opt, lr) in enumerate(cfg.optimisers):
             ax, row = axes[i, j], by_key[(kind, opt)]
-            for c in COEFFICIENTS:
+            for c in COEFFICIENTS[::-1]:  # the dashed "sampler" curve last, on top: the two often overlap
                 arr = np.asarray(curves[kind][opt][c], dtype=np.float64)
                 x = np.arange(arr.shape[1])
                 style = COEFFICIENT_STYLES[c]
@@ -282,7 +319,8 @@ def _training_figure(cfg: CoefficientsConfig, curves: dict, rows: list[dict], ct
                 ax.plot(x, np.nanmean(arr, 0), lw=1.6, label=label, **style)
                 ax.fill_between(x, np.nanmin(arr, 0), np.nanmax(arr, 0), color=style["color"], alpha=0.15)
             ax.set(yscale="log", xlabel="iteration (optimiser steps)", ylabel="E ||z_0 - target||^2 (data units^2)",
-                   title=f"{SAMPLER_LABELS[kind]} {cfg.train_steps} steps, {opt.upper()} lr {lr:g}")
+                   title=f"{SAMPLER_LABELS[kind]} {cfg.train_steps} steps, {opt.upper()} lr {lr:g}"
+                         + (" / total step weight" if opt == "sgd-matched" else ""))
             ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"Finetuning the 2-D mixture toy with each choice of C_i: mean and range over {cfg.seeds} seeds "
                  f"(paired: same mixtures and batches)")
@@ -294,8 +332,8 @@ def _training_figure(cfg: CoefficientsConfig, curves: dict, rows: list[dict], ct
 def run(cfg: CoefficientsConfig, ctx: RunContext) -> dict:
     table, vectors = _coefficient_table(cfg)
     coefficient_figure = _coefficient_figure(cfg, vectors, ctx)
-    curves = _train_all(cfg, ctx)
-    rows, verdicts = _summaries(cfg, curves)
+    curves, lrs = _train_all(cfg, ctx)
+    rows, verdicts = _summaries(cfg, curves, lrs)
     training_figure = _training_figure(cfg, curves, rows, ctx)
     mean_curves = {kind: {opt: {c: np.nanmean(np.asarray(curves[kind][opt][c], dtype=np.float64), 0).tolist()
                                 for c in COEFFICIENTS} for opt in curves[kind]} for kind in curves}
