@@ -1,0 +1,356 @@
+"""Which A_i the adjusted gradient inverts: Algorithm A.1's DDPM A_{t_i} vs the sampler's own coefficient (seed 000).
+
+Seed 000, [0110]-[0117] and Algorithm A.1: the adjusted gradient detaches z before the network (B -> I) and scales the
+gradient reaching eps_i by C_i = 1 / A_i, standardised by the geometric mean of all C_i. Algorithm A.1 (and the
+official code, under DDIM and DPM-Solver++ too) takes the DDPM A_t = beta_t / (sqrt(1 - abar_t) sqrt(abar_t)) at the
+visited timestep t_i (``coefficients="algorithm_a1"``); fairdiff's ``"sampler"`` takes the sampler's own unrolled
+coefficient of eps_i in z_0, which makes the adjusted gradient exactly -sum_i d eps_i / d theta (A -> 1 exactly).
+Both come from :meth:`theory.sampler_gradient.AdjustedGradient.from_scheduler`.
+
+``dft-coefficients``:
+
+(a) the two standardised vectors over the steps of DDIM and DPM-Solver++(2M) at 10/20/50 steps on the SD schedule, and
+    their ratio per step (figure ``dft_coefficients``, table ``coefficient_table``);
+(b) finetuning the dft-training toy (a 2-D three-component mixture denoiser pulled toward a fixed target through the
+    sampler, loss E ||z_0 - target||^2) with each choice, under Adam and under SGD, paired over seeds (same mixture,
+    same batches for both choices): final loss mean +- sd and curves (figure ``dft_coefficients_training``);
+(c) a verdict per (sampler, optimiser) computed from (b).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from experiments.experiment import Experiment, RunContext  # noqa: E402
+from theory.sampler_gradient import COEFFICIENTS, AdjustedGradient, run_sampler  # noqa: E402
+from theory.schedules import scaled_linear_betas  # noqa: E402
+from toy.denoisers import MixtureDenoiser  # noqa: E402
+from toy.sampler_chain import eps_model_for, make_sampler  # noqa: E402
+
+SD_BETAS = scaled_linear_betas(1000).numpy()
+SAMPLER_LABELS = {"ddim": "DDIM", "dpmsolver++": "DPM-Solver++(2M)"}
+COEFFICIENT_LABELS = {"algorithm_a1": "Algorithm A.1: 1/A_{t_i} (DDPM)", "sampler": "sampler: 1/|k_i| (unrolled)"}
+COEFFICIENT_STYLES = {"algorithm_a1": dict(color="C3", ls="-"), "sampler": dict(color="C0", ls="--")}
+
+
+def sd_scheduler(kind: str):
+    """The diffusers scheduler that :func:`toy.sampler_chain.make_sampler` steps through, on the SD schedule.
+
+    Same configuration as there (DDIM: eta = 0, clip_sample off, final abar 1; DPM-Solver++ 2M with diffusers'
+    defaults), so that the C_i of :meth:`AdjustedGradient.from_scheduler` belong to the chain that is trained.
+    """
+    cfg = dict(num_train_timesteps=SD_BETAS.shape[0], trained_betas=SD_BETAS.tolist())
+    if kind == "ddim":
+        return DDIMScheduler(**cfg, clip_sample=False, set_alpha_to_one=True)
+    if kind == "dpmsolver++":
+        return DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"sampler must be 'ddim' or 'dpmsolver++'; got {kind!r}")
+
+
+def visited_timesteps(kind: str, n_steps: int) -> list[int]:
+    """The timesteps t_i (diffusers' 0-based index) the sampler's network sees, in sampling order."""
+    scheduler = sd_scheduler(kind)
+    scheduler.set_timesteps(n_steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def coefficient_vectors(kind: str, n_steps: int) -> dict[str, np.ndarray]:
+    """The standardised C_i (geometric mean 1) of both choices, sampling order: ``{"algorithm_a1": .., "sampler": ..}``."""
+    scheduler = sd_scheduler(kind)
+    return {c: AdjustedGradient.from_scheduler(scheduler, n_steps, "adjusted", coefficients=c).scales
+            for c in COEFFICIENTS}
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class CoefficientsConfig:
+    samplers: tuple[str, ...] = ("ddim", "dpmsolver++")
+    step_counts: tuple[int, ...] = (10, 20, 50)
+    train_steps: int = 20  # sampler steps of the finetuning chain
+    dim: int = 2
+    iterations: int = 150
+    batch: int = 32
+    # (name, learning rate). "sgd-matched" is SGD with each choice's lr divided by its total step weight
+    # sum_i |k_i| C_i (relative to the sampler choice's), so that the two differ only in how they split the weight
+    # over the steps, not in overall size (Adam divides the overall size out by itself).
+    optimisers: tuple[tuple[str, float], ...] = (("adam", 0.02), ("sgd", 0.01), ("sgd-matched", 0.01))
+    seeds: int = 5  # repeats, each with its own mixture and batches; both choices see the same ones (paired)
+    target: tuple[float, ...] = (1.5, -1.0)
+
+
+def make_config(quick: bool) -> CoefficientsConfig:
+    return CoefficientsConfig(iterations=30, seeds=2) if quick else CoefficientsConfig()
+
+
+# ---------------------------------------------------------------------------------------------------- (a) vectors
+def _coefficient_table(cfg: CoefficientsConfig) -> tuple[list[dict], dict]:
+    rows, vectors = [], {}
+    for kind in cfg.samplers:
+        for n in cfg.step_counts:
+            c = coefficient_vectors(kind, n)
+            ratio = c["algorithm_a1"] / c["sampler"]
+            vectors[f"{kind}/{n}"] = {"timesteps": visited_timesteps(kind, n),
+                                      **{k: v.tolist() for k, v in c.items()}, "ratio": ratio.tolist()}
+            rows.append({"sampler": kind, "steps": n, "ratio_first_step": float(ratio[0]),
+                         "ratio_last_step": float(ratio[-1]), "ratio_min": float(ratio.min()),
+                         "ratio_max": float(ratio.max()), "ratio_median": float(np.median(ratio)),
+                         # the sampler choice weights every step's d eps_i/d theta equally (|k_i| C_i constant), so
+                         # the mean ratio is Algorithm A.1's total step weight over the sampler's: its effective
+                         # learning-rate factor under SGD
+                         "ratio_mean": float(ratio.mean()),
+                         "dynamic_range_algorithm_a1": float(c["algorithm_a1"].max() / c["algorithm_a1"].min()),
+                         "dynamic_range_sampler": float(c["sampler"].max() / c["sampler"].min())})
+    return rows, vectors
+
+
+def _coefficient_figure(cfg: CoefficientsConfig, vectors: dict, ctx: RunContext) -> str:
+    fig, axes = plt.subplots(2, len(cfg.samplers), figsize=(6 * len(cfg.samplers), 7.5), squeeze=False,
+                             constrained_layout=True)
+    markers = dict(zip(cfg.step_counts, ("o", "s", "^", "v", "D")))
+    for col, kind in enumerate(cfg.samplers):
+        top, bottom = axes[0, col], axes[1, col]
+        for j, n in enumerate(cfg.step_counts):
+            v = vectors[f"{kind}/{n}"]
+            t = np.asarray(v["timesteps"])
+            for coefficients in COEFFICIENTS:
+                style = COEFFICIENT_STYLES[coefficients]
+                top.plot(t, v[coefficients], ls=style["ls"], color=f"C{j}", marker=markers[n], ms=3,
+                         label=f"{n} steps, {coefficients}")
+            bottom.plot(t, v["ratio"], color=f"C{j}", marker=markers[n], ms=3, label=f"{n} steps")
+        top.set(yscale="log", xlabel="visited timestep t_i (DDPM index, 0..999)",
+                ylabel="C_i / geometric mean (dimensionless)",
+                title=f"{SAMPLER_LABELS[kind]}: solid = Algorithm A.1, dashed = sampler")
+        bottom.axhline(1.0, color="k", lw=0.8)
+        bottom.set(yscale="log", xlabel="visited timestep t_i (DDPM index, 0..999)",
+                   ylabel="C_i(A.1) / C_i(sampler) (dimensionless)",
+                   title=f"{SAMPLER_LABELS[kind]}: ratio Algorithm A.1 / sampler")
+        top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        for ax in (top, bottom):
+            ax.invert_xaxis()  # sampling runs from t = 999 down to 0
+    fig.suptitle("Adjusted-gradient coefficients on the SD schedule (paper 000, Algorithm A.1 vs the sampler's own)")
+    name = ctx.save_figure(fig, "dft_coefficients")
+    plt.close(fig)
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------- (b) training
+def _mixture(dim: int, seed: int) -> MixtureDenoiser:
+    """The dft-training toy: three components, means ~ N(0, 4 I), std 0.3, weights 0.5/0.3/0.2."""
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.randn(3, dim, generator=gen, dtype=torch.float64) * 2.0
+    return MixtureDenoiser(torch.tensor([0.5, 0.3, 0.2]), means, torch.full((3,), 0.3))
+
+
+def _finetune(model: torch.nn.Module, sampler, gradient: AdjustedGradient, target: torch.Tensor, *, optimiser: str,
+              lr: float, iterations: int, batch: int, seed: int) -> list[float]:
+    """Finetune through the sampler with ``gradient`` (seed 000, Algorithm A.1) under Adam or plain SGD.
+
+    As :func:`toy.sampler_chain.finetune`, which fixes Adam and the sampler's own C_i; SGD is here because Adam
+    divides out any global gradient scale, so only SGD shows what the coefficients' overall size does. Stops at
+    the first non-finite loss (a diverged run) and pads the curve with NaN.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if optimiser not in ("adam", "sgd"):
+        raise ValueError(f"optimiser must be 'adam' or 'sgd'; got {optimiser!r}")
+    opt = (torch.optim.Adam if optimiser == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
+    eps_model = eps_model_for(model, sampler)
+    losses: list[float] = []
+    for _ in range(iterations):
+        z_T = torch.randn(batch, target.shape[0], generator=gen, dtype=torch.float64)
+        loss = (run_sampler(eps_model, z_T, sampler.step, sampler.n_steps, gradient) - target).square().sum(1).mean()
+        if not torch.isfinite(loss):
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses + [float("nan")] * (iterations - len(losses))
+
+
+def _final(curve: np.ndarray) -> float:
+    """Mean loss over the last tenth of the iterations (NaN for a diverged run)."""
+    return float(np.mean(curve[-max(1, curve.shape[0] // 10):]))
+
+
+def _iterations_to(curve: np.ndarray, threshold: float) -> float:
+    """First iteration whose 5-iteration running mean is below ``threshold`` (NaN if never)."""
+    if not np.isfinite(curve).all():
+        return float("nan")
+    smooth = np.convolve(curve, np.ones(5) / 5, mode="valid") if curve.shape[0] >= 5 else curve
+    below = np.flatnonzero(smooth < threshold)
+    return float(below[0]) if below.size else float("nan")
+
+
+def _mean_sd(values) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def step_weights(sampler, gradient: AdjustedGradient) -> np.ndarray:
+    """|k_i| C_i: the weight with which d eps_i / d theta enters the adjusted gradient through this chain.
+
+    eps_i reaches z_0 with coefficient k_i = -A_i (the sampler's own), and its gradient is scaled by C_i; with
+    ``coefficients="sampler"`` every step gets the same weight 1 / (geometric mean of 1/|A|) (A -> 1 exactly).
+    """
+    return np.abs(sampler.a_coefficients) * gradient.scales
+
+
+def _train_all(cfg: CoefficientsConfig, ctx: RunContext) -> tuple[dict, dict]:
+    target = torch.tensor(cfg.target, dtype=torch.float64)
+    streams = ctx.seeds(2 * cfg.seeds)  # repeat r: its mixture's means from stream 2r, its batches from 2r + 1
+    jobs = [(kind, opt, lr, c) for kind in cfg.samplers for opt, lr in cfg.optimisers for c in COEFFICIENTS]
+    curves: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
+    lrs: dict[str, dict[str, dict[str, float]]] = {}
+    done: dict[tuple, list[list[float]]] = {}  # (sampler, optimiser, lr, coefficients) already trained: reuse it
+    with tqdm(total=len(jobs) * cfg.seeds, desc="dft-coefficients training") as bar:
+        for kind, opt, lr, coefficients in jobs:
+            sampler = make_sampler(kind, SD_BETAS, cfg.train_steps)
+            gradient = AdjustedGradient.from_scheduler(sd_scheduler(kind), cfg.train_steps, "adjusted",
+                                                       coefficients=coefficients)
+            optimiser, lr_used = opt, lr
+            if opt == "sgd-matched":
+                reference = AdjustedGradient.from_scheduler(sd_scheduler(kind), cfg.train_steps, "adjusted",
+                                                            coefficients="sampler")
+                optimiser = "sgd"
+                lr_used = lr * step_weights(sampler, reference).sum() / step_weights(sampler, gradient).sum()
+            lrs.setdefault(kind, {}).setdefault(opt, {})[coefficients] = float(lr_used)
+            key = (kind, optimiser, lr_used, coefficients)
+            if key in done:  # "sgd-matched" leaves the sampler choice's lr as it is: the "sgd" runs again
+                bar.update(cfg.seeds)
+            else:
+                done[key] = []
+                for r in range(cfg.seeds):
+                    done[key].append(_finetune(_mixture(cfg.dim, streams[2 * r]), sampler, gradient, target,
+                                               optimiser=optimiser, lr=lr_used, iterations=cfg.iterations,
+                                               batch=cfg.batch, seed=streams[2 * r + 1]))
+                    bar.update()
+            runs = done[key]
+            curves.setdefault(kind, {}).setdefault(opt, {})[coefficients] = runs
+    return curves, lrs
+
+
+def _summaries(cfg: CoefficientsConfig, curves: dict, lrs: dict) -> tuple[list[dict], list[str]]:
+    """Per (sampler, optimiser): final losses of both choices, their paired difference, speed, and a verdict line."""
+    rows, verdicts = [], []
+    for kind in cfg.samplers:
+        for opt, lr in cfg.optimisers:
+            arr = {c: np.asarray(curves[kind][opt][c], dtype=np.float64) for c in COEFFICIENTS}
+            final = {c: np.array([_final(run) for run in arr[c]]) for c in COEFFICIENTS}
+            diverged = {c: int((~np.isfinite(arr[c]).all(axis=1)).sum()) for c in COEFFICIENTS}
+            initial = float(np.mean([run[0] for c in COEFFICIENTS for run in arr[c] if np.isfinite(run[0])]))
+            best = float(np.nanmin([np.nanmean(final[c]) for c in COEFFICIENTS]))
+            threshold = float(np.sqrt(initial * best))  # halfway from the initial to the better final loss, in log
+            speed = {c: np.array([_iterations_to(run, threshold) for run in arr[c]]) for c in COEFFICIENTS}
+            diff = final["algorithm_a1"] - final["sampler"]  # paired over seeds: same mixture, same batches
+            diff_mean, diff_sd = _mean_sd(diff)
+            spread = max(_mean_sd(final[c])[1] for c in COEFFICIENTS)
+            row = {"sampler": kind, "optimiser": opt, "lr": lr, "lr_used": lrs[kind][opt], "initial_loss": initial, "speed_threshold": threshold,
+                   "final_loss_per_seed": {c: final[c].tolist() for c in COEFFICIENTS},
+                   "final_loss_mean": {c: _mean_sd(final[c])[0] for c in COEFFICIENTS},
+                   "final_loss_sd": {c: _mean_sd(final[c])[1] for c in COEFFICIENTS},
+                   "iterations_to_threshold_mean": {c: float(np.nanmean(speed[c])) if np.isfinite(speed[c]).any()
+                                                    else None for c in COEFFICIENTS},
+                   "iterations_to_threshold_per_seed": {c: [None if not np.isfinite(s) else s for s in speed[c]]
+                                                        for c in COEFFICIENTS},
+                   "diverged": diverged, "paired_difference_mean": diff_mean, "paired_difference_sd": diff_sd,
+                   "seed_spread": spread}
+            row["verdict"] = _verdict(row, cfg.seeds)
+            rows.append(row)
+            verdicts.append(row["verdict"])
+    return rows, verdicts
+
+
+def _verdict(row: dict, seeds: int) -> str:
+    """One line from the numbers: which choice ends lower and reaches the threshold sooner, whether the final-loss
+    difference is within the seed spread (|mean difference| <= the larger per-choice sd over seeds), and whether it is
+    consistent across seeds when paired (|mean paired difference| > 2 standard errors of the paired differences)."""
+    lr = row["lr_used"]
+    lr_text = (f"lr {lr['algorithm_a1']:.3g} / {lr['sampler']:.3g} for algorithm_a1 / sampler"
+               if lr["algorithm_a1"] != lr["sampler"] else f"lr {row['lr']:g}")
+    head = f"{SAMPLER_LABELS[row['sampler']]} + {row['optimiser'].upper()} ({lr_text}, {seeds} seeds)"
+    if any(row["diverged"].values()):
+        return f"{head}: diverged runs {row['diverged']}; no comparison of final losses"
+    m = row["final_loss_mean"]
+    better, worse = ("algorithm_a1", "sampler") if m["algorithm_a1"] < m["sampler"] else ("sampler", "algorithm_a1")
+    rel = (m[worse] - m[better]) / m[worse]
+    stderr = row["paired_difference_sd"] / np.sqrt(seeds)
+    within = abs(row["paired_difference_mean"]) <= row["seed_spread"]
+    consistent = abs(row["paired_difference_mean"]) > 2 * stderr
+    speed = row["iterations_to_threshold_mean"]
+    if speed["algorithm_a1"] is None or speed["sampler"] is None:
+        pace = "not every choice reached the speed threshold"
+    else:
+        faster = ("neither" if speed["algorithm_a1"] == speed["sampler"]
+                  else min(COEFFICIENTS, key=lambda c: speed[c]))
+        pace = (f"{faster} reaches the halfway loss {row['speed_threshold']:.3g} first "
+                f"({speed['algorithm_a1']:.1f} vs {speed['sampler']:.1f} iterations, algorithm_a1 vs sampler)")
+    return (f"{head}: final loss algorithm_a1 {m['algorithm_a1']:.4g} +- {row['final_loss_sd']['algorithm_a1']:.2g}, "
+            f"sampler {m['sampler']:.4g} +- {row['final_loss_sd']['sampler']:.2g}; {better} lower by {rel:.1%} "
+            f"(paired difference {row['paired_difference_mean']:+.3g} +- {row['paired_difference_sd']:.2g}), "
+            f"{'within' if within else 'outside'} the seed spread (sd {row['seed_spread']:.2g}), "
+            f"{'consistent' if consistent else 'not consistent'} across paired seeds (2 SE = {2 * stderr:.2g}); {pace}")
+
+
+def _training_figure(cfg: CoefficientsConfig, curves: dict, rows: list[dict], ctx: RunContext) -> str:
+    fig, axes = plt.subplots(len(cfg.samplers), len(cfg.optimisers), figsize=(6.5 * len(cfg.optimisers),
+                             4 * len(cfg.samplers)), squeeze=False, constrained_layout=True)
+    by_key = {(r["sampler"], r["optimiser"]): r for r in rows}
+    for i, kind in enumerate(cfg.samplers):
+        for j, (opt, lr) in enumerate(cfg.optimisers):
+            ax, row = axes[i, j], by_key[(kind, opt)]
+            for c in COEFFICIENTS[::-1]:  # the dashed "sampler" curve last, on top: the two often overlap
+                arr = np.asarray(curves[kind][opt][c], dtype=np.float64)
+                x = np.arange(arr.shape[1])
+                style = COEFFICIENT_STYLES[c]
+                label = (f"{COEFFICIENT_LABELS[c]}: final {row['final_loss_mean'][c]:.3g} +- "
+                         f"{row['final_loss_sd'][c]:.2g}")
+                if row["diverged"][c]:
+                    label += f" ({row['diverged'][c]} diverged)"
+                ax.plot(x, np.nanmean(arr, 0), lw=1.6, label=label, **style)
+                ax.fill_between(x, np.nanmin(arr, 0), np.nanmax(arr, 0), color=style["color"], alpha=0.15)
+            ax.set(yscale="log", xlabel="iteration (optimiser steps)", ylabel="E ||z_0 - target||^2 (data units^2)",
+                   title=f"{SAMPLER_LABELS[kind]} {cfg.train_steps} steps, {opt.upper()} lr {lr:g}"
+                         + (" / total step weight" if opt == "sgd-matched" else ""))
+            ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"Finetuning the 2-D mixture toy with each choice of C_i: mean and range over {cfg.seeds} seeds "
+                 f"(paired: same mixtures and batches)")
+    name = ctx.save_figure(fig, "dft_coefficients_training")
+    plt.close(fig)
+    return name
+
+
+def run(cfg: CoefficientsConfig, ctx: RunContext) -> dict:
+    table, vectors = _coefficient_table(cfg)
+    coefficient_figure = _coefficient_figure(cfg, vectors, ctx)
+    curves, lrs = _train_all(cfg, ctx)
+    rows, verdicts = _summaries(cfg, curves, lrs)
+    training_figure = _training_figure(cfg, curves, rows, ctx)
+    mean_curves = {kind: {opt: {c: np.nanmean(np.asarray(curves[kind][opt][c], dtype=np.float64), 0).tolist()
+                                for c in COEFFICIENTS} for opt in curves[kind]} for kind in curves}
+    return _finite_or_none({"coefficient_table": table, "coefficient_vectors": vectors, "training": rows,
+                            "verdicts": verdicts, "curves_per_seed": curves, "curves_mean": mean_curves,
+                            "figures": {"coefficients": coefficient_figure, "training": training_figure}})
+
+
+def _finite_or_none(value):
+    """The results with every NaN/inf float (a diverged run) as None: results.json is strict JSON (allow_nan=False)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+EXPERIMENTS = [Experiment(name="dft-coefficients", make_config=make_config, run=run)]
