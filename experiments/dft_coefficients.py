@@ -31,10 +31,10 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from experiments.experiment import Experiment, RunContext  # noqa: E402
-from theory.sampler_gradient import COEFFICIENTS, AdjustedGradient, run_sampler  # noqa: E402
+from theory.sampler_gradient import COEFFICIENTS, AdjustedGradient  # noqa: E402
 from theory.schedules import scaled_linear_betas  # noqa: E402
 from toy.denoisers import MixtureDenoiser  # noqa: E402
-from toy.sampler_chain import eps_model_for, make_sampler  # noqa: E402
+from toy.sampler_chain import finetune, make_sampler  # noqa: E402
 
 SD_BETAS = scaled_linear_betas(1000).numpy()
 SAMPLER_LABELS = {"ddim": "DDIM", "dpmsolver++": "DPM-Solver++(2M)"}
@@ -153,28 +153,10 @@ def _mixture(dim: int, seed: int) -> MixtureDenoiser:
 
 def _finetune(model: torch.nn.Module, sampler, gradient: AdjustedGradient, target: torch.Tensor, *, optimiser: str,
               lr: float, iterations: int, batch: int, seed: int) -> list[float]:
-    """Finetune through the sampler with ``gradient`` (seed 000, Algorithm A.1) under Adam or plain SGD.
-
-    As :func:`toy.sampler_chain.finetune`, which fixes Adam and the sampler's own C_i; SGD is here because Adam
-    divides out any global gradient scale, so only SGD shows what the coefficients' overall size does. Stops at
-    the first non-finite loss (a diverged run) and pads the curve with NaN.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    if optimiser not in ("adam", "sgd"):
-        raise ValueError(f"optimiser must be 'adam' or 'sgd'; got {optimiser!r}")
-    opt = (torch.optim.Adam if optimiser == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
-    eps_model = eps_model_for(model, sampler)
-    losses: list[float] = []
-    for _ in range(iterations):
-        z_T = torch.randn(batch, target.shape[0], generator=gen, dtype=torch.float64)
-        loss = (run_sampler(eps_model, z_T, sampler.step, sampler.n_steps, gradient) - target).square().sum(1).mean()
-        if not torch.isfinite(loss):
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses + [float("nan")] * (iterations - len(losses))
+    """:func:`toy.sampler_chain.finetune` with the given coefficients and optimiser, stopping at divergence."""
+    return finetune(model, sampler, lambda z0: (z0 - target).square().sum(1).mean(), gradient.mode,
+                    dim=target.shape[0], iterations=iterations, batch=batch, lr=lr, seed=seed, gradient=gradient,
+                    optimiser=optimiser, stop_when_diverged=True)
 
 
 def _final(curve: np.ndarray) -> float:

@@ -40,6 +40,9 @@ _ENTRIES = (
           "experiments.dft"),
     Entry("dft-dal-toy", "DAL + adjusted DFT on a prompt-conditioned mixture, targets 50/50 and 75/25 (seed 000)",
           "experiments.dft"),
+    Entry("dft-coefficients", "Adjusted-gradient C_i: Algorithm A.1's DDPM 1/A_{t_i} vs the sampler's own, over DDIM / "
+                              "DPM-Solver++ steps and in toy finetuning under Adam and SGD (seed 000, Alg. A.1)",
+          "experiments.dft_coefficients"),
     Entry("dft-compare", "SFT vs PopAlign vs DAL + aDFT on the PopAlign 1-D mixture toy: discrepancy and unrelated mass",
           "experiments.dft"),
     Entry("bbb-bound", "Path-KL/Pinsker TV bound vs exact TV between generations over embedding distance (seed 003)",

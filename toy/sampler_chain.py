@@ -205,25 +205,36 @@ def gradient_scales(model: torch.nn.Module, sampler: Sampler, z_T: torch.Tensor,
 
 
 def finetune(model: torch.nn.Module, sampler: Sampler, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-             mode: GradientMode, *, dim: int, iterations: int, batch: int, lr: float, seed: int) -> list[float]:
+             mode: GradientMode, *, dim: int, iterations: int, batch: int, lr: float, seed: int,
+             gradient: AdjustedGradient | None = None, optimiser: str = "adam",
+             stop_when_diverged: bool = False) -> list[float]:
     """Finetune ``model`` through the sampler (direct finetuning, seed 000 Algorithm A.1) with a gradient mode.
 
     Every iteration draws a batch of z_T of shape (``batch``, ``dim``), samples z_0 through the chain and steps Adam
     on ``loss_fn(z_0)``. ``dim`` is the dimension of one sample and is passed explicitly: a model's parameter shapes
     do not determine it (a 1-D mixture with three components has means of length 3), and a wrong guess runs several
     broadcast chains instead of one without any error. Returns the loss per iteration.
+
+    ``gradient`` replaces the gradient mode built from ``mode`` and the sampler's own coefficients (e.g.
+    ``AdjustedGradient.from_scheduler(..., coefficients="algorithm_a1")``); ``optimiser`` is ``"adam"`` or ``"sgd"``
+    (Adam divides out a global gradient scale, so only SGD shows what the coefficients' overall size does). With
+    ``stop_when_diverged`` the run stops at the first non-finite loss and the curve is padded with NaN.
     """
     dim = check_count(dim, "dim", minimum=1)
     iterations = check_count(iterations, "iterations", minimum=0)
     batch = check_count(batch, "batch", minimum=1)
     gen = torch.Generator().manual_seed(check_count(seed, "seed", minimum=0))
-    gradient = AdjustedGradient(mode, sampler.a_coefficients)
+    if optimiser not in ("adam", "sgd"):
+        raise ValueError(f"optimiser must be 'adam' or 'sgd'; got {optimiser!r}")
+    gradient = AdjustedGradient(mode, sampler.a_coefficients) if gradient is None else gradient
     eps_model = eps_model_for(model, sampler)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = (torch.optim.Adam if optimiser == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
     losses = []
     for _ in range(iterations):
         z_T = torch.randn(batch, dim, generator=gen, dtype=torch.float64)
         loss = loss_fn(run_sampler(eps_model, z_T, sampler.step, sampler.n_steps, gradient))
+        if stop_when_diverged and not torch.isfinite(loss):
+            return losses + [float("nan")] * (iterations - len(losses))
         opt.zero_grad()
         loss.backward()
         opt.step()
