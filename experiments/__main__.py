@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from experiments.registry import EXPERIMENTS
+from experiments.registry import EXPERIMENTS, load
 from experiments.runner import MAX_SEED, PlotRefused, RunRefused, check_seed, default_out, plot, prepare_output, run
 from scaleup.errors import CheckpointError, ModelUnavailableError
 
@@ -115,6 +115,9 @@ def _plot(parser: argparse.ArgumentParser, name: str, out: str | None) -> int:
         parser.error(f"no results to plot under {root} (no NAME/results.json); compute them first with "
                      f"`python -m experiments run all" + ("`" if out is None else f" --out {root}`"))
     for each in names:
+        if name == "all" and load(each).plot is None:
+            print(f"{each}: its figures are drawn by its run only; left as they are", file=sys.stderr)
+            continue
         try:
             files = plot(each, out=out)
         except PlotRefused as err:
