@@ -96,7 +96,8 @@ class Experiment:
     results, and a plot step from results to figures.
 
     ``run`` (the compute step) returns the JSON-serialisable results (top-level keys of ``results.json``) and draws
-    nothing. ``plot`` reads only the dictionary written to ``results.json`` (as loaded back from JSON: string keys,
+    nothing (except where ``plot`` is None: ``gmm-celebahq``, whose sample grid is too big for ``results.json``,
+    draws through :meth:`RunContext.save_figure`). ``plot`` reads only the dictionary written to ``results.json`` (as loaded back from JSON: string keys,
     lists for arrays; the run's ``config`` and ``seed`` are in it) and returns ``{stem: figure}``; the runner saves
     each as ``stem.png``, and ``python -m experiments plot NAME`` redraws them from an existing ``results.json``
     without any compute. A missing key raises ``KeyError`` (results of another version of the experiment).
