@@ -190,22 +190,22 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         "quick": quick,
         "config": config,
         **results,
-        "missing_models": ctx.missing_models,
-    }
-    # the figures are drawn from the results as results.json holds them, so a redraw (`plot`) gives the same figures
-    for stem in _draw(experiment, json.loads(json.dumps(_jsonable(payload), allow_nan=False)), out_dir):
-        if stem not in ctx.figures:
-            ctx.figures.append(stem)
-    payload.update({
         "figures": sorted(ctx.figures),
+        "missing_models": ctx.missing_models,
         "versions": versions(),
         "source": source,
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 3),
-    })
+    }
     # a concurrent run may have written a full result meanwhile: check again just before replacing it
     _check_replaceable(out_dir / "results.json", quick=quick, seed=seed, explicit=out is not None)
+    # the results are saved before any drawing, so a failing plot step loses no compute (`plot NAME` redraws)
     write_json_atomic(out_dir / "results.json", payload)
+    # the figures are drawn from the results as results.json holds them, so a redraw (`plot`) gives the same figures
+    drawn = _draw(experiment, json.loads(json.dumps(_jsonable(payload), allow_nan=False)), out_dir)
+    if drawn:
+        payload["figures"] = sorted(set(ctx.figures) | set(drawn))
+        write_json_atomic(out_dir / "results.json", payload)
     return json.loads(json.dumps(_jsonable(payload)))
 
 
