@@ -126,3 +126,34 @@ def test_committed_results_redraw_in_under_30_seconds(tmp_path):
     for path in fresh:
         assert plot(path.parent.name, out=tmp_path)
     assert time.perf_counter() - started < 30
+
+
+FAKE_MODULE = '''
+from experiments.experiment import Experiment
+
+
+def compute(cfg, ctx):
+    return {"value": 3.0}
+
+
+def broken_plot(results):
+    raise KeyError("not_there")
+
+
+EXPERIMENTS = [Experiment("fake-plot-broken", lambda quick: {}, compute, broken_plot)]
+'''
+
+
+def test_a_failing_plot_step_loses_no_compute(tmp_path, monkeypatch):
+    from experiments import registry
+
+    (tmp_path / "fake_plot_module.py").write_text(FAKE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry.EXPERIMENTS, "fake-plot-broken",
+                        registry.Entry("fake-plot-broken", "fake", "fake_plot_module"))
+    with pytest.raises(KeyError):
+        run("fake-plot-broken", out=tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "fake-plot-broken" / "results.json").read_text())
+    assert saved["value"] == 3.0 and saved["figures"] == []
+    with pytest.raises(PlotRefused, match="missing key 'not_there'"):
+        plot("fake-plot-broken", out=tmp_path / "out")
