@@ -14,13 +14,16 @@ SD_BETAS = scaled_linear_betas(1000).numpy()
 
 
 def mixture_model(d: int, seed: int, spread: float = 2.0, std: float = 0.3) -> MixtureDenoiser:
+    """The exact noise predictor of 0.5/0.3/0.2 N(m_k, std^2 I) in R^d, means m_k ~ N(0, spread^2 I) drawn from
+    ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     means = torch.randn(3, d, generator=gen, dtype=torch.float64) * spread
     return MixtureDenoiser(torch.tensor([0.5, 0.3, 0.2]), means, torch.full((3,), std))
 
 
 def trained_mlp(d: int, seed: int, steps: int) -> MLPDenoiser:
-    """An MLP trained (briefly) on samples of the same mixture (``mixture_model(d, seed)``): an imperfect, generic network.
+    """An MLP trained (briefly) on samples of the same mixture (``mixture_model(d, seed)``): an imperfect, generic
+    network.
 
     Its training data, initial weights and batches come from streams spawned from ``seed`` (not ``seed`` itself,
     which already drew the mixture's means)."""
