@@ -1,4 +1,5 @@
-"""Command line: ``python -m experiments list`` and ``python -m experiments run NAME|all [options]``.
+"""Command line: ``python -m experiments list``, ``python -m experiments run NAME|all [options]`` and
+``python -m experiments plot NAME|all [--out DIR]`` (redraw the figures of existing results, no compute).
 
 Bad input (unknown name, bad seed, an output folder that is a file or read-only, a result the run must not replace)
 is one line on stderr and exit code 2, found before any compute. ``run all`` goes on past a failing experiment and
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from experiments.registry import EXPERIMENTS
-from experiments.runner import MAX_SEED, RunRefused, check_seed, default_out, prepare_output, run
+from experiments.registry import EXPERIMENTS, load
+from experiments.runner import MAX_SEED, PlotRefused, RunRefused, check_seed, default_out, plot, prepare_output, run
 from scaleup.errors import CheckpointError, ModelUnavailableError
 
 # failures whose message says all there is to say; anything else also prints its traceback
@@ -55,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
                             help="run without models that are not on this machine and record their absence in "
                                  "results.json (default: stop with exit code 1 and say which environment variable "
                                  "to set); a model named by an environment variable must load either way")
+    plot_parser = commands.add_parser("plot", help="redraw the figures of existing results (no compute; "
+                                                   "results.json is only read)")
+    plot_parser.add_argument("name", help="experiment name (see `list`), or `all` (every experiment with results "
+                                          "under --out)")
+    plot_parser.add_argument("--out", default=None, help=f"output root holding NAME/results.json (default: "
+                                                         f"{default_out()})")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -62,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, entry in sorted(EXPERIMENTS.items()):
             print(f"{name:<{width}}  {entry.summary}")
         return 0
+    if args.command == "plot":
+        return _plot(parser, args.name, args.out)
     if args.name != "all" and args.name not in EXPERIMENTS:
         parser.error(f"unknown experiment {args.name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
     names = sorted(EXPERIMENTS) if args.name == "all" else [args.name]
@@ -93,6 +102,28 @@ def main(argv: list[str] | None = None) -> int:
         for line in failures:
             print(f"  {line}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _plot(parser: argparse.ArgumentParser, name: str, out: str | None) -> int:
+    """``plot NAME``: one line on stderr per redrawn experiment; a refusal is one line and exit code 2. ``plot all``
+    redraws every experiment whose results.json lies under the output root."""
+    if name != "all" and name not in EXPERIMENTS:
+        parser.error(f"unknown experiment {name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
+    root = default_out() if out is None else Path(out)
+    names = [n for n in sorted(EXPERIMENTS) if (root / n / "results.json").is_file()] if name == "all" else [name]
+    if not names:
+        parser.error(f"no results to plot under {root} (no NAME/results.json); compute them first with "
+                     f"`python -m experiments run all" + ("`" if out is None else f" --out {root}`"))
+    for each in names:
+        if name == "all" and load(each).plot is None:
+            print(f"{each}: its figures are drawn by its run only; left as they are", file=sys.stderr)
+            continue
+        try:
+            files = plot(each, out=out)
+        except PlotRefused as err:
+            parser.error(str(err))
+        print(f"{each}: redrew {', '.join(files) or 'no figure'} in {_shown(root / each)}", file=sys.stderr)
+    return 0
 
 
 def _shown(path: Path) -> str:

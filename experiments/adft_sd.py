@@ -87,27 +87,6 @@ def run(cfg: AdftSdConfig, ctx: RunContext) -> dict:
     freq = np.array([e["class_frequencies"][name] or [np.nan] * len(classes) for e in log], dtype=float)
     mean_prob = np.array([e["mean_probabilities"][name] or [np.nan] * len(classes) for e in log], dtype=float)
     original = np.array([e["original_class_frequencies"][name] or [np.nan] * len(classes) for e in log], dtype=float)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    k = len(classes) - 1  # the last class ("female" for gender): the one the biased tiny model under-produces
-    left.plot(steps, freq[:, k], "o-", label=f"finetuned model: share of {classes[k]}")
-    left.plot(steps, mean_prob[:, k], "^:", label=f"finetuned model: mean P({classes[k]})")
-    left.plot(steps, original[:, k], "s--", color="grey", label="original model (same noise)")
-    left.axhline(target[k], color="r", ls=":", label=f"target {target[k]:.2f}")
-    resumed_at = int(Path(resumed["resumed_from"]).name.split("-")[1])
-    left.axvline(resumed_at + 0.5, color="k", lw=0.8, alpha=0.5)
-    left.text(resumed_at + 0.6, 0.9, f"killed after {killed['iterations_done']},\nresumed from checkpoint "
-              f"{resumed_at}", fontsize=7, va="top")
-    left.set(xlabel="iteration", ylabel="class frequency in the batch", ylim=(-0.05, 1.05),
-             title=f"aDFT on tiny random SD: {name}, N = {cfg.batch_size}")
-    left.legend(fontsize=7)
-    for key, label in (("loss", "L"), ("loss_align", "L_align"), ("loss_img", "lambda_img L_img"),
-                       ("loss_face", "L_face")):
-        right.plot(steps, [e[key] for e in log], label=label)
-    right.set(xlabel="iteration", ylabel="loss", title="loss terms (JSONL log)")
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    figure = ctx.save_figure(fig, "adft_sd")
-    plt.close(fig)
     return {
         "note": "tiny random models; centre-box detector and random CLIP zero-shot classifier: the machinery, not a "
                 "debiased SD",
@@ -119,13 +98,42 @@ def run(cfg: AdftSdConfig, ctx: RunContext) -> dict:
         "killed_after": killed["iterations_done"], "resumed_from": Path(resumed["resumed_from"]).name,
         "resume_equals_uninterrupted": identical, "checkpoints_kept": checkpoints,
         "evaluations": resumed["evaluations"], "best": resumed["best"], "models": resumed["models"],
-        "skipped_steps": resumed["skipped_steps"], "figure": figure,
+        "skipped_steps": resumed["skipped_steps"], "figure": "adft_sd.png",
     }
+
+
+def plot(results: dict) -> dict:
+    """Class frequency of the finetuned and original model over iterations (killed and resumed), and the losses."""
+    steps, classes, target = results["iterations"], results["classes"], results["target"]
+    name = results["attribute"]
+    freq, mean_prob, original = (np.array(results[k], dtype=float) for k in
+                                 ("class_frequency", "mean_probability", "original_class_frequency"))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    k = len(classes) - 1  # the last class ("female" for gender): the one the biased tiny model under-produces
+    left.plot(steps, freq[:, k], "o-", label=f"finetuned model: share of {classes[k]}")
+    left.plot(steps, mean_prob[:, k], "^:", label=f"finetuned model: mean P({classes[k]})")
+    left.plot(steps, original[:, k], "s--", color="grey", label="original model (same noise)")
+    left.axhline(target[k], color="r", ls=":", label=f"target {target[k]:.2f}")
+    resumed_at = int(results["resumed_from"].split("-")[1])
+    left.axvline(resumed_at + 0.5, color="k", lw=0.8, alpha=0.5)
+    left.text(resumed_at + 0.6, 0.9, f"killed after {results['killed_after']},\nresumed from checkpoint "
+              f"{resumed_at}", fontsize=7, va="top")
+    left.set(xlabel="iteration", ylabel="class frequency in the batch", ylim=(-0.05, 1.05),
+             title=f"aDFT on tiny random SD: {name}, N = {results['config']['batch_size']}")
+    left.legend(fontsize=7)
+    for key, label in (("loss", "L"), ("loss_align", "L_align"), ("loss_img", "lambda_img L_img"),
+                       ("loss_face", "L_face")):
+        right.plot(steps, results["losses"][key], label=label)
+    right.set(xlabel="iteration", ylabel="loss", title="loss terms (JSONL log)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    return {"adft_sd": fig}
 
 
 EXPERIMENT = Experiment(
     name="adft-sd",
     make_config=make_config,
     run=run,
+    plot=plot,
 )
 EXPERIMENTS = [EXPERIMENT]

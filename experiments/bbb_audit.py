@@ -75,8 +75,20 @@ def audit_one(cfg: AuditConfig, leak: float, rng: np.random.Generator) -> dict:
 def run(cfg: AuditConfig, ctx: RunContext) -> dict:
     rng = np.random.default_rng(ctx.seed)
     rows = [audit_one(cfg, leak, rng) for leak in cfg.leaks]
+    zero = rows[0]
+    return {
+        "plain_ranks_biased_first": all(r["plain"]["ranks_biased_first"] for r in rows),
+        "repaired_at_zero_leak": {name: not zero[name]["ranks_biased_first"] for name in ("subclass", "average")},
+        "rows": rows,
+        "figure": "bbb_audit.png",
+    }
+
+
+def plot(results: dict) -> dict:
+    """The auditor's preference, multi-accuracy and multi-calibration gaps against the leak, from ``results``."""
+    rows, cfg = results["rows"], results["config"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    leaks = np.array(cfg.leaks)
+    leaks = np.array([r["leak"] for r in rows])
     for name in SCORERS:
         axes[0].errorbar(leaks, [r[name]["biased_minus_balanced"] for r in rows],
                          yerr=[2 * r[name]["stderr"] for r in rows], fmt="o-", ms=4, label=name)
@@ -87,19 +99,11 @@ def run(cfg: AuditConfig, ctx: RunContext) -> dict:
                 title="auditor's preference for the biased generator")
     axes[1].set(xlabel="stereotype leaked into subclass prompts", ylabel="max_g |E[y - s | g]|", title="multi-accuracy gap")
     axes[2].set(xlabel="stereotype leaked into subclass prompts", ylabel="max_(g,v) |E[(y-s)1(s in v) | g]|",
-                title=f"multi-calibration gap ({cfg.n_bins} bins)")
+                title=f"multi-calibration gap ({cfg['n_bins']} bins)")
     for ax in axes:
         ax.legend(fontsize=8)
-    fig.suptitle(f"Alignment auditing with a biased prompt embedding (seed 003), stereotype b = {cfg.stereotype}")
-    figure = ctx.save_figure(fig, "bbb_audit")
-    plt.close(fig)
-    zero = rows[0]
-    return {
-        "plain_ranks_biased_first": all(r["plain"]["ranks_biased_first"] for r in rows),
-        "repaired_at_zero_leak": {name: not zero[name]["ranks_biased_first"] for name in ("subclass", "average")},
-        "rows": rows,
-        "figure": figure,
-    }
+    fig.suptitle(f"Alignment auditing with a biased prompt embedding (seed 003), stereotype b = {cfg['stereotype']}")
+    return {"bbb_audit": fig}
 
 
-EXPERIMENTS = [Experiment("bbb-audit", make_config, run)]
+EXPERIMENTS = [Experiment("bbb-audit", make_config, run, plot)]

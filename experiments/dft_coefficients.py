@@ -112,13 +112,13 @@ def _coefficient_table(cfg: CoefficientsConfig) -> tuple[list[dict], dict]:
     return rows, vectors
 
 
-def _coefficient_figure(cfg: CoefficientsConfig, vectors: dict, ctx: RunContext) -> str:
-    fig, axes = plt.subplots(2, len(cfg.samplers), figsize=(6 * len(cfg.samplers), 7.5), squeeze=False,
+def _coefficient_figure(cfg: dict, vectors: dict):
+    fig, axes = plt.subplots(2, len(cfg["samplers"]), figsize=(6 * len(cfg["samplers"]), 7.5), squeeze=False,
                              constrained_layout=True)
-    markers = dict(zip(cfg.step_counts, ("o", "s", "^", "v", "D")))
-    for col, kind in enumerate(cfg.samplers):
+    markers = dict(zip(cfg["step_counts"], ("o", "s", "^", "v", "D")))
+    for col, kind in enumerate(cfg["samplers"]):
         top, bottom = axes[0, col], axes[1, col]
-        for j, n in enumerate(cfg.step_counts):
+        for j, n in enumerate(cfg["step_counts"]):
             v = vectors[f"{kind}/{n}"]
             t = np.asarray(v["timesteps"])
             for coefficients in COEFFICIENTS:
@@ -138,9 +138,7 @@ def _coefficient_figure(cfg: CoefficientsConfig, vectors: dict, ctx: RunContext)
         for ax in (top, bottom):
             ax.invert_xaxis()  # sampling runs from t = 999 down to 0
     fig.suptitle("Adjusted-gradient coefficients on the SD schedule (paper 000, Algorithm A.1 vs the sampler's own)")
-    name = ctx.save_figure(fig, "dft_coefficients")
-    plt.close(fig)
-    return name
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------- (b) training
@@ -283,15 +281,16 @@ def _verdict(row: dict, seeds: int) -> str:
             f"{'consistent' if consistent else 'not consistent'} across paired seeds (2 SE = {2 * stderr:.2g}); {pace}")
 
 
-def _training_figure(cfg: CoefficientsConfig, curves: dict, rows: list[dict], ctx: RunContext) -> str:
-    fig, axes = plt.subplots(len(cfg.samplers), len(cfg.optimisers), figsize=(6.5 * len(cfg.optimisers),
-                             4 * len(cfg.samplers)), squeeze=False, constrained_layout=True)
+def _training_figure(cfg: dict, curves: dict, rows: list[dict]):
+    fig, axes = plt.subplots(len(cfg["samplers"]), len(cfg["optimisers"]), figsize=(6.5 * len(cfg["optimisers"]),
+                             4 * len(cfg["samplers"])), squeeze=False, constrained_layout=True)
     by_key = {(r["sampler"], r["optimiser"]): r for r in rows}
-    for i, kind in enumerate(cfg.samplers):
-        for j, (opt, lr) in enumerate(cfg.optimisers):
+    for i, kind in enumerate(cfg["samplers"]):
+        for j, (opt, lr) in enumerate(cfg["optimisers"]):
             ax, row = axes[i, j], by_key[(kind, opt)]
             for c in COEFFICIENTS[::-1]:  # the dashed "sampler" curve last, on top: the two often overlap
-                arr = np.asarray(curves[kind][opt][c], dtype=np.float64)
+                arr = np.array([[np.nan if v is None else v for v in curve] for curve in curves[kind][opt][c]],
+                               dtype=np.float64)  # a diverged run's NaN is stored as None
                 x = np.arange(arr.shape[1])
                 style = COEFFICIENT_STYLES[c]
                 label = (f"{COEFFICIENT_LABELS[c]}: final {row['final_loss_mean'][c]:.3g} +- "
@@ -301,27 +300,29 @@ def _training_figure(cfg: CoefficientsConfig, curves: dict, rows: list[dict], ct
                 ax.plot(x, np.nanmean(arr, 0), lw=1.6, label=label, **style)
                 ax.fill_between(x, np.nanmin(arr, 0), np.nanmax(arr, 0), color=style["color"], alpha=0.15)
             ax.set(yscale="log", xlabel="iteration (optimiser steps)", ylabel="E ||z_0 - target||^2 (data units^2)",
-                   title=f"{SAMPLER_LABELS[kind]} {cfg.train_steps} steps, {opt.upper()} lr {lr:g}"
+                   title=f"{SAMPLER_LABELS[kind]} {cfg['train_steps']} steps, {opt.upper()} lr {lr:g}"
                          + (" / total step weight" if opt == "sgd-matched" else ""))
             ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Finetuning the 2-D mixture toy with each choice of C_i: mean and range over {cfg.seeds} seeds "
+    fig.suptitle(f"Finetuning the 2-D mixture toy with each choice of C_i: mean and range over {cfg['seeds']} seeds "
                  f"(paired: same mixtures and batches)")
-    name = ctx.save_figure(fig, "dft_coefficients_training")
-    plt.close(fig)
-    return name
+    return fig
 
 
 def run(cfg: CoefficientsConfig, ctx: RunContext) -> dict:
     table, vectors = _coefficient_table(cfg)
-    coefficient_figure = _coefficient_figure(cfg, vectors, ctx)
     curves, lrs = _train_all(cfg, ctx)
     rows, verdicts = _summaries(cfg, curves, lrs)
-    training_figure = _training_figure(cfg, curves, rows, ctx)
     mean_curves = {kind: {opt: {c: np.nanmean(np.asarray(curves[kind][opt][c], dtype=np.float64), 0).tolist()
                                 for c in COEFFICIENTS} for opt in curves[kind]} for kind in curves}
     return _finite_or_none({"coefficient_table": table, "coefficient_vectors": vectors, "training": rows,
-                            "verdicts": verdicts, "curves_per_seed": curves, "curves_mean": mean_curves,
-                            "figures": {"coefficients": coefficient_figure, "training": training_figure}})
+                            "verdicts": verdicts, "curves_per_seed": curves, "curves_mean": mean_curves})
+
+
+def plot(results: dict) -> dict:
+    """Both figures from the results alone: the coefficient vectors and the training curves."""
+    cfg = results["config"]
+    return {"dft_coefficients": _coefficient_figure(cfg, results["coefficient_vectors"]),
+            "dft_coefficients_training": _training_figure(cfg, results["curves_per_seed"], results["training"])}
 
 
 def _finite_or_none(value):
@@ -335,4 +336,4 @@ def _finite_or_none(value):
     return value
 
 
-EXPERIMENTS = [Experiment(name="dft-coefficients", make_config=make_config, run=run)]
+EXPERIMENTS = [Experiment(name="dft-coefficients", make_config=make_config, run=run, plot=plot)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from scaleup.atomic_write import atomic_write
 from scaleup.errors import ModelUnavailableError
@@ -72,22 +72,40 @@ class RunContext:
     def save_figure(self, fig: matplotlib.figure.Figure, stem: str) -> str:
         """Write ``fig`` as ``out_dir/stem.png`` atomically (:func:`scaleup.atomic_write.atomic_write`) and return
         the file name."""
-        path = atomic_write(self.out_dir / f"{stem}.png", lambda f: fig.savefig(f, dpi=130, bbox_inches="tight",
-                                                                                   format="png"))
-        if path.name not in self.figures:
-            self.figures.append(path.name)
-        return path.name
+        name = save_figure(fig, self.out_dir, stem)
+        if name not in self.figures:
+            self.figures.append(name)
+        return name
+
+
+def save_figure(fig: matplotlib.figure.Figure, out_dir: Path, stem: str) -> str:
+    """Write ``fig`` as ``out_dir/stem.png`` atomically (:func:`scaleup.atomic_write.atomic_write`) and return the
+    file name. Used by a run (:meth:`RunContext.save_figure`) and by ``python -m experiments plot``."""
+    path = atomic_write(Path(out_dir) / f"{stem}.png", lambda f: fig.savefig(f, dpi=130, bbox_inches="tight",
+                                                                                format="png"))
+    return path.name
+
+
+#: A plot step: from the dictionary written to ``results.json`` to figures by file stem (``{"gmm_toy": fig}``).
+PlotStep = Callable[[dict], "dict[str, matplotlib.figure.Figure]"]
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One experiment's code: a config for full and ``--quick`` runs, and a function from (config, context) to results.
+    """One experiment's code: a config for full and ``--quick`` runs, a compute step from (config, context) to
+    results, and a plot step from results to figures.
 
-    ``run`` returns the JSON-serialisable results (top-level keys of ``results.json``) and writes its figures
-    through :meth:`RunContext.save_figure`. Its name and one-line summary are declared in
-    :mod:`experiments.registry`; every experiment module lists its experiments in a module-level ``EXPERIMENTS``.
+    ``run`` (the compute step) returns the JSON-serialisable results (top-level keys of ``results.json``) and draws
+    nothing (except where ``plot`` is None: ``gmm-celebahq``, whose sample grid is too big for ``results.json``,
+    draws through :meth:`RunContext.save_figure`). ``plot`` reads only the dictionary written to ``results.json`` (as loaded back from JSON: string keys,
+    lists for arrays; the run's ``config`` and ``seed`` are in it) and returns ``{stem: figure}``; the runner saves
+    each as ``stem.png``, and ``python -m experiments plot NAME`` redraws them from an existing ``results.json``
+    without any compute. A missing key raises ``KeyError`` (results of another version of the experiment).
+    Its name and one-line summary are declared in :mod:`experiments.registry`; every experiment module lists its
+    experiments in a module-level ``EXPERIMENTS``.
     """
 
     name: str
     make_config: Callable[[bool], Any]
     run: Callable[[Any, RunContext], dict]
+    plot: Optional[PlotStep] = None

@@ -110,49 +110,48 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
-    if not (len(cfg.digits) == len(cfg.protected_group) == len(cfg.target)):
-        raise ValueError("digits, protected_group and target must have one entry per digit")
-    group_of = dict(zip(cfg.digits, cfg.protected_group))
-    target_of = dict(zip(cfg.digits, cfg.target))
-    to_ap = np.vectorize(group_of.get, otypes=[int])
-    to_at = np.vectorize(target_of.get, otypes=[int])
-    # independent streams (RunContext.seeds): data split and draws, classifier, UNet init, training, chains, GMM
-    # fits, finishing the GMM latents; scikit-learn takes them because they have 32 bits
-    split_seed, classifier_seed, init_seed, train_seed, chain_seed, fit_seed, finish_seed = ctx.seeds(7)
-    rng = np.random.default_rng(split_seed)
-    torch.manual_seed(init_seed)
+@dataclass(frozen=True)
+class _Design:
+    """The 2 x 2 design: A_p and A_t of each digit, and the real-data digit classifier that labels generated images."""
 
-    images, labels = load_digit_images(cfg.digits)
-    split = biased_split(images, labels, group_of, cfg.minority_share, n_test_per_digit=cfg.n_test_per_digit, rng=rng)
-    classifier = fit_digit_classifier(split.classifier_images, split.classifier_digits, seed=classifier_seed)
-    x_test = split.test_images.reshape(len(split.test_images), -1)
-    classifier_test_accuracy = float((classifier.predict(x_test) == split.test_digits).mean())
+    cfg: GMMDigitsConfig
+    classifier: object
 
-    def ap_shares(x0: np.ndarray) -> tuple[float, list[float], dict]:
-        digits = classifier.predict(x0.reshape(len(x0), -1))
-        freq = class_frequencies(to_ap(digits), 2)
-        return frequency_bias(freq), freq.tolist(), {int(d): float((digits == d).mean()) for d in cfg.digits}
+    def protected(self, digits: np.ndarray) -> np.ndarray:
+        return np.vectorize(dict(zip(self.cfg.digits, self.cfg.protected_group)).get, otypes=[int])(digits)
 
-    # the DDPM, resumed from its checkpoint when one exists for this data and architecture
+    def target(self, digits: np.ndarray) -> np.ndarray:
+        return np.vectorize(dict(zip(self.cfg.digits, self.cfg.target)).get, otypes=[int])(digits)
+
+    def digits_of(self, x0: np.ndarray) -> np.ndarray:
+        return self.classifier.predict(x0.reshape(len(x0), -1))
+
+    def ap_shares(self, x0: np.ndarray) -> tuple[float, list[float], dict]:
+        """Seed 000's bias of the A_p shares of ``x0``, the shares, and the share of each digit."""
+        digits = self.digits_of(x0)
+        freq = class_frequencies(self.protected(digits), 2)
+        return frequency_bias(freq), freq.tolist(), {int(d): float((digits == d).mean()) for d in self.cfg.digits}
+
+
+def train_model(cfg: GMMDigitsConfig, ctx: RunContext, split, train_seed: int):
+    """The DDPM, resumed from its checkpoint when one exists for this data and architecture:
+    (unet, scheduler, losses, checkpoint path)."""
     unet = tiny_unet(sample_size=8, channels=1, block_out_channels=cfg.block_out_channels)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     checkpoint = ctx.out_dir / f"ddpm_digits_{_ddpm_key(cfg, ctx.seed)}.pt"
     losses = train_ddpm(unet, scheduler, split.train_images, steps=cfg.train_steps, batch_size=cfg.batch_size,
                         lr=cfg.lr, seed=train_seed, checkpoint=checkpoint, restart=ctx.restart, progress=not ctx.quick)
+    return unet, scheduler, losses, checkpoint
 
-    indices = sorted({int(round(f * cfg.num_inference_steps)) for f in cfg.step_fractions})
-    latents, plain_x0 = collect_latents(unet, scheduler, cfg.n_latents, indices=indices,
-                                        num_inference_steps=cfg.num_inference_steps, seed=chain_seed,
-                                        progress=not ctx.quick)
-    bias_plain, shares_plain, digits_plain = ap_shares(plain_x0)
-    train_shares = class_frequencies(to_ap(split.train_digits), 2).tolist()
 
-    sweep, fits, samples = [], {}, {}
-    for index in indices:
+def latent_sweep(cfg: GMMDigitsConfig, design: _Design, unet, scheduler, latents: dict, rng: np.random.Generator,
+                 fit_seed: int, finish_seed: int) -> tuple[list[dict], dict]:
+    """Steps 1-2 at every t: BIC-chosen GMM on x_t, equal samples per component (mean / full) finished by the DDPM.
+    Returns the sweep rows and {(t, mode): (x0, component)}."""
+    sweep, samples = [], {}
+    for index in sorted(latents):
         t = latent_timestep(scheduler, cfg.num_inference_steps, index)
         fit = fit_latent_mixture(latents[index], k_range=range(1, cfg.k_max + 1), seed=fit_seed)
-        fits[t] = (index, fit)
         row = {"t": t, "index": index, "chosen_k": fit.chosen_k, "bic": fit.bic}
         per_k = -(-cfg.n_generated // fit.chosen_k)
         for mode in ("mean", "full"):
@@ -161,28 +160,30 @@ def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
                                    seed=finish_seed)
             samples[(t, mode)] = (x0, comp)
             row[f"bias_gmm_{mode}"], row[f"protected_shares_gmm_{mode}"], row[f"digit_shares_gmm_{mode}"] = \
-                ap_shares(x0)
+                design.ap_shares(x0)
         sweep.append(row)
+    return sweep, samples
 
-    t_star = choose_step({r["t"]: r["chosen_k"] for r in sweep})
-    if t_star is None:
-        # BIC saw one Gaussian at every step: uniform sampling over one component is plain sampling
-        chosen, gmm_x0, comp = None, plain_x0, np.zeros(len(plain_x0), dtype=int)
-    else:
-        chosen = next(r for r in sweep if r["t"] == t_star)
-        gmm_x0, comp = samples[(t_star, "mean")]
-    comp_digits = classifier.predict(gmm_x0.reshape(len(gmm_x0), -1))
-    per_component = [{"component": int(k), "n": int((comp == k).sum()),
-                      "protected_group1_share": float((to_ap(comp_digits[comp == k]) == 1).mean()),
-                      "digit_shares": {int(d): float((comp_digits[comp == k] == d).mean()) for d in cfg.digits}}
-                     for k in np.unique(comp)]
 
-    # downstream A_t classifier: small original set vs mixes with generated, pseudo-labelled data
-    y_test, ap_test = to_at(split.test_digits), to_ap(split.test_digits)
+def component_balance(cfg: GMMDigitsConfig, design: _Design, gmm_x0: np.ndarray, comp: np.ndarray) -> list[dict]:
+    """The A_p group-1 share and digit shares among the generated images of each GMM component."""
+    comp_digits = design.digits_of(gmm_x0)
+    return [{"component": int(k), "n": int((comp == k).sum()),
+             "protected_group1_share": float((design.protected(comp_digits[comp == k]) == 1).mean()),
+             "digit_shares": {int(d): float((comp_digits[comp == k] == d).mean()) for d in cfg.digits}}
+            for k in np.unique(comp)]
+
+
+def downstream_table(cfg: GMMDigitsConfig, design: _Design, split, pools: dict[str, np.ndarray],
+                     rng: np.random.Generator) -> list[dict]:
+    """Step 3: the A_t classifier trained on a small original set vs mixes with generated, pseudo-labelled data;
+    Bias, BA, KL, accuracy, TPR (mean and sd over repeats) and BPC against the original-only classifier."""
+    y_test, ap_test = design.target(split.test_digits), design.protected(split.test_digits)
+    x_test = split.test_images.reshape(len(split.test_images), -1)
     train_x = split.train_images.reshape(len(split.train_images), -1)
-    train_y = to_at(split.train_digits)
-    pools = {"gmm": gmm_x0.reshape(len(gmm_x0), -1), "plain": plain_x0.reshape(len(plain_x0), -1)}
-    pseudo = {name: to_at(classifier.predict(x)) for name, x in pools.items()}
+    train_y = design.target(split.train_digits)
+    pools = {name: x.reshape(len(x), -1) for name, x in pools.items()}
+    pseudo = {name: design.target(design.classifier.predict(x)) for name, x in pools.items()}
     results_by_setting: dict[tuple[str, float], list[dict]] = {}
     for _ in range(cfg.repeats):
         half = cfg.n_small // 2
@@ -214,10 +215,50 @@ def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
         entry["bpc"] = (bias_performance_coefficient(base_bias, entry["bias"], base_tpr, entry["tpr"])
                         if base_bias and base_bias > 0 and base_tpr > 0 else None)
         table.append(entry)
+    return table
 
-    _figures(ctx, cfg, sweep, t_star, bias_plain, train_shares, shares_plain, per_component, table, losses,
-             split, plain_x0, gmm_x0, comp)
+
+#: Images per row of the samples figure (recorded in results.json).
+N_SHOWN = 8
+
+
+def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
+    if not (len(cfg.digits) == len(cfg.protected_group) == len(cfg.target)):
+        raise ValueError("digits, protected_group and target must have one entry per digit")
+    # independent streams (RunContext.seeds): data split and draws, classifier, UNet init, training, chains, GMM
+    # fits, finishing the GMM latents; scikit-learn takes them because they have 32 bits
+    split_seed, classifier_seed, init_seed, train_seed, chain_seed, fit_seed, finish_seed = ctx.seeds(7)
+    rng = np.random.default_rng(split_seed)
+    torch.manual_seed(init_seed)
+
+    images, labels = load_digit_images(cfg.digits)
+    split = biased_split(images, labels, dict(zip(cfg.digits, cfg.protected_group)), cfg.minority_share,
+                         n_test_per_digit=cfg.n_test_per_digit, rng=rng)
+    design = _Design(cfg, fit_digit_classifier(split.classifier_images, split.classifier_digits, seed=classifier_seed))
+    classifier_test_accuracy = float((design.digits_of(split.test_images) == split.test_digits).mean())
+    unet, scheduler, losses, checkpoint = train_model(cfg, ctx, split, train_seed)
+
+    indices = sorted({int(round(f * cfg.num_inference_steps)) for f in cfg.step_fractions})
+    latents, plain_x0 = collect_latents(unet, scheduler, cfg.n_latents, indices=indices,
+                                        num_inference_steps=cfg.num_inference_steps, seed=chain_seed,
+                                        progress=not ctx.quick)
+    bias_plain, shares_plain, digits_plain = design.ap_shares(plain_x0)
+    train_shares = class_frequencies(design.protected(split.train_digits), 2).tolist()
+    sweep, samples = latent_sweep(cfg, design, unet, scheduler, latents, rng, fit_seed, finish_seed)
+
+    t_star = choose_step({r["t"]: r["chosen_k"] for r in sweep})
+    if t_star is None:
+        # BIC saw one Gaussian at every step: uniform sampling over one component is plain sampling
+        chosen, gmm_x0, comp = None, plain_x0, np.zeros(len(plain_x0), dtype=int)
+    else:
+        chosen = next(r for r in sweep if r["t"] == t_star)
+        gmm_x0, comp = samples[(t_star, "mean")]
+    per_component = component_balance(cfg, design, gmm_x0, comp)
+    table = downstream_table(cfg, design, split, {"gmm": gmm_x0, "plain": plain_x0}, rng)
+
     bias_gmm = chosen["bias_gmm_mean"] if chosen else bias_plain
+    shown = {"real": split.train_images[:N_SHOWN, 0], "plain": plain_x0[:N_SHOWN, 0],
+             **{f"comp {k}": gmm_x0[comp == k][:N_SHOWN, 0] for k in np.unique(comp)}}
     return {
         "chosen_t": t_star,
         "chosen_step_index": chosen["index"] if chosen else None,
@@ -236,25 +277,33 @@ def run(cfg: GMMDigitsConfig, ctx: RunContext) -> dict:
         "sweep": sweep,
         "real_classifier_test_accuracy": classifier_test_accuracy,
         "ddpm": {"final_loss_mean_last_100": float(np.mean(losses[-100:])) if losses else None,
-                 "train_images": int(len(split.train_images)), "checkpoint": checkpoint.name},
+                 "train_images": int(len(split.train_images)), "checkpoint": checkpoint.name,
+                 "training_steps_run": len(losses)},
+        "sample_images": shown,  # the first images of each source, for the samples figure
     }
 
 
-def _figures(ctx, cfg, sweep, t_star, bias_plain, train_shares, shares_plain, per_component, table, losses, split,
-             plain_x0, gmm_x0, comp) -> None:
+def plot(results: dict) -> dict:
+    """The GAMMA-FACE summary (BIC, balance against t, minority share by source, downstream Bias) and the samples."""
+    return {"gmm_digits": _summary_figure(results), "gmm_digits_samples": _samples_figure(results["sample_images"])}
+
+
+def _summary_figure(results: dict):
+    sweep, table, per_component = results["sweep"], results["downstream"], results["per_component_balance"]
     fig, axes = plt.subplots(1, 4, figsize=(21, 4.2))
     ax = axes[0]
     for r in sweep:
-        ks = sorted(r["bic"])
-        ax.plot(ks, [r["bic"][k] for k in ks], "o-", ms=3, label=f"t = {r['t']} (K* = {r['chosen_k']})")
+        bic = {int(k): v for k, v in r["bic"].items()}  # JSON keys are strings
+        ks = sorted(bic)
+        ax.plot(ks, [bic[k] for k in ks], "o-", ms=3, label=f"t = {r['t']} (K* = {r['chosen_k']})")
     ax.set(xlabel="K", ylabel="BIC", title="BIC of diagonal GMMs on x_t")
     ax.legend(fontsize=7)
-    ax = axes[1]
-    plot_bias_against_t(ax, sweep, bias_plain, t_star, ylabel="bias of A_p among generated (seed 000)",
-                        title="balance against t")
+    plot_bias_against_t(axes[1], sweep, results["bias_plain_sampling"], results["chosen_t"],
+                        ylabel="bias of A_p among generated (seed 000)", title="balance against t")
     ax = axes[2]
     names = ["training data", "plain"] + [f"comp {c['component']}" for c in per_component]
-    shares = [train_shares[1], shares_plain[1]] + [c["protected_group1_share"] for c in per_component]
+    shares = [results["protected_shares_training_data"][1], results["protected_shares_plain"][1]] + \
+        [c["protected_group1_share"] for c in per_component]
     ax.bar(range(len(names)), shares, color=["grey", "k"] + ["C0"] * len(per_component))
     ax.axhline(0.5, color="C3", ls=":")
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
@@ -267,25 +316,24 @@ def _figures(ctx, cfg, sweep, t_star, bias_plain, train_shares, shares_plain, pe
     ax.axhline(base["bias"], color="k", ls=":", label="Bias, original only")
     ax.set(xlabel="% generated in the training set", ylabel="Bias(A_t) (eq. 12)", title="downstream A_t classifier")
     ax.legend(fontsize=7)
-    fig.suptitle(f"GAMMA-FACE on a digits DDPM trained 80/20 over A_p (seed 002); {len(losses)} training steps")
-    ctx.save_figure(fig, "gmm_digits")
-    plt.close(fig)
+    fig.suptitle(f"GAMMA-FACE on a digits DDPM trained 80/20 over A_p (seed 002); "
+                 f"{results['ddpm']['training_steps_run']} training steps")
+    return fig
 
-    n_show = 8
-    comps = np.unique(comp)
-    fig, axes = plt.subplots(len(comps) + 2, n_show, figsize=(n_show * 0.9, (len(comps) + 2) * 0.95))
-    rows = [("real", split.train_images), ("plain", plain_x0)] + [(f"comp {k}", gmm_x0[comp == k]) for k in comps]
-    for r, (label, imgs) in enumerate(rows):
+
+def _samples_figure(shown: dict):
+    n_show = max(len(imgs) for imgs in shown.values())
+    fig, axes = plt.subplots(len(shown), n_show, figsize=(n_show * 0.9, len(shown) * 0.95), squeeze=False)
+    for r, (label, imgs) in enumerate(shown.items()):
         for c in range(n_show):
             ax = axes[r, c]
             if c < len(imgs):
-                ax.imshow(np.clip(imgs[c, 0], -1, 1), cmap="gray_r", vmin=-1, vmax=1)
+                ax.imshow(np.clip(np.asarray(imgs[c]), -1, 1), cmap="gray_r", vmin=-1, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=7)
     fig.suptitle("samples: real, plain, and per GMM component", fontsize=9)
-    ctx.save_figure(fig, "gmm_digits_samples")
-    plt.close(fig)
+    return fig
 
 
-EXPERIMENTS = [Experiment("gmm-digits", make_config, run)]
+EXPERIMENTS = [Experiment("gmm-digits", make_config, run, plot)]

@@ -110,28 +110,13 @@ def run(cfg: GMMToyConfig, ctx: RunContext) -> dict:
                  "exact_weights": np.asarray(cfg.weights), "exact_means": np.sqrt(a) * np.asarray(cfg.means),
                  "exact_vars": a * np.square(cfg.stds) + 1 - a}
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    ax = axes[0]
-    for r in sweep:
-        ks = sorted(r["bic"])
-        ax.plot(ks, [r["bic"][k] - min(r["bic"].values()) for k in ks], "o-", ms=3, label=f"t = {r['t']}")
-    ax.set(xlabel="K", ylabel="BIC - min BIC", title="BIC by number of components", yscale="symlog")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    plot_bias_against_t(ax, sweep, bias_plain, t_star, ylabel="bias of generated classes (seed 000)",
-                        title="bias against t")
-    ax = axes[2]
-    if t_star is not None:
+    chosen_density = None
+    if t_star is not None:  # the histogram of x_t and the chosen GMM's density, for the figure
         x_t = latents[t_star].reshape(-1).numpy()
-        ax.hist(x_t, bins=80, density=True, alpha=0.5, label=f"x_t at t* = {t_star}")
+        heights, edges = np.histogram(x_t, bins=80, density=True)
         grid = np.linspace(x_t.min(), x_t.max(), 400)
-        dens = np.exp(fits[t_star].gmm.score_samples(grid[:, None]))
-        ax.plot(grid, dens, "k-", label=f"GMM, K = {fits[t_star].chosen_k}")
-    ax.set(xlabel="x_t", ylabel="density", title="latents and the chosen mixture")
-    ax.legend(fontsize=7)
-    fig.suptitle("GAMMA-FACE on an exact 1-D diffusion model, data 80/20 (seed 002, Sec. 3.3)")
-    figure = ctx.save_figure(fig, "gmm_toy")
-    plt.close(fig)
+        chosen_density = {"histogram_edges": edges, "histogram_density": heights, "grid": grid,
+                          "gmm_density": np.exp(fits[t_star].gmm.score_samples(grid[:, None]))}
 
     return {
         "chosen_t": t_star,
@@ -143,8 +128,34 @@ def run(cfg: GMMToyConfig, ctx: RunContext) -> dict:
         "halves_bias": bool(chosen and chosen["bias_gmm_mean"] <= bias_plain / 2),
         "fit_vs_exact_at_chosen_t": exact,
         "sweep": sweep,
-        "figure": figure,
+        "latents_at_chosen_t": chosen_density,
+        "figure": "gmm_toy.png",
     }
 
 
-EXPERIMENTS = [Experiment("gmm-toy", make_config, run)]
+def plot(results: dict) -> dict:
+    """BIC curves, bias against t and the latents at t* with the chosen mixture, from ``results``."""
+    sweep, t_star = results["sweep"], results["chosen_t"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    ax = axes[0]
+    for r in sweep:
+        bic = {int(k): v for k, v in r["bic"].items()}  # JSON keys are strings
+        ks = sorted(bic)
+        ax.plot(ks, [bic[k] - min(bic.values()) for k in ks], "o-", ms=3, label=f"t = {r['t']}")
+    ax.set(xlabel="K", ylabel="BIC - min BIC", title="BIC by number of components", yscale="symlog")
+    ax.legend(fontsize=7)
+    plot_bias_against_t(axes[1], sweep, results["bias_plain_sampling"], t_star,
+                        ylabel="bias of generated classes (seed 000)", title="bias against t")
+    ax = axes[2]
+    chosen = results["latents_at_chosen_t"]
+    if chosen is not None:
+        ax.stairs(chosen["histogram_density"], chosen["histogram_edges"], fill=True, alpha=0.5,
+                  label=f"x_t at t* = {t_star}")
+        ax.plot(chosen["grid"], chosen["gmm_density"], "k-", label=f"GMM, K = {results['chosen_k']}")
+    ax.set(xlabel="x_t", ylabel="density", title="latents and the chosen mixture")
+    ax.legend(fontsize=7)
+    fig.suptitle("GAMMA-FACE on an exact 1-D diffusion model, data 80/20 (seed 002, Sec. 3.3)")
+    return {"gmm_toy": fig}
+
+
+EXPERIMENTS = [Experiment("gmm-toy", make_config, run, plot)]

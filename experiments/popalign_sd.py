@@ -160,22 +160,7 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
         evaluations[name] = {"neutral": neutral["overall"],
                              "identity_recall": identity_recall(specific, [k for _, k in augmented], keywords)}
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     log = [json.loads(line) for line in log_resumed]
-    steps = [e["step"] for e in log]
-    axes[0].plot(steps, [e["loss"] for e in log], marker="o", label="PopAlign loss (eq. 9)")
-    axes[0].axvline(cfg.stop_at, color="grey", ls=":", label="stopped and resumed")
-    axes[0].set_xlabel("iteration")
-    axes[0].legend()
-    axes[1].plot(steps, [e["r_winner"] for e in log], marker="o", label="mean r, winners")
-    axes[1].plot(steps, [e["r_loser"] for e in log], marker="s", label="mean r, losers")
-    axes[1].plot(steps, [e["mu"] for e in log], ls="--", label="mu")
-    axes[1].set_xlabel("iteration")
-    axes[1].legend()
-    title = "tiny random SD 1.5 (path check, stand-in perception)" if cfg.tiny else "SD 1.5"
-    fig.suptitle(f"popalign-sd: {title}")
-    figure = ctx.save_figure(fig, "popalign_sd_training")
-    plt.close(fig)
     return {
         "weights_available": True,
         "models": "tiny random SD 1.5 (scaleup.models.tiny), saved and reloaded" if cfg.tiny else pipeline,
@@ -186,13 +171,37 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
             "filter", "target", "class_target")},
         "training": {"popalign": popalign, "sft": sft, "uninterrupted": {
             k: straight[k] for k in ("iterations_done", "set_reward_accuracy")}},
-        "resume": resume_check, "evaluation": evaluations, "figure": figure,
+        "resume": resume_check, "evaluation": evaluations,
+        "training_log": [{k: e[k] for k in ("step", "loss", "r_winner", "r_loser", "mu")} for e in log],
+        "figure": "popalign_sd_training.png",
     }
+
+
+def plot(results: dict) -> dict:
+    """The PopAlign loss and the mean rewards of winners and losers over the (stopped and resumed) training."""
+    if "training_log" not in results:  # a run without weights trained nothing
+        return {}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    cfg, log = results["config"], results["training_log"]
+    steps = [e["step"] for e in log]
+    axes[0].plot(steps, [e["loss"] for e in log], marker="o", label="PopAlign loss (eq. 9)")
+    axes[0].axvline(cfg['stop_at'], color="grey", ls=":", label="stopped and resumed")
+    axes[0].set_xlabel("iteration")
+    axes[0].legend()
+    axes[1].plot(steps, [e["r_winner"] for e in log], marker="o", label="mean r, winners")
+    axes[1].plot(steps, [e["r_loser"] for e in log], marker="s", label="mean r, losers")
+    axes[1].plot(steps, [e["mu"] for e in log], ls="--", label="mu")
+    axes[1].set_xlabel("iteration")
+    axes[1].legend()
+    title = "tiny random SD 1.5 (path check, stand-in perception)" if cfg['tiny'] else "SD 1.5"
+    fig.suptitle(f"popalign-sd: {title}")
+    return {"popalign_sd_training": fig}
 
 
 EXPERIMENT = Experiment(
     name="popalign-sd",
     make_config=make_config,
     run=run,
+    plot=plot,
 )
 EXPERIMENTS = [EXPERIMENT]

@@ -78,13 +78,26 @@ def _mixture_density(model, run: int, grid: np.ndarray) -> np.ndarray:
         return model.log_prob(torch.as_tensor(grid)[None].expand(model.logits.shape[0], -1))[run].exp().numpy()
 
 
-def _histogram_panel(ax, samples: np.ndarray, model, run: int, title: str) -> None:
-    grid = np.linspace(-12, 12, 601)
-    ref = reference_mixture(1)
-    ax.hist(samples, bins=np.linspace(-12, 12, 73), density=True, color="C0", alpha=0.45, label="samples")
-    ax.plot(grid, _mixture_density(model, run, grid), color="C0", lw=1.5, label="model density")
-    ax.plot(grid, _mixture_density(ref, 0, grid), "k--", lw=1, label="reference")
-    ax.set(title=title, xlabel="x", ylim=(0, 0.45))
+#: The x grid of the density curves and the bin edges of the sample histograms.
+DENSITY_GRID = np.linspace(-12, 12, 601)
+HISTOGRAM_EDGES = np.linspace(-12, 12, 73)
+
+
+def _histogram(samples: np.ndarray, model, run: int, title: str) -> dict:
+    """One histogram panel as data: the samples' density per bin of :data:`HISTOGRAM_EDGES`, and the model's and the
+    reference's densities on :data:`DENSITY_GRID` (the plot reads only these)."""
+    return {"title": title, "histogram_edges": HISTOGRAM_EDGES,
+            "histogram_density": np.histogram(samples, bins=HISTOGRAM_EDGES, density=True)[0],
+            "grid": DENSITY_GRID, "model_density": _mixture_density(model, run, DENSITY_GRID),
+            "reference_density": _mixture_density(reference_mixture(1), 0, DENSITY_GRID)}
+
+
+def _histogram_panel(ax, panel: dict) -> None:
+    ax.stairs(panel["histogram_density"], panel["histogram_edges"], fill=True, color="C0", alpha=0.45,
+              label="samples")
+    ax.plot(panel["grid"], panel["model_density"], color="C0", lw=1.5, label="model density")
+    ax.plot(panel["grid"], panel["reference_density"], "k--", lw=1, label="reference")
+    ax.set(title=panel["title"], xlabel="x", ylim=(0, 0.45))
 
 
 def _samples(result: SweepResult, parameterisation: str, n: int, seed: int) -> np.ndarray:
@@ -128,27 +141,17 @@ def run_fig3(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     trained = {(p, m): _sweep(cfg, setting, m, p, train_seed) for p in PARAMETERISATIONS for m in ("popalign", "sft")}
     reference = _reference_summary(cfg.target)
 
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
     ref_samples = reference_mixture(1).sample(cfg.n_generated, torch.Generator().manual_seed(sample_seed))[0].numpy()
-    for row, parameterisation in enumerate(PARAMETERISATIONS):
-        _histogram_panel(axes[row, 0], ref_samples, reference_mixture(1), 0, f"reference ({parameterisation} row)")
-        for col, method in enumerate(("popalign", "sft"), start=1):
+    histograms = {}  # per parameterisation: the reference's, PopAlign's and SFT's samples (figure rows)
+    for parameterisation in PARAMETERISATIONS:
+        histograms[parameterisation] = [_histogram(ref_samples, reference_mixture(1), 0,
+                                                   f"reference ({parameterisation} row)")]
+        for method in ("popalign", "sft"):
             res = trained[(parameterisation, method)]
             agg = res.settings[0]
-            _histogram_panel(axes[row, col], _samples(res, parameterisation, cfg.n_generated, sample_seed)[0], res.model, 0,
-                             f"{method} ({parameterisation}): G1 share {agg['g1_share']:.2f}, G2 {agg['g2_weight']:.3f}")
-        ax = axes[row, 3]
-        for method, color in (("popalign", "C0"), ("sft", "C3")):
-            acc = trained[(parameterisation, method)].settings[0]["reward_accuracy"]
-            ax.plot(acc["steps"], acc["mean"], color=color, label=method)
-            ax.fill_between(acc["steps"], acc["min"], acc["max"], color=color, alpha=0.2)
-        ax.set(title=f"implied population reward accuracy ({parameterisation})", xlabel="step", ylim=(0, 1.05))
-        ax.legend()
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"PopAlign vs SFT on the 1-D mixture (seed 001, Fig. 3): target {cfg.target:.0%} G1, beta {cfg.beta}, "
-                 f"{cfg.seeds} seed(s)")
-    figure = ctx.save_figure(fig, "popalign_toy")
-    plt.close(fig)
+            histograms[parameterisation].append(_histogram(
+                _samples(res, parameterisation, cfg.n_generated, sample_seed)[0], res.model, 0,
+                f"{method} ({parameterisation}): G1 share {agg['g1_share']:.2f}, G2 {agg['g2_weight']:.3f}"))
 
     by_param = {p: {m: trained[(p, m)].settings[0] for m in ("popalign", "sft")} for p in PARAMETERISATIONS}
     ref_g2 = reference["g2_weight"]
@@ -165,8 +168,29 @@ def run_fig3(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
         "parameterisations": by_param,
         "reproduces_fig3": {p: fig3_holds(by_param[p]) for p in PARAMETERISATIONS},
         "bound_check": {p: _bound_check(cfg, trained[(p, "popalign")], train_seed) for p in PARAMETERISATIONS},
-        "figure": figure,
+        "histograms": histograms,
+        "figure": "popalign_toy.png",
     }
+
+
+def plot_fig3(results: dict) -> dict:
+    """Per parameterisation: reference, PopAlign and SFT samples with densities, and the reward accuracy."""
+    cfg, by_param = results["config"], results["parameterisations"]
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
+    for row, parameterisation in enumerate(PARAMETERISATIONS):
+        for col, panel in enumerate(results["histograms"][parameterisation]):
+            _histogram_panel(axes[row, col], panel)
+        ax = axes[row, 3]
+        for method, color in (("popalign", "C0"), ("sft", "C3")):
+            acc = by_param[parameterisation][method]["reward_accuracy"]
+            ax.plot(acc["steps"], acc["mean"], color=color, label=method)
+            ax.fill_between(acc["steps"], acc["min"], acc["max"], color=color, alpha=0.2)
+        ax.set(title=f"implied population reward accuracy ({parameterisation})", xlabel="step", ylim=(0, 1.05))
+        ax.legend()
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"PopAlign vs SFT on the 1-D mixture (seed 001, Fig. 3): target {cfg['target']:.0%} G1, "
+                 f"beta {cfg['beta']}, {cfg['seeds']} seed(s)")
+    return {"popalign_toy": fig}
 
 
 def run_targets(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
@@ -174,22 +198,28 @@ def run_targets(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     train_seed, sample_seed = ctx.seeds(2)
     res = _sweep(cfg, settings, "popalign", "diffusion", train_seed)
     samples = _samples(res, "diffusion", cfg.n_generated, sample_seed)
-    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4))
-    for k, (ax, agg) in enumerate(zip(np.atleast_1d(axes), res.settings)):
-        run = k * cfg.seeds
-        _histogram_panel(ax, samples[run], res.model, run,
-                         f"target {agg['target']:.0%}: G1 share {agg['g1_share']:.2f} ± {agg['g1_share_std']:.2f}")
-    fig.suptitle(f"PopAlign (diffusion, beta {cfg.beta}) for non-uniform targets (seed 001, Fig. 11)")
-    figure = ctx.save_figure(fig, "popalign_toy_targets")
-    plt.close(fig)
+    histograms = [_histogram(samples[k * cfg.seeds], res.model, k * cfg.seeds,
+                             f"target {agg['target']:.0%}: G1 share {agg['g1_share']:.2f} ± {agg['g1_share_std']:.2f}")
+                  for k, agg in enumerate(res.settings)]  # the first run of each target
     ref_g2 = _reference_summary(cfg.target)["g2_weight"]
     return {
         "targets": res.settings,
         "all_within_0_1": all(abs(a["g1_share"] - a["target"]) <= 0.1 for a in res.settings),
         "all_keep_half_g2": all(a["g2_weight"] >= 0.5 * ref_g2 for a in res.settings),
         "max_abs_share_error": max(abs(a["g1_share"] - a["target"]) for a in res.settings),
-        "figure": figure,
+        "histograms": histograms,
+        "figure": "popalign_toy_targets.png",
     }
+
+
+def plot_targets(results: dict) -> dict:
+    """Samples and densities of the first run for each target."""
+    panels = results["histograms"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for ax, panel in zip(np.atleast_1d(axes), panels):
+        _histogram_panel(ax, panel)
+    fig.suptitle(f"PopAlign (diffusion, beta {results['config']['beta']}) for non-uniform targets (seed 001, Fig. 11)")
+    return {"popalign_toy_targets": fig}
 
 
 def _monotone(values: list[float], increasing: bool) -> bool:
@@ -202,21 +232,6 @@ def run_beta(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     res = _sweep(cfg, settings, "popalign", "diffusion", ctx.seeds(1)[0])
     aggs = res.settings
     betas = np.array(cfg.betas)
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
-    for ax, key, label in zip(axes, ("g1_share", "g2_weight", "discrepancy", "kl_to_reference"),
-                              ("G1 share within G1+G3", "G2 weight", "discrepancy to target (eq. 11)",
-                               "KL(P_theta || P_ref)")):
-        ax.errorbar(betas, [a[key] for a in aggs], yerr=[a[f"{key}_std"] for a in aggs], fmt="o-", capsize=3)
-        ax.set(xscale="log", xlabel="beta", title=label)
-    ref = _reference_summary(cfg.target)
-    axes[0].axhline(cfg.target, color="grey", ls=":", label="target")
-    axes[0].axhline(ref["g1_share"], color="k", ls="--", label="reference")
-    axes[1].axhline(ref["g2_weight"], color="k", ls="--")
-    axes[0].legend()
-    fig.suptitle(f"Effect of beta (seed 001, Fig. 12): diffusion parameterisation, target {cfg.target:.0%}, "
-                 f"{cfg.seeds} seed(s)")
-    figure = ctx.save_figure(fig, "popalign_toy_beta")
-    plt.close(fig)
     disc = [a["discrepancy"] for a in aggs]
     best = int(np.argmin(disc))
     return {
@@ -226,36 +241,66 @@ def run_beta(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
         "beta_of_min_discrepancy": float(betas[best]),
         "discrepancy_increasing_above_best_beta": _monotone(disc[best:], increasing=True),
         "discrepancy_decreasing_below_best_beta": _monotone(disc[: best + 1], increasing=False),
-        "figure": figure,
+        "reference": _reference_summary(cfg.target),
+        "figure": "popalign_toy_beta.png",
     }
+
+
+def plot_beta(results: dict) -> dict:
+    """G1 share, G2 weight, discrepancy and KL to the reference against beta (mean +- sd over seeds)."""
+    cfg, aggs, ref = results["config"], results["betas"], results["reference"]
+    betas = np.array(cfg["betas"])
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    for ax, key, label in zip(axes, ("g1_share", "g2_weight", "discrepancy", "kl_to_reference"),
+                              ("G1 share within G1+G3", "G2 weight", "discrepancy to target (eq. 11)",
+                               "KL(P_theta || P_ref)")):
+        ax.errorbar(betas, [a[key] for a in aggs], yerr=[a[f"{key}_std"] for a in aggs], fmt="o-", capsize=3)
+        ax.set(xscale="log", xlabel="beta", title=label)
+    axes[0].axhline(cfg['target'], color="grey", ls=":", label="target")
+    axes[0].axhline(ref["g1_share"], color="k", ls="--", label="reference")
+    axes[1].axhline(ref["g2_weight"], color="k", ls="--")
+    axes[0].legend()
+    fig.suptitle(f"Effect of beta (seed 001, Fig. 12): diffusion parameterisation, target {cfg['target']:.0%}, "
+                 f"{cfg['seeds']} seed(s)")
+    return {"popalign_toy_beta": fig}
 
 
 def run_alpha(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
     settings = [Setting(cfg.target, cfg.beta, a) for a in cfg.alphas]
     train_seed, sample_seed = ctx.seeds(2)
     results = {p: _sweep(cfg, settings, "popalign", p, train_seed) for p in PARAMETERISATIONS}
-    fig, axes = plt.subplots(2, len(settings), figsize=(5 * len(settings), 8))
-    for row, p in enumerate(PARAMETERISATIONS):
+    histograms = {}  # per parameterisation, the first run of each alpha (figure rows)
+    for p in PARAMETERISATIONS:
         samples = _samples(results[p], p, cfg.n_generated, sample_seed)
-        for k, agg in enumerate(results[p].settings):
-            run = k * cfg.seeds
-            _histogram_panel(axes[row, k], samples[run], results[p].model, run,
-                             f"{p}, alpha {agg['alpha']}: G1 {agg['g1_share']:.2f}, G2 {agg['g2_weight']:.3f}")
-    fig.suptitle(f"Effect of alpha in mu (seed 001, Fig. 13 / App. A.3): beta {cfg.beta}, target {cfg.target:.0%}")
-    figure = ctx.save_figure(fig, "popalign_toy_alpha")
-    plt.close(fig)
+        histograms[p] = [_histogram(samples[k * cfg.seeds], results[p].model, k * cfg.seeds,
+                                    f"{p}, alpha {agg['alpha']}: G1 {agg['g1_share']:.2f}, G2 {agg['g2_weight']:.3f}")
+                         for k, agg in enumerate(results[p].settings)]
     ref_g2 = _reference_summary(cfg.target)["g2_weight"]
     out = {p: results[p].settings for p in PARAMETERISATIONS}
     # "diverges": the run abandons the preference data's support, its mass draining into the unrelated G2
     out["diverged"] = {p: {str(a["alpha"]): a["g2_weight"] > 1 - 0.5 * (1 - ref_g2) for a in results[p].settings}
                        for p in PARAMETERISATIONS}
-    out["figure"] = figure
+    out["histograms"] = histograms
+    out["figure"] = "popalign_toy_alpha.png"
     return out
 
 
+def plot_alpha(results: dict) -> dict:
+    """Samples and densities for each alpha, one row per parameterisation."""
+    cfg = results["config"]
+    n = len(results["histograms"][PARAMETERISATIONS[0]])
+    fig, axes = plt.subplots(2, n, figsize=(5 * n, 8), squeeze=False)
+    for row, p in enumerate(PARAMETERISATIONS):
+        for k, panel in enumerate(results["histograms"][p]):
+            _histogram_panel(axes[row, k], panel)
+    fig.suptitle(f"Effect of alpha in mu (seed 001, Fig. 13 / App. A.3): beta {cfg['beta']}, "
+                 f"target {cfg['target']:.0%}")
+    return {"popalign_toy_alpha": fig}
+
+
 EXPERIMENTS = [
-    Experiment("popalign-toy", make_config, run_fig3),
-    Experiment("popalign-toy-targets", make_config, run_targets),
-    Experiment("popalign-toy-beta", make_config, run_beta),
-    Experiment("popalign-toy-alpha", make_config, run_alpha),
+    Experiment("popalign-toy", make_config, run_fig3, plot_fig3),
+    Experiment("popalign-toy-targets", make_config, run_targets, plot_targets),
+    Experiment("popalign-toy-beta", make_config, run_beta, plot_beta),
+    Experiment("popalign-toy-alpha", make_config, run_alpha, plot_alpha),
 ]

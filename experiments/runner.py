@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from experiments.experiment import RunContext
+from experiments.experiment import Experiment, RunContext, save_figure
 from experiments.registry import EXPERIMENTS, load
 from experiments.source_hash import experiment_source
 from scaleup.atomic_write import atomic_write_text
@@ -35,6 +35,11 @@ _VERSIONED = ("fairdiff", "numpy", "scipy", "torch", "sympy", "matplotlib", "dif
 class RunRefused(ValueError):
     """A run refused before any compute: unknown name, bad seed, unusable output folder, or a result it would
     replace. The message is one line naming the argument, what was wrong and what to do."""
+
+
+class PlotRefused(ValueError):
+    """``plot`` cannot redraw: unknown name, no ``results.json``, or one made by a version of the experiment whose
+    keys the plot step cannot read. The message is one line naming the file and what to do."""
 
 
 def default_out(*, quick: bool = False, seed: int | None = None) -> Path:
@@ -177,7 +182,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
                      allow_missing_models=allow_missing_models)
     config = experiment.make_config(quick)
     started = datetime.datetime.now(datetime.timezone.utc)
-    results = experiment.run(config, ctx)
+    results = experiment.run(config, ctx)  # the compute step draws nothing (issue 13)
     payload = {
         "experiment": name,
         "summary": EXPERIMENTS[name].summary,
@@ -194,5 +199,128 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     }
     # a concurrent run may have written a full result meanwhile: check again just before replacing it
     _check_replaceable(out_dir / "results.json", quick=quick, seed=seed, explicit=out is not None)
+    # the results are saved before any drawing, so a failing plot step loses no compute (`plot NAME` redraws)
     write_json_atomic(out_dir / "results.json", payload)
+    # the figures are drawn from the results as results.json holds them, so a redraw (`plot`) gives the same figures
+    drawn = _draw(experiment, json.loads(json.dumps(_jsonable(payload), allow_nan=False)), out_dir)
+    if drawn:
+        payload["figures"] = sorted(set(ctx.figures) | set(drawn))
+        write_json_atomic(out_dir / "results.json", payload)
     return json.loads(json.dumps(_jsonable(payload)))
+
+
+def _draw(experiment: Experiment, results: dict, out_dir: Path) -> list[str]:
+    """Run the plot step of ``experiment`` on ``results`` and save each figure atomically as ``out_dir/stem.png``;
+    returns the file names (none for an experiment without a plot step)."""
+    if experiment.plot is None:
+        return []
+    import matplotlib.pyplot as plt
+
+    names = []
+    for stem, fig in experiment.plot(results).items():
+        try:
+            names.append(save_figure(fig, out_dir, stem))
+        finally:
+            plt.close(fig)
+    return names
+
+
+def _stored(name: str, out: str | os.PathLike | None) -> tuple[Path, dict, Experiment, str]:
+    """(path, results, experiment, rerun command) of an existing ``OUT/NAME/results.json``; :class:`PlotRefused`
+    when it is absent, unreadable, of another experiment, or the experiment has no plot step."""
+    if name not in EXPERIMENTS:
+        raise PlotRefused(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(EXPERIMENTS))}")
+    root = DEFAULT_OUT if out is None else Path(out)
+    path = root / name / "results.json"
+    rerun = f"python -m experiments run {name}" + ("" if out is None else f" --out {root}")
+    if not path.is_file():
+        raise PlotRefused(f"no results to plot: {path} does not exist; compute them first with `{rerun}`")
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise PlotRefused(f"{path} is not a readable results.json ({type(err).__name__}); recompute it with "
+                          f"`{rerun}`") from None
+    if not isinstance(results, dict) or results.get("experiment") != name:
+        found = results.get("experiment") if isinstance(results, dict) else None
+        raise PlotRefused(f"{path} holds results of {found!r}, not {name!r}; recompute it with `{rerun}`")
+    experiment = load(name)
+    if experiment.plot is None:
+        raise PlotRefused(f"experiment {name!r} has no plot step; its figures are drawn only by `{rerun}`")
+    return path, results, experiment, rerun
+
+
+def _unreadable(name: str, path: Path, rerun: str, err: Exception) -> PlotRefused:
+    what = f"missing key {err.args[0]!r}" if isinstance(err, KeyError) and err.args else type(err).__name__
+    return PlotRefused(f"{path} was made by a version of {name!r} whose results this plot cannot read ({what}); "
+                       f"recompute it with `{rerun}`")
+
+
+def plot(name: str, *, out: str | os.PathLike | None = None) -> list[str]:
+    """Redraw the figures of experiment ``name`` from an existing ``OUT/NAME/results.json``, with no compute.
+
+    ``results.json`` is only read, never written; each figure replaces its file atomically. Returns the file names.
+
+    Parameters
+    ----------
+    name : str
+        An experiment of :data:`experiments.registry.EXPERIMENTS`.
+    out : path, optional
+        Output root holding ``NAME/results.json``; default ``paper_figures/out`` (the committed results).
+
+    Raises
+    ------
+    PlotRefused
+        For an unknown name, an experiment without a plot step, a missing or unreadable ``results.json``, results
+        of another experiment, or results whose keys the plot step cannot read (made by another version).
+    """
+    path, results, experiment, rerun = _stored(name, out)
+    try:
+        return _draw(experiment, results, path.parent)
+    except (KeyError, IndexError, TypeError) as err:
+        raise _unreadable(name, path, rerun, err) from None
+
+
+def figures(name: str, *, out: str | os.PathLike | None = None) -> dict:
+    """The figures of experiment ``name`` drawn from an existing ``OUT/NAME/results.json``, in memory: nothing is
+    written (what a notebook shows). ``{stem: matplotlib Figure}``; the caller closes them. Raises
+    :class:`PlotRefused` as :func:`plot` does."""
+    path, results, experiment, rerun = _stored(name, out)
+    try:
+        return experiment.plot(results)
+    except (KeyError, IndexError, TypeError) as err:
+        raise _unreadable(name, path, rerun, err) from None
+
+
+def figure_pngs(name: str, *, out: str | os.PathLike | None = None) -> dict[str, bytes]:
+    """``{stem: PNG bytes}`` of experiment ``name``'s figures, drawn in memory from ``OUT/NAME/results.json`` by its
+    plot step (nothing written), or, for an experiment that draws inside compute, read from the stored PNG files
+    the results list. What a notebook displays (``IPython.display.Image(data=...)``)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    if name in EXPERIMENTS and load(name).plot is None:
+        root = DEFAULT_OUT if out is None else Path(out)
+        stored = json.loads((root / name / "results.json").read_text())
+        return {Path(f).stem: (root / name / f).read_bytes() for f in stored["figures"]}
+    pngs = {}
+    for stem, fig in figures(name, out=out).items():
+        buffer = io.BytesIO()
+        try:
+            fig.savefig(buffer, dpi=130, bbox_inches="tight", format="png")  # as save_figure writes them
+        finally:
+            plt.close(fig)
+        pngs[stem] = buffer.getvalue()
+    return pngs
+
+
+def results(name: str, *, quick: bool = False, out: str | os.PathLike | None = None, seed: int | None = None,
+            allow_missing_models: bool = False) -> dict:
+    """The results of experiment ``name``: ``OUT/NAME/results.json`` as stored when it exists (no compute, nothing
+    written), else a run (:func:`run`, which writes it). What the notebooks call, so that opening one never
+    re-runs or overwrites a run; delete the file (or pick another ``out``) to recompute."""
+    root = default_out(quick=quick, seed=DEFAULT_SEED if seed is None else seed) if out is None else Path(out)
+    path = root / name / "results.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return run(name, quick=quick, out=out, seed=seed, allow_missing_models=allow_missing_models)

@@ -69,7 +69,9 @@ def real_photo_check() -> dict:
     return out
 
 
-def _draw(ctx: RunContext, photo: dict, evaluation: dict | None) -> None:
+def plot(results: dict) -> dict:
+    """The real photo with each detector's face box and P(female), and the per-prompt bias of the evaluation."""
+    photo, evaluation = results["real_photo"], results["evaluation"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,8 +106,7 @@ def _draw(ctx: RunContext, photo: dict, evaluation: dict | None) -> None:
         ax.set_ylabel("fraction")
         ax.set_title(f"evaluation ({evaluation['models'].get('pipeline_note', 'real weights')})")
         ax.legend(fontsize=8)
-    ctx.save_figure(fig, "sd_eval")
-    plt.close(fig)
+    return {"sd_eval": fig}
 
 
 def run(config: SDEvalConfig, ctx: RunContext) -> dict:
@@ -135,11 +136,10 @@ def run(config: SDEvalConfig, ctx: RunContext) -> dict:
     else:
         evaluation = run_eval(eval_config)
         evaluation["models"]["pipeline_note"] = "real weights"
-    _draw(ctx, photo, evaluation)
     return {"real_photo": photo,
             "evaluation": None if evaluation is None else {k: evaluation[k] for k in
                                                            ("overall", "per_prompt", "models", "class_names")},
             "evaluation_folder": "evaluation" if evaluation is not None else None}
 
 
-EXPERIMENTS = [Experiment(name="sd-eval", make_config=make_config, run=run)]
+EXPERIMENTS = [Experiment(name="sd-eval", make_config=make_config, run=run, plot=plot)]

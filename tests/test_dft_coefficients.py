@@ -115,8 +115,16 @@ def test_results_carry_both_choices_for_every_seed_paired(quick_run):
         # and training moved both (different gradients after the first step give different curves)
         assert curves["algorithm_a1"][0][-1] != curves["sampler"][0][-1]
         assert row["verdict"] in results["verdicts"] and row["optimiser"].upper() in row["verdict"]
-    for name in results["figures"].values():
-        assert (out / name).stat().st_size > 10_000
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    loaded = json.loads(json.dumps({**results, "config": dataclasses.asdict(cfg)}))  # what plot reads back
+    figures = EXPERIMENTS[0].plot(loaded)
+    assert set(figures) == {"dft_coefficients", "dft_coefficients_training"}
+    for fig in figures.values():
+        assert len(fig.axes) >= 4
+        plt.close(fig)
 
 
 def test_matched_sgd_divides_out_the_total_step_weight(quick_run):

@@ -155,7 +155,7 @@ def test_no_seed_arithmetic_in_experiments_or_scaleup():
 
 def test_dft_training_repeats_differ_between_run_seeds(tmp_path):
     """`--seed 0` and `--seed 1` used to share all but one repeat (seed + s); now they share none."""
-    from experiments import dft
+    from experiments import dft_training as dft
     from experiments.experiment import RunContext
 
     cfg = dft.TrainingConfig(steps=4, iterations=3, seeds=2)

@@ -4,7 +4,9 @@
   (component logits, means, log standard deviations); its Jacobians are exact (autograd of a closed form).
 - :class:`MLPDenoiser`: a small MLP eps_theta(z, abar_t), trained on mixture samples with the denoising loss.
 
-Both take (z of shape (B, d), abar of shape (B,) or scalar) and return eps of shape (B, d), in float64.
+- :class:`MixtureAsDenoiser`: a 1-D :class:`toy.gaussian_mixture.GaussianMixture1D` seen as such a predictor.
+
+All take (z of shape (B, d), abar of shape (B,) or scalar) and return eps of shape (B, d), in float64.
 """
 
 from __future__ import annotations
@@ -142,3 +144,15 @@ class LinearDenoiser(torch.nn.Module):
 
     def forward(self, z: torch.Tensor, abar: torch.Tensor | float) -> torch.Tensor:
         return z * self.scale
+
+
+class MixtureAsDenoiser(torch.nn.Module):
+    """A batch-of-one 1-D GaussianMixture1D seen as eps(z (B, 1), abar): the PopAlign toy's model in the sampler."""
+
+    def __init__(self, mixture):
+        super().__init__()
+        self.mixture = mixture
+
+    def forward(self, z: torch.Tensor, abar: torch.Tensor | float) -> torch.Tensor:
+        abar = torch.as_tensor(abar, dtype=z.dtype).expand(z.shape[0])
+        return self.mixture.noise_prediction(z.T, abar[None]).T
