@@ -16,6 +16,7 @@ needs real weights (``FAIRDIFF_SD15``, a GPU for sensible run times) and the rea
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def run(cfg: PopAlignSDConfig, ctx: RunContext) -> dict:
         try:  # FAIRDIFF_SD15 or the cached default, found before anything computes
             pipeline = resolve_model_source("sd15").location
         except ModelUnavailableError as err:
+            if os.environ.get("FAIRDIFF_SD15", "").strip():
+                raise  # a variable naming something unloadable is an error, missing models allowed or not
+            ctx.model_absent(f"popalign-sd needs Stable Diffusion 1.5: {err}")  # stops here unless allowed
             return {"weights_available": False, "reason": str(err),
                     "how_to_run": "set FAIRDIFF_SD15=/path/to/stable-diffusion-v1-5 (a diffusers folder), ideally "
                                   "on a GPU: the full configuration generates 12,000 images (100 prompts x "

@@ -124,7 +124,8 @@ def test_committed_results_redraw_in_under_30_seconds(tmp_path):
         (tmp_path / path.parent.name / "results.json").write_bytes(path.read_bytes())
     started = time.perf_counter()
     for path in fresh:
-        assert plot(path.parent.name, out=tmp_path)
+        # a run without its model (missing_models recorded, nothing computed) may have nothing to draw
+        assert plot(path.parent.name, out=tmp_path) or json.loads(path.read_text()).get("missing_models")
     assert time.perf_counter() - started < 30
 
 

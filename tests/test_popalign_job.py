@@ -403,3 +403,18 @@ def test_popalign_sd_experiment_quick_runs_end_to_end(tmp_path):
     assert result["training"]["popalign"]["finished"] and result["training"]["sft"]["finished"]
     assert set(result["evaluation"]) == {"base", "popalign", "sft"}
     assert (tmp_path / "popalign-sd" / "popalign_sd_training.png").is_file()
+
+
+def test_full_popalign_sd_without_weights_stops_unless_missing_models_are_allowed(tmp_path, monkeypatch):
+    from experiments.runner import run
+    from scaleup.errors import ModelUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("FAIRDIFF_SD15", raising=False)
+    with pytest.raises(ModelUnavailableError, match="FAIRDIFF_SD15"):
+        run("popalign-sd", out=tmp_path / "a")
+    results = run("popalign-sd", out=tmp_path / "b", allow_missing_models=True)
+    assert results["weights_available"] is False and results["missing_models"]
+    monkeypatch.setenv("FAIRDIFF_SD15", str(tmp_path / "typo"))
+    with pytest.raises(ModelUnavailableError, match="typo"):
+        run("popalign-sd", out=tmp_path / "c", allow_missing_models=True)
