@@ -27,14 +27,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.sampler_gradient import COEFFICIENTS, AdjustedGradient  # noqa: E402
 from theory.schedules import scaled_linear_betas  # noqa: E402
 from toy.denoisers import MixtureDenoiser  # noqa: E402
-from toy.sampler_chain import finetune, make_sampler  # noqa: E402
+from toy.sampler_chain import diffusers_scheduler, finetune, make_sampler  # noqa: E402
 
 SD_BETAS = scaled_linear_betas(1000).numpy()
 SAMPLER_LABELS = {"ddim": "DDIM", "dpmsolver++": "DPM-Solver++(2M)"}
@@ -43,17 +42,11 @@ COEFFICIENT_STYLES = {"algorithm_a1": dict(color="C3", ls="-"), "sampler": dict(
 
 
 def sd_scheduler(kind: str):
-    """The diffusers scheduler that :func:`toy.sampler_chain.make_sampler` steps through, on the SD schedule.
-
-    Same configuration as there (DDIM: eta = 0, clip_sample off, final abar 1; DPM-Solver++ 2M with diffusers'
-    defaults), so that the C_i of :meth:`AdjustedGradient.from_scheduler` belong to the chain that is trained.
-    """
-    cfg = dict(num_train_timesteps=SD_BETAS.shape[0], trained_betas=SD_BETAS.tolist())
-    if kind == "ddim":
-        return DDIMScheduler(**cfg, clip_sample=False, set_alpha_to_one=True)
-    if kind == "dpmsolver++":
-        return DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", solver_order=2)
-    raise ValueError(f"sampler must be 'ddim' or 'dpmsolver++'; got {kind!r}")
+    """The diffusers scheduler that :func:`toy.sampler_chain.make_sampler` steps through, on the SD schedule, so that
+    the C_i of :meth:`AdjustedGradient.from_scheduler` belong to the chain that is trained."""
+    if kind not in SAMPLER_LABELS:
+        raise ValueError(f"sampler must be 'ddim' or 'dpmsolver++'; got {kind!r}")
+    return diffusers_scheduler(kind, SD_BETAS)
 
 
 def visited_timesteps(kind: str, n_steps: int) -> list[int]:

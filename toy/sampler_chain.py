@@ -48,6 +48,20 @@ class Sampler:
     step_coefficients: list[dict[str, dict[int, float]]]  # partial coefficients of every step (multistep form)
 
 
+def diffusers_scheduler(kind: str, betas: np.ndarray):
+    """The diffusers scheduler behind a DDIM or DPM-Solver++ :class:`Sampler` on schedule ``betas``.
+
+    DDIM with eta = 0, no clipping and final abar 1; DPM-Solver++ of order 2 with diffusers' defaults. A fresh one
+    per call: a multistep solver keeps history.
+    """
+    cfg = dict(num_train_timesteps=betas.shape[0], trained_betas=np.asarray(betas, dtype=np.float64).tolist())
+    if kind == "ddim":
+        return DDIMScheduler(**cfg, clip_sample=False, set_alpha_to_one=True)
+    if kind == "dpmsolver++":
+        return DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"kind must be 'ddpm', 'ddim' or 'dpmsolver++'; got {kind!r}")
+
+
 def make_sampler(kind: SamplerKind, betas: np.ndarray, n_steps: int, *, noises: list[torch.Tensor] | None = None) -> Sampler:
     """DDPM over all T = len(betas) steps (``n_steps`` must equal T), or DDIM / DPM-Solver++ with ``n_steps`` steps."""
     betas = np.asarray(betas, dtype=np.float64)
@@ -59,12 +73,7 @@ def make_sampler(kind: SamplerKind, betas: np.ndarray, n_steps: int, *, noises: 
         abars = ddpm_coefficients(betas)["alpha_bars"][::-1].copy()
     else:
         def fresh():
-            cfg = dict(num_train_timesteps=betas.shape[0], trained_betas=betas.tolist())
-            if kind == "ddim":
-                return DDIMScheduler(**cfg, clip_sample=False, set_alpha_to_one=True)
-            if kind == "dpmsolver++":
-                return DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", solver_order=2)
-            raise ValueError(f"kind must be 'ddpm', 'ddim' or 'dpmsolver++'; got {kind!r}")
+            return diffusers_scheduler(kind, betas)
 
         scheduler = fresh()
         scheduler.set_timesteps(n_steps)
