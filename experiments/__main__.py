@@ -1,5 +1,7 @@
 """Command line: ``python -m experiments list``, ``python -m experiments run NAME|all [options]`` and
-``python -m experiments plot NAME|all [--out DIR]`` (redraw the figures of existing results, no compute).
+``python -m experiments plot NAME|all [--out DIR]`` (redraw the figures of existing results, no compute) and
+``python -m experiments notebooks [NOTEBOOK ...] [--out DIR]`` (execute the notebooks of paper_figures/ against
+existing results and save them with their outputs).
 
 Bad input (unknown name, bad seed, an output folder that is a file or read-only, a result the run must not replace)
 is one line on stderr and exit code 2, found before any compute. ``run all`` goes on past a failing experiment and
@@ -62,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
                                           "under --out)")
     plot_parser.add_argument("--out", default=None, help=f"output root holding NAME/results.json (default: "
                                                          f"{default_out()})")
+    notebooks_parser = commands.add_parser("notebooks", help="execute paper_figures/ notebooks against existing "
+                                                             "results and save them with their outputs")
+    notebooks_parser.add_argument("names", nargs="*", help="notebook stems (e.g. gamma_face); default: all")
+    notebooks_parser.add_argument("--out", default=None, help=f"output root holding the results the notebooks "
+                                                              f"show (default: {default_out()})")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "plot":
         return _plot(parser, args.name, args.out)
+    if args.command == "notebooks":
+        return _notebooks(parser, args.names, args.out)
     if args.name != "all" and args.name not in EXPERIMENTS:
         parser.error(f"unknown experiment {args.name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
     names = sorted(EXPERIMENTS) if args.name == "all" else [args.name]
@@ -124,6 +133,27 @@ def _plot(parser: argparse.ArgumentParser, name: str, out: str | None) -> int:
             parser.error(str(err))
         print(f"{each}: redrew {', '.join(files) or 'no figure'} in {_shown(root / each)}", file=sys.stderr)
     return 0
+
+
+def _notebooks(parser: argparse.ArgumentParser, names: list[str], out: str | None) -> int:
+    """``notebooks``: execute and save each notebook; a failing one is reported and left unsaved (exit code 1)."""
+    from experiments.notebooks import NotebookFailed, execute, notebook_paths
+
+    try:
+        paths = notebook_paths(names)
+    except ValueError as err:
+        parser.error(str(err))
+    root = (default_out() if out is None else Path(out)).resolve()
+    failures = 0
+    for path in tqdm(paths, desc="notebooks", disable=len(paths) == 1):
+        try:
+            execute(path, root)
+        except NotebookFailed as err:
+            failures += 1
+            print(f"{path.stem}: failed: {err}", file=sys.stderr)
+        else:
+            print(f"{path.stem}: executed against {_shown(root)} and saved", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _shown(path: Path) -> str:

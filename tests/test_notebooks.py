@@ -26,3 +26,42 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows no figure"
     assert list(tmp_path.glob("*/results.json")), "the notebook wrote no results.json"
+
+
+def _notebook(path: Path, code: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nbformat.write(nb, path)
+    return path
+
+
+def test_notebooks_command_saves_outputs_and_refuses_to_change_results(tmp_path):
+    from experiments.notebooks import NotebookFailed, execute
+
+    out = tmp_path / "out"
+    (out / "x").mkdir(parents=True)
+    (out / "x" / "results.json").write_text('{"a": 1}')
+    reader = _notebook(tmp_path / "reader.ipynb", "import os\nprint(open(os.environ['FAIRDIFF_OUT'] + '/x/results.json').read())")
+    execute(reader, out)
+    saved = nbformat.read(reader, as_version=4)
+    assert saved.cells[0].outputs[0]["text"].strip() == '{"a": 1}'
+
+    writer = _notebook(tmp_path / "writer.ipynb", "import os\nopen(os.environ['FAIRDIFF_OUT'] + '/x/results.json', 'w').write('{}')")
+    before = writer.read_bytes()
+    with pytest.raises(NotebookFailed, match="changed existing results"):
+        execute(writer, out)
+    assert writer.read_bytes() == before, "a refused notebook must be left as it was"
+
+    raiser = _notebook(tmp_path / "raiser.ipynb", "raise RuntimeError('boom')")
+    before = raiser.read_bytes()
+    with pytest.raises(NotebookFailed, match="a cell raised"):
+        execute(raiser, out)
+    assert raiser.read_bytes() == before
+
+
+def test_notebooks_command_names_an_unknown_notebook(capsys):
+    from experiments.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["notebooks", "no_such_notebook"])
+    assert exit_info.value.code == 2
+    assert "unknown notebook(s) no_such_notebook" in capsys.readouterr().err
