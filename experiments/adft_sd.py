@@ -108,25 +108,24 @@ def plot(results: dict) -> dict:
     name = results["attribute"]
     freq, mean_prob, original = (np.array(results[k], dtype=float) for k in
                                  ("class_frequency", "mean_probability", "original_class_frequency"))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     k = len(classes) - 1  # the last class ("female" for gender): the one the biased tiny model under-produces
-    left.plot(steps, freq[:, k], "o-", label=f"finetuned model: share of {classes[k]}")
-    left.plot(steps, mean_prob[:, k], "^:", label=f"finetuned model: mean P({classes[k]})")
+    left.plot(steps, freq[:, k], "o-", label=f"finetuned: share of {classes[k]}")
+    left.plot(steps, mean_prob[:, k], "^:", label=f"finetuned: mean P({classes[k]})")
     left.plot(steps, original[:, k], "s--", color="grey", label="original model (same noise)")
     left.axhline(target[k], color="r", ls=":", label=f"target {target[k]:.2f}")
     resumed_at = int(results["resumed_from"].split("-")[1])
     left.axvline(resumed_at + 0.5, color="k", lw=0.8, alpha=0.5)
-    left.text(resumed_at + 0.6, 0.9, f"killed after {results['killed_after']},\nresumed from checkpoint "
-              f"{resumed_at}", fontsize=7, va="top")
-    left.set(xlabel="iteration", ylabel="class frequency in the batch", ylim=(-0.05, 1.05),
-             title=f"aDFT on tiny random SD: {name}, N = {results['config']['batch_size']}")
-    left.legend(fontsize=7)
-    for key, label in (("loss", "L"), ("loss_align", "L_align"), ("loss_img", "lambda_img L_img"),
-                       ("loss_face", "L_face")):
-        right.plot(steps, results["losses"][key], label=label)
-    right.set(xlabel="iteration", ylabel="loss", title="loss terms (JSONL log)")
-    right.legend(fontsize=7)
-    fig.tight_layout()
+    left.annotate(f"killed after {results['killed_after']}, resumed\nfrom checkpoint {resumed_at}",
+                  (resumed_at + 0.5, 0.3), xytext=(4, 0), textcoords="offset points", fontsize=7)
+    left.set(xlabel="training iteration", ylabel=f"share of {classes[k]} in the batch (fraction)", ylim=(-0.05, 1.05),
+             title=f"aDFT (paper 000, Alg. A.1) on tiny random SD: {name}, N = {results['config']['batch_size']}")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
+    for (key, label), style in zip((("loss", "L"), ("loss_align", "L_align"), ("loss_img", "lambda_img L_img"),
+                                    ("loss_face", "L_face")), ("-", "--", "-.", ":")):
+        right.plot(steps, results["losses"][key], ls=style, label=label)
+    right.set(xlabel="training iteration", ylabel="loss (unitless)", title="loss terms, paper 000 [0107]-[0109]")
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=4)
     return {"adft_sd": fig}
 
 

@@ -185,20 +185,20 @@ def plot(results: dict) -> dict:
     """The PopAlign loss and the mean rewards of winners and losers over the (stopped and resumed) training."""
     if "training_log" not in results:  # a run without weights trained nothing
         return {}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     cfg, log = results["config"], results["training_log"]
     steps = [e["step"] for e in log]
-    axes[0].plot(steps, [e["loss"] for e in log], marker="o", label="PopAlign loss (eq. 9)")
+    axes[0].plot(steps, [e["loss"] for e in log], marker="o", label="PopAlign loss (paper 001, eq. 9)")
     axes[0].axvline(cfg['stop_at'], color="grey", ls=":", label="stopped and resumed")
-    axes[0].set_xlabel("iteration")
-    axes[0].legend()
+    axes[0].set(xlabel="training iteration", ylabel="loss (nats)")
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
     axes[1].plot(steps, [e["r_winner"] for e in log], marker="o", label="mean r, winners")
-    axes[1].plot(steps, [e["r_loser"] for e in log], marker="s", label="mean r, losers")
-    axes[1].plot(steps, [e["mu"] for e in log], ls="--", label="mu")
-    axes[1].set_xlabel("iteration")
-    axes[1].legend()
+    axes[1].plot(steps, [e["r_loser"] for e in log], marker="s", ls="--", label="mean r, losers")
+    axes[1].plot(steps, [e["mu"] for e in log], ls=":", label="mu (normaliser)")
+    axes[1].set(xlabel="training iteration", ylabel="implicit reward r (unitless)")
+    axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=3)
     title = "tiny random SD 1.5 (path check, stand-in perception)" if cfg['tiny'] else "SD 1.5"
-    fig.suptitle(f"popalign-sd: {title}")
+    fig.suptitle(f"PopAlign (paper 001) on {title}")
     return {"popalign_sd_training": fig}
 
 

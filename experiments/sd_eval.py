@@ -79,7 +79,9 @@ def plot(results: dict) -> dict:
     from matplotlib.patches import Rectangle
     from skimage.data import astronaut
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+    per_prompt = [] if evaluation is None else evaluation["per_prompt"]
+    height = max(4.6, 0.22 * len(per_prompt) + 1.5)  # one readable row per prompt
+    fig, axes = plt.subplots(1, 2, figsize=(11, height), layout="constrained")
     axes[0].imshow(astronaut())
     for (name, colour) in (("dlib", "lime"), ("haar", "orange")):
         row = photo.get(name, {})
@@ -87,8 +89,8 @@ def plot(results: dict) -> dict:
             x0, y0, x1, y1 = row["box"]
             axes[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, color=colour,
                                         label=f"{name}: P(female) = {row['gender']['female']:.3f}"))
-    axes[0].legend(loc="lower left", fontsize=8)
-    axes[0].set_title("real photo: detector + shipped gender network")
+    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncols=2, fontsize=8)
+    axes[0].set_title("real photo (skimage astronaut): face detector + shipped gender network")
     axes[0].axis("off")
     ax = axes[1]
     if evaluation is None:
@@ -96,16 +98,20 @@ def plot(results: dict) -> dict:
                 "FAIRDIFF_CLIP)", ha="center", va="center")
         ax.axis("off")
     else:
-        per_prompt = evaluation["per_prompt"]
-        x = np.arange(len(per_prompt))
+        y = np.arange(len(per_prompt))
         bias = [p["bias"] if p["bias"] is not None else np.nan for p in per_prompt]
-        ax.bar(x - 0.2, bias, width=0.4, label="bias [0124]")
-        ax.bar(x + 0.2, [p["no_face_share"] for p in per_prompt], width=0.4, label="no-face share")
-        ax.set_xticks(x, [f"prompt {i}" for i in x], rotation=45, ha="right")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("fraction")
-        ax.set_title(f"evaluation ({evaluation['models'].get('pipeline_note', 'real weights')})")
-        ax.legend(fontsize=8)
+        ax.barh(y - 0.2, bias, height=0.4, label="bias, paper 000 [0124]")
+        ax.barh(y + 0.2, [p["no_face_share"] for p in per_prompt], height=0.4, hatch="//",
+                label="share of images with no face")
+        for yi, value in zip(y, bias):
+            if np.isnan(value):  # bias is undefined without a detected face: say so instead of an empty slot
+                ax.text(0.01, yi - 0.2, "bias undefined: no face found", va="center", fontsize=7)
+        names = [p["prompt"] if len(p["prompt"]) <= 40 else p["prompt"][:37] + "..." for p in per_prompt]
+        ax.set_yticks(y, names, fontsize=7)
+        ax.set_ylim(len(per_prompt) - 0.5, -0.5)  # first prompt on top; both bar slots of every prompt shown
+        ax.set(xlim=(0, 1.05), xlabel="bias / share (fraction; 0 = balanced)",
+               title=f"evaluation ({evaluation['models'].get('pipeline_note', 'real weights')})")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=2)
     return {"sd_eval": fig}
 
 

@@ -4,15 +4,16 @@ results.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from experiments.registry import EXPERIMENTS, load
+from experiments import runner
 from experiments.runner import PlotRefused, plot, run
 from experiments.source_hash import experiment_source
 
@@ -34,7 +35,7 @@ def test_every_experiment_but_the_listed_ones_has_a_plot_step():
     assert without == DRAWN_IN_COMPUTE
 
 
-def _run_then_redraw(name: str, out: Path) -> None:
+def _run_then_redraw(name: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = run(name, quick=True, out=out, allow_missing_models=name in NEEDS_MODELS)
     folder = out / name
     drawn = {p.name: p.read_bytes() for p in folder.glob("*.png")}
@@ -42,23 +43,28 @@ def _run_then_redraw(name: str, out: Path) -> None:
     for png in folder.glob("*.png"):
         png.unlink()
     stored = (folder / "results.json").read_bytes()
-    started = time.perf_counter()
+    experiment = load(name)
+
+    def no_compute(config, ctx):
+        raise AssertionError(f"plot {name} called the compute step")
+
+    # a redraw must not compute: the experiment plot loads has its compute step replaced by one that fails
+    monkeypatch.setattr(runner, "load", lambda n: dataclasses.replace(experiment, run=no_compute))
     redrawn = plot(name, out=out)
-    assert time.perf_counter() - started < 10, "a redraw is seconds, not a recompute"
     assert sorted(redrawn) == results["figures"]
     assert all((folder / f).stat().st_size > 1000 for f in redrawn)
     assert (folder / "results.json").read_bytes() == stored, "plot must never write results.json"
 
 
 @pytest.mark.parametrize("name", FAST)
-def test_quick_run_figures_are_redrawn_from_results_json_alone(name, tmp_path):
-    _run_then_redraw(name, tmp_path)
+def test_quick_run_figures_are_redrawn_from_results_json_alone(name, tmp_path, monkeypatch):
+    _run_then_redraw(name, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(EXPERIMENTS) - set(FAST) - DRAWN_IN_COMPUTE))
-def test_every_quick_run_is_redrawn_from_results_json_alone(name, tmp_path):
-    _run_then_redraw(name, tmp_path)
+def test_every_quick_run_is_redrawn_from_results_json_alone(name, tmp_path, monkeypatch):
+    _run_then_redraw(name, tmp_path, monkeypatch)
 
 
 def test_plot_without_results_is_one_line_and_exit_2(tmp_path):
@@ -108,8 +114,10 @@ def test_plot_all_redraws_every_run_under_out(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*/*.png")) == ["bbb_audit.png", "bbb_chain.png"]
 
 
-def test_committed_results_redraw_in_under_30_seconds(tmp_path):
-    """``plot`` on every committed result (copied, so the committed figures stay as they are) takes < 30 s in all.
+def test_committed_results_redraw(tmp_path):
+    """``plot`` redraws every committed result (copied, so the committed figures stay as they are). Its speed (issue
+    13: under 30 s in all) is measured by ``benchmarks/plot_all.py``, not here: these machines are too noisy for a
+    timed test.
 
     Results made by older code (stale source hash, tests/test_results_fresh.py) may lack keys a plot step now reads;
     they are skipped here until the results are regenerated."""
@@ -122,11 +130,9 @@ def test_committed_results_redraw_in_under_30_seconds(tmp_path):
     for path in fresh:
         (tmp_path / path.parent.name).mkdir()
         (tmp_path / path.parent.name / "results.json").write_bytes(path.read_bytes())
-    started = time.perf_counter()
     for path in fresh:
         # a run without its model (missing_models recorded, nothing computed) may have nothing to draw
         assert plot(path.parent.name, out=tmp_path) or json.loads(path.read_text()).get("missing_models")
-    assert time.perf_counter() - started < 30
 
 
 FAKE_MODULE = '''
