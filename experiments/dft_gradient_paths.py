@@ -160,7 +160,8 @@ def _draw_graph(ax, results: dict, key: str) -> None:
             t = parse_label(a)[1]
             a = next(src for src, dst, _ in graph["edges"] if dst == f"C_{t}")
             label = f"x C_{t} = {scales[str(t)]:.3g}"
-        _arrow(ax, pos[a], pos[b], rad=-0.3 if kind != "direct" else 0.0, ls=(0, (4, 2.5)), **EDGE_STYLES[kind])
+        # curved, so that no gradient edge hides the straight gray forward edge it runs beside
+        _arrow(ax, pos[a], pos[b], rad=-0.3 if kind != "direct" else 0.15, ls=(0, (4, 2.5)), **EDGE_STYLES[kind])
         if label:
             (xa, ya), (xb, yb) = pos[a], pos[b]
             ax.text((xa + xb) / 2 + 0.35, (ya + yb) / 2 - 0.18, label, fontsize=7, color="C0")
