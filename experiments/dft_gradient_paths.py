@@ -24,7 +24,6 @@ import torch  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from experiments.dft_coefficients import sd_scheduler  # noqa: E402
 from experiments.dft_models import SD_BETAS  # noqa: E402
 from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.sampler_gradient import AdjustedGradient, b_matrices  # noqa: E402
@@ -41,7 +40,7 @@ from toy.gradient_graph import (  # noqa: E402
     labelled_chain,
     parse_label,
 )
-from toy.sampler_chain import chain_terms, make_sampler  # noqa: E402
+from toy.sampler_chain import chain_terms, diffusers_scheduler, make_sampler  # noqa: E402
 
 #: The three graphs: (key, gradient mode, coefficients, panel title)
 GRAPHS = (
@@ -83,7 +82,7 @@ def run(cfg: GradientPathsConfig, ctx: RunContext) -> dict:
     ts = list(range(cfg.steps, 0, -1))  # sampling order: t = T first
     graphs = {}
     for key, mode, coefficients, title in GRAPHS:
-        gradient = AdjustedGradient.from_scheduler(sd_scheduler(cfg.sampler), cfg.steps, mode,
+        gradient = AdjustedGradient.from_scheduler(diffusers_scheduler(cfg.sampler, SD_BETAS), cfg.steps, mode,
                                                    coefficients=coefficients)
         chain = labelled_chain(model, sampler, z_T, gradient, lambda z0: z0.square().sum())
         edges = gradient_edges(chain.loss, list(model.parameters()))
@@ -110,7 +109,7 @@ def run(cfg: GradientPathsConfig, ctx: RunContext) -> dict:
 
 
 def _visited(cfg: GradientPathsConfig) -> list[int]:
-    scheduler = sd_scheduler(cfg.sampler)
+    scheduler = diffusers_scheduler(cfg.sampler, SD_BETAS)
     scheduler.set_timesteps(cfg.steps)
     return scheduler.timesteps.tolist()
 
