@@ -36,14 +36,17 @@ EDGE_KINDS = ("loss", "chain", "coupling", "direct")
 
 
 def z_label(t: int) -> str:
+    """The label of the state z_t (z_0 is the sample the loss sees)."""
     return f"z_{t}"
 
 
 def eps_label(t: int) -> str:
+    """The label of the noise prediction eps^(t) = eps_theta(z_t, t), the network's output at step t."""
     return f"eps^({t})"
 
 
 def scale_label(t: int) -> str:
+    """The label of the adjusted gradient's scale node at step t (identity forward, gradient times C_t backward)."""
     return f"C_{t}"
 
 
@@ -70,6 +73,7 @@ def edge_kind(src: str, dst: str) -> str:
 
 
 def _label(tensor: torch.Tensor, label: str) -> None:
+    """Store ``label`` in the metadata of ``tensor``'s autograd node, which the graph walk reads back."""
     node = tensor.grad_fn
     if node is None:
         raise ValueError(f"{label} has no autograd node (it does not depend on theta); nothing to label")
