@@ -19,6 +19,7 @@ Both come from :meth:`theory.sampler_gradient.AdjustedGradient.from_scheduler`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import matplotlib
@@ -27,6 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from experiments.experiment import Experiment, RunContext  # noqa: E402
@@ -106,8 +109,8 @@ def _coefficient_table(cfg: CoefficientsConfig) -> tuple[list[dict], dict]:
 
 
 def _coefficient_figure(cfg: dict, vectors: dict):
-    fig, axes = plt.subplots(2, len(cfg["samplers"]), figsize=(6 * len(cfg["samplers"]), 7.5), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(2, len(cfg["samplers"]), figsize=(6.2 * len(cfg["samplers"]), 7.5), squeeze=False,
+                             sharex=True, layout="constrained")
     markers = dict(zip(cfg["step_counts"], ("o", "s", "^", "v", "D")))
     for col, kind in enumerate(cfg["samplers"]):
         top, bottom = axes[0, col], axes[1, col]
@@ -116,21 +119,24 @@ def _coefficient_figure(cfg: dict, vectors: dict):
             t = np.asarray(v["timesteps"])
             for coefficients in COEFFICIENTS:
                 style = COEFFICIENT_STYLES[coefficients]
-                top.plot(t, v[coefficients], ls=style["ls"], color=f"C{j}", marker=markers[n], ms=3,
-                         label=f"{n} steps, {coefficients}")
-            bottom.plot(t, v["ratio"], color=f"C{j}", marker=markers[n], ms=3, label=f"{n} steps")
-        top.set(yscale="log", xlabel="visited timestep t_i (DDPM index, 0..999)",
-                ylabel="C_i / geometric mean (dimensionless)",
-                title=f"{SAMPLER_LABELS[kind]}: solid = Algorithm A.1, dashed = sampler")
+                top.plot(t, v[coefficients], ls=style["ls"], color=f"C{j}", marker=markers[n], ms=3.5,
+                         mfc="white" if coefficients == "sampler" else f"C{j}")
+            bottom.plot(t, v["ratio"], color=f"C{j}", marker=markers[n], ms=3.5)
+        top.set(yscale="log", ylabel="C_i / geometric mean of C (unitless)",
+                title=f"{SAMPLER_LABELS[kind]}: C_i of both choices")
         bottom.axhline(1.0, color="k", lw=0.8)
-        bottom.set(yscale="log", xlabel="visited timestep t_i (DDPM index, 0..999)",
-                   ylabel="C_i(A.1) / C_i(sampler) (dimensionless)",
-                   title=f"{SAMPLER_LABELS[kind]}: ratio Algorithm A.1 / sampler")
-        top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        bottom.set(yscale="log", xlabel="visited timestep t_i (DDPM index; sampling runs left to right)",
+                   ylabel="C_i(A.1) / C_i(sampler) (unitless)",
+                   title=f"{SAMPLER_LABELS[kind]}: ratio of the two choices")
         for ax in (top, bottom):
-            ax.invert_xaxis()  # sampling runs from t = 999 down to 0
-    fig.suptitle("Adjusted-gradient coefficients on the SD schedule (paper 000, Algorithm A.1 vs the sampler's own)")
+            ax.grid(alpha=0.3, which="major")
+    axes[0, 0].invert_xaxis()  # sampling runs from t = 999 down to 0; once, the x axis is shared by every panel
+    handles = [Line2D([], [], color=f"C{j}", marker=markers[n], ls="-", label=f"{n} sampler steps")
+               for j, n in enumerate(cfg["step_counts"])]
+    handles += [Line2D([], [], color="0.3", marker="o", label=COEFFICIENT_LABELS["algorithm_a1"], ls="-"),
+                Line2D([], [], color="0.3", marker="o", mfc="white", label=COEFFICIENT_LABELS["sampler"], ls="--")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle("Adjusted-gradient coefficients C_i on the SD schedule: paper 000's Algorithm A.1 vs the sampler's own")
     return fig
 
 
@@ -274,30 +280,86 @@ def _verdict(row: dict, seeds: int) -> str:
             f"{'consistent' if consistent else 'not consistent'} across paired seeds (2 SE = {2 * stderr:.2g}); {pace}")
 
 
+def _curve_array(curves: list[list]) -> np.ndarray:
+    """Per-seed curves as a float array, a diverged run's stored None back as NaN."""
+    return np.array([[np.nan if v is None else v for v in curve] for curve in curves], dtype=np.float64)
+
+
 def _training_figure(cfg: dict, curves: dict, rows: list[dict]):
-    fig, axes = plt.subplots(len(cfg["samplers"]), len(cfg["optimisers"]), figsize=(6.5 * len(cfg["optimisers"]),
-                             4 * len(cfg["samplers"])), squeeze=False, constrained_layout=True)
-    by_key = {(r["sampler"], r["optimiser"]): r for r in rows}
+    fig, axes = plt.subplots(len(cfg["samplers"]), len(cfg["optimisers"]), figsize=(5.0 * len(cfg["optimisers"]),
+                             3.6 * len(cfg["samplers"])), squeeze=False, sharex=True, layout="constrained")
     for i, kind in enumerate(cfg["samplers"]):
         for j, (opt, lr) in enumerate(cfg["optimisers"]):
-            ax, row = axes[i, j], by_key[(kind, opt)]
+            ax = axes[i, j]
             for c in COEFFICIENTS[::-1]:  # the dashed "sampler" curve last, on top: the two often overlap
-                arr = np.array([[np.nan if v is None else v for v in curve] for curve in curves[kind][opt][c]],
-                               dtype=np.float64)  # a diverged run's NaN is stored as None
+                arr = _curve_array(curves[kind][opt][c])
                 x = np.arange(arr.shape[1])
                 style = COEFFICIENT_STYLES[c]
-                label = (f"{COEFFICIENT_LABELS[c]}: final {row['final_loss_mean'][c]:.3g} +- "
-                         f"{row['final_loss_sd'][c]:.2g}")
-                if row["diverged"][c]:
-                    label += f" ({row['diverged'][c]} diverged)"
-                ax.plot(x, np.nanmean(arr, 0), lw=1.6, label=label, **style)
-                ax.fill_between(x, np.nanmin(arr, 0), np.nanmax(arr, 0), color=style["color"], alpha=0.15)
-            ax.set(yscale="log", xlabel="iteration (optimiser steps)", ylabel="E ||z_0 - target||^2 (data units^2)",
-                   title=f"{SAMPLER_LABELS[kind]} {cfg['train_steps']} steps, {opt.upper()} lr {lr:g}"
-                         + (" / total step weight" if opt == "sgd-matched" else ""))
-            ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Finetuning the 2-D mixture toy with each choice of C_i: mean and range over {cfg['seeds']} seeds "
-                 f"(paired: same mixtures and batches)")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column once every run diverged
+                    ax.plot(x, np.nanmean(arr, 0), lw=1.5, **style)
+                    ax.fill_between(x, np.nanmin(arr, 0), np.nanmax(arr, 0), color=style["color"], alpha=0.15, lw=0)
+                for run in arr:  # a diverged run: an x at its last finite loss, never silently dropped
+                    bad = np.flatnonzero(~np.isfinite(run))
+                    if bad.size:
+                        last = max(int(bad[0]) - 1, 0)
+                        y = run[last] if np.isfinite(run[last]) else 1.0
+                        ax.plot(last, y, "x", color=style["color"], ms=9, mew=2)
+                        ax.annotate("diverged", (last, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                                    color=style["color"])
+            lr_text = f"lr {lr:g} / step weight" if opt == "sgd-matched" else f"lr {lr:g}"
+            ax.set_title(f"{SAMPLER_LABELS[kind]}, {cfg['train_steps']} steps: {opt.upper()}, {lr_text}", fontsize=9)
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            if i == len(cfg["samplers"]) - 1:
+                ax.set_xlabel("iteration (optimiser steps)")
+            if j == 0:
+                ax.set_ylabel("E ||z_0 - target||^2 (data units^2)")
+    handles = [Line2D([], [], lw=1.5, label=f"{COEFFICIENT_LABELS[c]}: mean over seeds", **COEFFICIENT_STYLES[c])
+               for c in COEFFICIENTS[::-1]]
+    handles += [Patch(color="0.5", alpha=0.3, label=f"band: min-max range over {cfg['seeds']} seeds"),
+                Line2D([], [], marker="x", ls="", color="0.3", mew=2, label="diverged run (at its last finite loss)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8)
+    fig.suptitle(f"Finetuning the 2-D mixture toy with each choice of C_i, paper 000 Algorithm A.1 "
+                 f"({cfg['seeds']} paired seeds: same mixtures and batches for both choices)")
+    return fig
+
+
+def _final_figure(cfg: dict, rows: list[dict]):
+    """Final loss per (sampler, optimiser): mean +- sd over seeds for each choice, every seed's pair joined."""
+    fig, axes = plt.subplots(1, len(cfg["samplers"]), figsize=(4.8 * len(cfg["samplers"]), 4.2), squeeze=False,
+                             sharey=True, layout="constrained")
+    optimisers = [opt for opt, _ in cfg["optimisers"]]
+    offsets = {"algorithm_a1": -0.15, "sampler": 0.15}
+    markers = {"algorithm_a1": "o", "sampler": "s"}
+    for ax, kind in zip(axes[0], cfg["samplers"]):
+        for x, opt in enumerate(optimisers):
+            row = next(r for r in rows if (r["sampler"], r["optimiser"]) == (kind, opt))
+            per_seed = {c: np.array([np.nan if v is None else v for v in row["final_loss_per_seed"][c]])
+                        for c in COEFFICIENTS}
+            for a1, smp in zip(per_seed["algorithm_a1"], per_seed["sampler"]):  # one paired seed
+                ax.plot([x + offsets["algorithm_a1"], x + offsets["sampler"]], [a1, smp], color="0.75", lw=0.8)
+            for c in COEFFICIENTS:
+                colour = COEFFICIENT_STYLES[c]["color"]
+                mean, sd = row["final_loss_mean"][c], row["final_loss_sd"][c]
+                if mean is None:  # a diverged seed makes the mean NaN (stored as None): marked, not dropped
+                    ax.plot(x + offsets[c], 1.0, "x", color=colour, ms=10, mew=2)
+                    ax.annotate(f"{row['diverged'][c]} diverged", (x + offsets[c], 1.0), fontsize=7, xytext=(4, 4),
+                                textcoords="offset points", color=colour)
+                    continue
+                ax.errorbar(x + offsets[c], mean, yerr=sd or 0.0, color=colour, marker=markers[c], capsize=4, lw=1.5,
+                            mfc="white" if c == "sampler" else colour)
+        ax.set_xticks(range(len(optimisers)), [o.upper() for o in optimisers])
+        ax.set(xlabel="optimiser", title=f"{SAMPLER_LABELS[kind]}, {cfg['train_steps']} steps")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel("final loss E ||z_0 - target||^2 (data units^2)")
+    handles = [Line2D([], [], color=COEFFICIENT_STYLES[c]["color"], marker=markers[c], ls="",
+                      mfc="white" if c == "sampler" else COEFFICIENT_STYLES[c]["color"],
+                      label=f"{COEFFICIENT_LABELS[c]}: mean +- sd over {cfg['seeds']} seeds") for c in COEFFICIENTS[::-1]]
+    handles.append(Line2D([], [], color="0.75", lw=0.8, label="one paired seed (same mixture and batches)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8)
+    fig.suptitle("Final loss (mean over the last tenth of the iterations) by choice of C_i, paper 000 Algorithm A.1",
+                 fontsize=10)
     return fig
 
 
@@ -312,10 +374,11 @@ def run(cfg: CoefficientsConfig, ctx: RunContext) -> dict:
 
 
 def plot(results: dict) -> dict:
-    """Both figures from the results alone: the coefficient vectors and the training curves."""
+    """The figures from the results alone: the coefficient vectors, the training curves and the final losses."""
     cfg = results["config"]
     return {"dft_coefficients": _coefficient_figure(cfg, results["coefficient_vectors"]),
-            "dft_coefficients_training": _training_figure(cfg, results["curves_per_seed"], results["training"])}
+            "dft_coefficients_training": _training_figure(cfg, results["curves_per_seed"], results["training"]),
+            "dft_coefficients_final": _final_figure(cfg, results["training"])}
 
 
 def _finite_or_none(value):

@@ -43,6 +43,8 @@ _ENTRIES = (
     Entry("dft-coefficients", "Adjusted-gradient C_i: Algorithm A.1's DDPM 1/A_{t_i} vs the sampler's own, over DDIM / "
                               "DPM-Solver++ steps and in toy finetuning under Adam and SGD (seed 000, Alg. A.1)",
           "experiments.dft_coefficients"),
+    Entry("dft-gradient-paths", "Gradient paths of exact vs adjusted DFT read off autograd's graph of a 3-step DDIM "
+                                "chain (seed 000, Fig. 7)", "experiments.dft_gradient_paths"),
     Entry("dft-compare", "SFT vs PopAlign vs DAL + aDFT on the PopAlign 1-D mixture toy: discrepancy and unrelated mass",
           "experiments.dft_compare"),
     Entry("bbb-bound", "Path-KL/Pinsker TV bound vs exact TV between generations over embedding distance (seed 003)",

@@ -121,9 +121,31 @@ def test_results_carry_both_choices_for_every_seed_paired(quick_run):
 
     loaded = json.loads(json.dumps({**results, "config": dataclasses.asdict(cfg)}))  # what plot reads back
     figures = EXPERIMENTS[0].plot(loaded)
-    assert set(figures) == {"dft_coefficients", "dft_coefficients_training"}
+    assert set(figures) == {"dft_coefficients", "dft_coefficients_training", "dft_coefficients_final"}
+    for stem, fig in figures.items():
+        assert len(fig.axes) >= (len(cfg.samplers) if stem == "dft_coefficients_final" else 4)
+        plt.close(fig)
+
+
+def test_a_diverged_run_is_marked_not_dropped(quick_run):
+    """A run that went NaN (stored as None) is drawn as an x with "diverged" in both the curves and the final loss."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    cfg, results, _ = quick_run
+    loaded = json.loads(json.dumps({**results, "config": dataclasses.asdict(cfg)}))
+    kind, (opt, _) = cfg.samplers[0], cfg.optimisers[0]
+    curve = loaded["curves_per_seed"][kind][opt]["sampler"][0]
+    curve[len(curve) // 2:] = [None] * (len(curve) - len(curve) // 2)
+    row = next(r for r in loaded["training"] if (r["sampler"], r["optimiser"]) == (kind, opt))
+    row["final_loss_per_seed"]["sampler"][0] = row["final_loss_mean"]["sampler"] = None
+    row["diverged"]["sampler"] = 1
+    figures = EXPERIMENTS[0].plot(loaded)
+    for stem in ("dft_coefficients_training", "dft_coefficients_final"):
+        texts = [t.get_text() for ax in figures[stem].axes for t in ax.texts]
+        assert any("diverged" in t for t in texts), stem
     for fig in figures.values():
-        assert len(fig.axes) >= 4
         plt.close(fig)
 
 
