@@ -45,7 +45,7 @@ def execute(path: Path, out: Path, timeout_s: int = 1800) -> None:
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     before = _results_fingerprint(out)
     nb = nbformat.read(path, as_version=4)
@@ -56,6 +56,9 @@ def execute(path: Path, out: Path, timeout_s: int = 1800) -> None:
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     except CellExecutionError as err:
         raise NotebookFailed(f"{path.name}: a cell raised; the notebook was not saved:\n{err}") from None
+    except (CellTimeoutError, DeadKernelError) as err:
+        raise NotebookFailed(f"{path.name}: {type(err).__name__} (a cell ran over {timeout_s} s or the kernel died); "
+                             f"the notebook was not saved") from None
     finally:
         for key, value in saved.items():
             if value is None:

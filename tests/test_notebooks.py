@@ -65,3 +65,13 @@ def test_notebooks_command_names_an_unknown_notebook(capsys):
         main(["notebooks", "no_such_notebook"])
     assert exit_info.value.code == 2
     assert "unknown notebook(s) no_such_notebook" in capsys.readouterr().err
+
+
+def test_notebooks_command_reports_a_cell_over_its_time_limit(tmp_path):
+    from experiments.notebooks import NotebookFailed, execute
+
+    sleeper = _notebook(tmp_path / "sleeper.ipynb", "import time\ntime.sleep(30)")
+    before = sleeper.read_bytes()
+    with pytest.raises(NotebookFailed, match="CellTimeoutError"):
+        execute(sleeper, tmp_path, timeout_s=2)
+    assert sleeper.read_bytes() == before
