@@ -196,18 +196,22 @@ def plot_bias_against_t(ax, ts: list[int], bias_mean: dict[str, list[float]], bi
     ax.set(xlabel="step t of the latents (of T = 1000; larger = noisier)", ylabel=ylabel, ylim=(-0.03, None))
 
 
-def _legend_below(ax, ncols: int = 1) -> None:
+def legend_below(ax, ncols: int = 1) -> None:
+    """The legend of ``ax`` below it, clear of the data (constrained layout makes room for it)."""
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=ncols, fontsize=7, frameon=False)
 
 
 def plot_bic_curves(ax, sweep: list[dict]) -> None:
     """BIC - min BIC against K for every t of the sweep (a colour per t, the chosen K filled), on a symlog axis."""
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(sweep)))
-    for r, color in zip(sweep, colors):
+    # curves of neighbouring t often coincide: line style and marker tell them apart where colour cannot
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    for i, (r, color) in enumerate(zip(sweep, colors)):
         bic = {int(k): v for k, v in r["bic"].items()}  # JSON keys are strings
         ks = sorted(bic)
         low = min(bic.values())
-        ax.plot(ks, [bic[k] - low for k in ks], "-", marker="o", ms=3, mfc="none", color=color,
+        ls, marker = styles[i % len(styles)]
+        ax.plot(ks, [bic[k] - low for k in ks], ls=ls, marker=marker, ms=4, mfc="none", color=color,
                 label=f"t = {r['t']}: K* = {r['chosen_k']}")
         ax.plot([r["chosen_k"]], [0], "o", ms=7, color=color)
     ax.set(xlabel="K (components of the diagonal GMM)", ylabel="BIC - min BIC over K (unitless)", yscale="symlog")
@@ -222,7 +226,7 @@ def plot(results: dict) -> dict:
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.6), layout="constrained")
     plot_bic_curves(axes[0], sweep)
     axes[0].set_title("BIC by number of components (repeat 1)")
-    _legend_below(axes[0], ncols=2)
+    legend_below(axes[0], ncols=2)
 
     ax = axes[1]
     by_t = over["by_t"]
@@ -236,7 +240,7 @@ def plot(results: dict) -> dict:
     top.set_xticks([r["t"] for r in by_t], [f"{r['repeats_with_k_at_least_2']}/{n}" for r in by_t], fontsize=7)
     top.set_xlabel("repeats in which BIC picks K >= 2", fontsize=8)
     ax.set_title("bias against t (t* of repeat 1 marked)")
-    _legend_below(ax)
+    legend_below(ax)
 
     ax = axes[2]
     chosen = results["latents_at_chosen_t"]
@@ -248,7 +252,7 @@ def plot(results: dict) -> dict:
     else:
         ax.text(0.5, 0.5, "BIC chose K = 1 at every t:\nno t*", transform=ax.transAxes, ha="center")
     ax.set(xlabel="x_t (unitless)", ylabel="density (1 / unit of x_t)", title="latents at t* and the chosen mixture")
-    _legend_below(ax)
+    legend_below(ax)
     w = results["config"]["weights"]
     fig.suptitle(f"GAMMA-FACE on an exact 1-D diffusion model, data {round(100 * w[0])}/{round(100 * w[1])} "
                  f"(paper 002, Sec. 3.3-3.4)")

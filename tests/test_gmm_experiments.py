@@ -69,9 +69,58 @@ def test_gmm_digits_quick_results_are_wired_to_the_metrics(tmp_path):
     for row in table.values():
         assert 0 <= row["accuracy"] <= 1 and row["bias"] >= 0 and row["kl"] >= 0
     assert sum(c["n"] for c in res["per_component_balance"]) >= 80
+    _check_downstream_against_its_runs(res)
+    _check_undefined_metrics_are_marked(res)
     # the cached DDPM checkpoint makes a re-run resume to the same result
     again = experiments.run("gmm-digits", quick=True, out=tmp_path)
     assert again["bias_plain_sampling"] == res["bias_plain_sampling"] and again["downstream"] == res["downstream"]
+
+
+def _check_downstream_against_its_runs(res: dict) -> None:
+    """The table's means, sds, paired differences and BPC recomputed by hand from the stored per-repeat metrics."""
+    runs = res["downstream_runs"]
+    base = {r["repeat"]: r for r in runs["original/0"]}
+    b0 = np.mean([r["bias"] for r in base.values()])
+    t0 = np.mean([r["tpr"] for r in base.values()])
+    for row in res["downstream"]:
+        rows = runs[f"{row['data']}/{row['generated_percent']}"]
+        assert row["n_runs"] == len(rows)
+        for key in ("bias", "kl", "accuracy", "tpr"):
+            vals = np.array([r[key] for r in rows])
+            assert row[key] == pytest.approx(vals.mean()) and row[f"{key}_std"] == pytest.approx(vals.std())
+            diffs = np.array([r[key] - base[r["repeat"]][key] for r in rows if r["repeat"] in base])
+            assert row[f"{key}_n_paired"] == diffs.size
+            assert row[f"{key}_diff_mean"] == pytest.approx(diffs.mean())
+            assert row[f"{key}_diff_std"] == pytest.approx(diffs.std())
+        if b0 > 0:  # eq. 13 written out: (Bias - Bias_deb) / Bias - (TPR - TPR_deb) / TPR
+            expected = (b0 - row["bias"]) / b0 - (t0 - row["tpr"]) / t0
+            assert row["bpc"] == pytest.approx(expected)
+            assert row["bpc_std"] is None or row["bpc_std"] >= 0
+        else:
+            assert row["bpc"] is None and row["bpc_std"] is None
+
+
+def _check_undefined_metrics_are_marked(res: dict) -> None:
+    """A metric that eq. 14 leaves undefined is drawn as a marked point, not dropped in silence."""
+    import copy
+
+    from experiments import gmm_digits
+
+    broken = copy.deepcopy(res)
+    row = next(r for r in broken["downstream"] if r["data"] == "gmm")
+    row["ba"] = row["ba_std"] = None
+    fig = gmm_digits.plot(broken)["gmm_digits_mixing"]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "undefined" in texts
+
+
+def test_bootstrap_sd_of_a_mean_matches_the_binomial_standard_error():
+    from experiments.gmm_digits import bootstrap_sd
+
+    x = (np.arange(400) % 10 < 3).astype(float)  # p = 0.3 exactly
+    sd = bootstrap_sd(lambda idx: x[idx].mean(), x.size, 4000, np.random.default_rng(0))
+    # plug-in sd of a mean of n Bernoulli(p): sqrt(p (1 - p) / n); 4000 resamples estimate it within ~2 %
+    assert sd == pytest.approx(np.sqrt(0.3 * 0.7 / 400), rel=0.06)
 
 
 @pytest.mark.slow
