@@ -116,6 +116,11 @@ def digits_samples(res: dict) -> Verdict:
                                    "classifier is unreliable", numbers)
 
 
+def _f(x: float | None) -> str:
+    """A metric to three decimals; "-" where it is undefined (None: eq. 13 or 14 divided by zero)."""
+    return "-" if x is None else f"{x:.3f}"
+
+
 def _rows(res: dict) -> dict[tuple[str, int], dict]:
     return {(r["data"], r["generated_percent"]): r for r in res["downstream"]}
 
@@ -162,8 +167,8 @@ def downstream_at_50(res: dict) -> Verdict:
         outcome = _direction(m, se, lower)
         outcomes.append(outcome)
         cm, cse, _ = _paired(res, "gmm/50", "plain/50", key)
-        numbers.append(f"{name:>9} {base[key]:>8.3f} +- {base[key + '_std']:.3f} {gmm[key]:>8.3f} +- "
-                       f"{gmm[key + '_std']:.3f} {m:>+9.3f} +- {se:.3f}  {outcome:<15} | {cm:+.3f} +- {cse:.3f} "
+        numbers.append(f"{name:>9} {_f(base[key]):>8} +- {_f(base[key + '_std'])} {_f(gmm[key]):>8} +- "
+                       f"{_f(gmm[key + '_std'])} {m:>+9.3f} +- {se:.3f}  {outcome:<15} | {cm:+.3f} +- {cse:.3f} "
                        f"({_direction(cm, cse, lower)})")
     bpc, bpc_sd = gmm["bpc"], gmm["bpc_std"]
     bpc_outcome = ("undefined" if bpc is None or bpc_sd is None else
