@@ -76,16 +76,21 @@ def run_on_model(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GMMCelebAHQCo
                                    rng=np.random.default_rng(component_seed))
     x0 = continue_sampling(unet, scheduler, lat, index=index, num_inference_steps=cfg.num_inference_steps,
                            seed=finish_seed, batch_size=cfg.batch_size, progress=not ctx.quick)
-    fig, axes = plt.subplots(fit.chosen_k, cfg.n_per_component, squeeze=False,
-                             figsize=(1.6 * cfg.n_per_component, 1.6 * fit.chosen_k))
+    share = np.bincount(fit.predict(x_t), minlength=fit.chosen_k) / len(x_t)
+    fig, axes = plt.subplots(fit.chosen_k, cfg.n_per_component, squeeze=False, layout="constrained",
+                             figsize=(1.6 * cfg.n_per_component + 1.2, 1.6 * fit.chosen_k + 0.6))
     for k in range(fit.chosen_k):
         for j, img in enumerate(x0[comp == k]):
             ax = axes[k, j]
             ax.imshow(np.clip((img.transpose(1, 2, 0) + 1) / 2, 0, 1).squeeze())
+        for ax in axes[k]:
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[k, 0].set_ylabel(f"comp {k}", fontsize=7)
-    fig.suptitle(f"equal sampling over K = {fit.chosen_k} components at t = {t}", fontsize=9)
+        # the share of the collected latents the component holds: what plain sampling would give it
+        axes[k, 0].set_ylabel(f"comp {k}\n{100 * share[k]:.0f}% of x_t", fontsize=7, rotation=0, ha="right",
+                              va="center")
+    fig.suptitle(f"paper 002 Sec. 4.3 / Fig. 2 counterpart: {cfg.n_per_component} faces per component, K = "
+                 f"{fit.chosen_k} by BIC on {cfg.n_latents} latents at t = {t} (PCA to {pca} directions)", fontsize=8)
     figure = ctx.save_figure(fig, "gmm_celebahq_samples")
     plt.close(fig)
     return {"weights_available": True, "t": t, "step_index": index, "pca_components": pca,
