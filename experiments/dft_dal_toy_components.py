@@ -17,6 +17,7 @@ from experiments.dft_models import SD_BETAS, mean_sd  # noqa: E402
 from experiments.experiment import Experiment, RunContext  # noqa: E402
 from toy.prompt_mixture import COMPONENT_LABELS, COMPONENTS  # noqa: E402
 from toy.sampler_chain import make_sampler  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,16 @@ def run_components(cfg: ComponentsConfig, ctx: RunContext) -> dict:
     # repeat r: original model 3r, training batches (and LoRA init) 3r + 1, evaluation 3r + 2, the same for every
     # component: a paired comparison
     streams = ctx.seeds(3 * cfg.seeds)
-    runs = {c: [dal_run(prompts, c, target=cfg.target, conditional=False, sampler=sampler, width=cfg.width,
-                        rank=cfg.rank, iterations=cfg.iterations, per_prompt=cfg.per_prompt, threshold=cfg.threshold,
-                        lr=cfg.lr, n_eval=cfg.n_eval, model_seed=streams[3 * r], train_seed=streams[3 * r + 1],
-                        eval_seed=streams[3 * r + 2]) for r in range(cfg.seeds)]
-            for c in cfg.components}
+    runs = {c: [] for c in cfg.components}
+    with tqdm(total=len(cfg.components) * cfg.seeds, desc="dft-dal-toy-components runs") as bar:
+        for c in cfg.components:
+            for r in range(cfg.seeds):
+                runs[c].append(dal_run(prompts, c, target=cfg.target, conditional=False, sampler=sampler,
+                                       width=cfg.width, rank=cfg.rank, iterations=cfg.iterations,
+                                       per_prompt=cfg.per_prompt, threshold=cfg.threshold, lr=cfg.lr,
+                                       n_eval=cfg.n_eval, model_seed=streams[3 * r], train_seed=streams[3 * r + 1],
+                                       eval_seed=streams[3 * r + 2]))
+                bar.update()
     first = runs[cfg.components[0]]
     original_bias = _per_seed(first, "bias", "before")
     table = [{"component": "original", "label": "original model", "trainable_parameters": 0,

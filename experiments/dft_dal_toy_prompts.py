@@ -17,6 +17,7 @@ from experiments.experiment import Experiment, RunContext  # noqa: E402
 from experiments.loss_bands import draw_loss_band  # noqa: E402
 from toy.prompt_mixture import COMPONENT_LABELS  # noqa: E402
 from toy.sampler_chain import make_sampler  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ def run_prompts(cfg: PromptsConfig, ctx: RunContext) -> dict:
     runs = [dal_run(prompts, cfg.component, target=cfg.target, conditional=cfg.conditional, sampler=sampler,
                     width=cfg.width, rank=cfg.rank, iterations=cfg.iterations, per_prompt=cfg.per_prompt,
                     threshold=cfg.threshold, lr=cfg.lr, n_eval=cfg.n_eval, model_seed=streams[3 * r],
-                    train_seed=streams[3 * r + 1], eval_seed=streams[3 * r + 2]) for r in range(cfg.seeds)]
+                    train_seed=streams[3 * r + 1], eval_seed=streams[3 * r + 2])
+            for r in tqdm(range(cfg.seeds), desc="dft-dal-toy-prompts seeds")]
     summary = {}
     for when in ("before", "after"):
         shares = np.array([run[when]["attribute1"] for run in runs])  # (seeds, prompts)
