@@ -165,3 +165,35 @@ def test_moving_average_is_the_trailing_window_mean():
     curves = np.random.default_rng(0).normal(size=(3, 17))
     brute = np.array([[row[max(0, i - 4):i + 1].mean() for i in range(17)] for row in curves])
     np.testing.assert_allclose(moving_average(curves, 5), brute, rtol=1e-12)
+
+
+@pytest.mark.parametrize("module, config", [
+    ("experiments.dft_dal_toy_prompts", "PromptsConfig"),
+    ("experiments.dft_dal_toy_components", "ComponentsConfig"),
+])
+def test_tiny_runs_are_drawn_from_their_results_alone(module, config, tmp_path):
+    import importlib
+    import json
+    from dataclasses import asdict
+
+    import matplotlib.pyplot as plt
+
+    from experiments.experiment import RunContext
+
+    mod = importlib.import_module(module)
+    cfg = getattr(mod, config)(prompts=3, steps=5, iterations=2, per_prompt=4, n_eval=20, seeds=2)
+    (experiment,) = mod.EXPERIMENTS
+    results = experiment.run(cfg, RunContext(experiment.name, tmp_path, seed=0, quick=True))
+    results = json.loads(json.dumps({**results, "config": asdict(cfg)}))  # what results.json holds
+    figures = experiment.plot(results)
+    assert len(figures) == 1
+    plt.close("all")
+    if "table" in results:
+        assert [row["component"] for row in results["table"]] == ["original", *cfg.components]
+        original = results["table"][0]
+        # the original row's bias is the seed-000 metric of the evaluated original shares, averaged over prompts
+        run = results["runs"][cfg.components[0]][0]
+        assert original["bias_per_seed"][0] == pytest.approx(np.mean([abs(1 - 2 * a) for a in run["before"]["attribute1"]]))
+    else:
+        shares = np.array([run["after"]["attribute1"] for run in results["runs"]])
+        np.testing.assert_allclose(results["summary"]["after"]["old_share_mean"], shares.mean(0), rtol=1e-12)
