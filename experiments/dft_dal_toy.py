@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from experiments.dft_models import SD_BETAS, mean_sd  # noqa: E402
 from experiments.experiment import Experiment, RunContext  # noqa: E402
+from experiments.loss_bands import draw_loss_band  # noqa: E402
 from theory.dal import dal_loss  # noqa: E402
 from theory.sampler_gradient import AdjustedGradient, run_sampler  # noqa: E402
 from toy.attribute_classifiers import QUADRANT_ATTRIBUTE, QUADRANT_MEANS, quadrant_attribute_logits  # noqa: E402
@@ -78,33 +79,37 @@ def run_dal_toy(cfg: DalToyConfig, ctx: RunContext) -> dict:
                      "freq_after_sd": freq_after_sd, "content0_freq_after": content_after,
                      "content0_freq_after_sd": content_after_sd, "before": before,
                      "after_per_seed": [s["after"] for s in per_seed], "loss": loss_curves.mean(0).tolist(),
-                     "loss_min": loss_curves.min(0).tolist(), "loss_max": loss_curves.max(0).tolist()})
+                     "loss_per_seed": loss_curves.tolist(), "loss_min": loss_curves.min(0).tolist(),
+                     "loss_max": loss_curves.max(0).tolist()})
     return {"runs": runs, "figure": "dft_dal_toy.png"}
 
 
 def plot(results: dict) -> dict:
-    """The DAL per target (mean and range over seeds) and the attribute/content shares before and after."""
+    """The DAL per target (mean +- sd over seeds) and the attribute/content shares before and after."""
     cfg, runs = results["config"], results["runs"]
-    before = runs[0]["before"]
-    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4.5))
+    before, seeds = runs[0]["before"], cfg["seeds"]
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4.3), layout="constrained")
     for ax, run in zip(axes, runs):
-        target, loss = run["target"], run["loss"]
-        ax.plot(loss, color="C0")
-        ax.fill_between(np.arange(len(loss)), run["loss_min"], run["loss_max"], color="C0", alpha=0.2)
-        ax.set(title=f"target {target[0]:.0%}: {before['attribute0_freq']:.2f} -> {run['freq_after']:.3f} +- "
-                     f"{run['freq_after_sd']:.3f}", xlabel="iteration",
-               ylabel=f"DAL (mean, range over {cfg['seeds']} seeds)")
+        target = run["target"]
+        draw_loss_band(ax, run["loss_per_seed"])
+        ax.set(title=f"target {target[0]:.0%}/{target[1]:.0%}: attribute 0 {before['attribute0_freq']:.2f} → "
+                     f"{run['freq_after']:.3f} ± {run['freq_after_sd']:.3f}",
+               xlabel="iteration (iterations)", ylabel="DAL (nats)")
+        ax.legend(fontsize=8, loc="upper right")
     ax = axes[-1]
     x = np.arange(len(runs))
-    ax.bar(x - 0.2, [r["freq_before"] for r in runs], 0.4, label="attribute 0 before")
+    ax.bar(x - 0.2, [r["freq_before"] for r in runs], 0.4, color="0.65", edgecolor="0.3", hatch="//",
+           label="attribute 0, original")
     ax.bar(x + 0.2, [r["freq_after"] for r in runs], 0.4, yerr=[r["freq_after_sd"] for r in runs], capsize=4,
-           label=f"attribute 0 after (mean +- sd, {cfg['seeds']} seeds)")
-    ax.plot(x, [r["target"][0] for r in runs], "k*", ms=12, label="target")
+           color="C0", label=f"attribute 0, debiased (mean ± sd, {seeds} seeds)")
+    ax.plot(x + 0.2, [r["target"][0] for r in runs], "k*", ms=12, label="target share of attribute 0")
     ax.errorbar(x + 0.2, [r["content0_freq_after"] for r in runs], yerr=[r["content0_freq_after_sd"] for r in runs],
-                fmt="rs", capsize=3, label=f"content 0 after (was {before['content0_freq']:.2f})")
-    ax.set_xticks(x, [f"{r['target'][0]:.0%}/{r['target'][1]:.0%}" for r in runs])
-    ax.legend(fontsize=8)
-    fig.suptitle("DAL + adjusted DFT on a prompt-conditioned mixture (soft prompt, DDIM 20 steps)")
+                fmt="rs", capsize=3, label=f"content 0, debiased (original {before['content0_freq']:.2f})")
+    ax.set_xticks(x, [f"target {r['target'][0]:.0%}/{r['target'][1]:.0%}" for r in runs])
+    ax.set(ylabel="share of samples (share)", ylim=(0, 1), title="shares before and after")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8)
+    fig.suptitle("paper 000 eq. 6 + Alg. A.1: DAL + adjusted DFT on a prompt-conditioned mixture (soft prompt, "
+                 "DDIM 20 steps)")
     return {"dft_dal_toy": fig}
 
 

@@ -40,6 +40,11 @@ _ENTRIES = (
           "experiments.dft_training"),
     Entry("dft-dal-toy", "DAL + adjusted DFT on a prompt-conditioned mixture, targets 50/50 and 75/25 (seed 000)",
           "experiments.dft_dal_toy"),
+    Entry("dft-dal-toy-prompts", "Share of the minority attribute per prompt before/after the conditional DAL + aDFT "
+                                 "toward 75/25 on a 10-prompt toy (seed 000, Fig. 9)", "experiments.dft_dal_toy_prompts"),
+    Entry("dft-dal-toy-components", "Soft prompt vs LoRA (text encoder / U-Net / both) vs full finetune with the DAL + "
+                                    "aDFT on the 10-prompt toy: bias and content kept (seed 000, Table 1)",
+          "experiments.dft_dal_toy_components"),
     Entry("dft-coefficients", "Adjusted-gradient C_i: Algorithm A.1's DDPM 1/A_{t_i} vs the sampler's own, over DDIM / "
                               "DPM-Solver++ steps and in toy finetuning under Adam and SGD (seed 000, Alg. A.1)",
           "experiments.dft_coefficients"),
