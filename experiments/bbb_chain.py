@@ -66,6 +66,7 @@ def run_toy(name: str, mu: float, std: float, gain: float, cfg: ChainConfig) -> 
         mass_lb = class_mass_lower_bound(p_attr[k], generation_tv_bound(betas, sigmas, lip, r))
         lower = np.maximum(lower, mass_lb - 0.5)
     k_chain = chain_tv_constant(betas, sigmas, lip)
+    min_distances = [min_distance_for_balance(k_chain, p_attr[k], 0.5, cfg.balance_tolerance) for k in range(2)]
     return {
         "name": name, "theta": thetas, "embedding_bias_gap": embedding_bias_gap(emb, attr[0], attr[1]),
         "p_man": p_man, "imbalance": imbalance, "imbalance_lower_bound": lower,
@@ -73,10 +74,26 @@ def run_toy(name: str, mu: float, std: float, gain: float, cfg: ChainConfig) -> 
         "attribute_class_mass": p_attr, "chain_tv_constant": k_chain,
         "balanced_embedding_imbalance": float(imbalance[np.argmin(np.abs(thetas - np.pi / 4))]),
         "p_man_monotone_in_bias": bool(np.all(np.diff(p_man) <= 1e-12)),
-        "min_distance_for_balance": [min_distance_for_balance(k_chain, p_attr[k], 0.5, cfg.balance_tolerance)
-                                     for k in range(2)],
+        "min_distance_for_balance": min_distances,
         "attribute_distance_of_balanced_prompt": float(np.linalg.norm(np.array([1, 1]) / np.sqrt(2) - attr[0])),
+        "balance_excluded_gaps": excluded_gaps(min_distances),
+        "n_angles_bound_nontrivial": int((lower > 0).sum()),
     }
+
+
+def excluded_gaps(min_distances: list[float]) -> list[float]:
+    """The embedding-bias gaps on the arc e_theta = (cos theta, sin theta) where the corollary rules out eps-balance:
+    [g_woman, g_man], balance impossible for gap > g_man (too near e_man) and for gap < g_woman (too near e_woman).
+
+    On the unit circle ||e_theta - e_man|| = 2 sin(theta / 2), so ||e_theta - e_man|| < r_man iff theta < theta_man
+    = 2 arcsin(r_man / 2); the gap cos(theta) - sin(theta) decreases in theta on [0, pi/2]. A minimum distance of 2
+    or more excludes the whole arc (gap limits -inf / +inf are then clipped to the arc's ends, -1 and 1).
+    """
+    r_man, r_woman = (min(float(r), 2.0) for r in min_distances)
+    theta_man = 2 * np.arcsin(r_man / 2)
+    theta_woman = np.pi / 2 - 2 * np.arcsin(r_woman / 2)
+    gap = lambda theta: float(np.cos(theta) - np.sin(theta))  # noqa: E731
+    return [gap(min(max(theta_woman, 0.0), np.pi / 2)), gap(min(max(theta_man, 0.0), np.pi / 2))]
 
 
 def run(cfg: ChainConfig, ctx: RunContext) -> dict:
@@ -90,19 +107,30 @@ def run(cfg: ChainConfig, ctx: RunContext) -> dict:
 
 
 def plot(results: dict) -> dict:
-    """P('man'), the imbalance and the corollary's lower bound against the embedding bias, per toy."""
-    toys = results["toys"]
-    fig, axes = plt.subplots(1, len(toys), figsize=(6 * len(toys), 4.2))
-    for ax, res in zip(np.atleast_1d(axes), toys):
-        gap = res["embedding_bias_gap"]
-        ax.plot(gap, res["p_man"], "o-", ms=3, label="P(generation is 'man')")
-        ax.plot(gap, res["imbalance"], "s-", ms=3, label="imbalance TV(class dist., 50/50)")
-        ax.plot(gap, res["imbalance_lower_bound"], "k--", lw=1, label="corollary lower bound")
-        ax.axvline(0, color="grey", ls=":", lw=1)
-        ax.set(xlabel="embedding bias cos(e, e_man) - cos(e, e_woman)", ylim=(-0.02, 1.02),
-               title=f"{res['name']}: K_chain = {res['chain_tv_constant']:.2f}")
-        ax.legend(fontsize=8)
-    fig.suptitle("Bias begets bias (seed 003): neutral-prompt embeddings between 'man' and 'woman', exact generations")
+    """P('man'), the imbalance and the corollary's lower bound against the embedding bias, per toy, with the gaps
+    where the corollary rules out eps-balance shaded (seed 003, Corollary 3 of ``theory/notes/bias_begets_bias.md``)."""
+    toys, eps = results["toys"], results["config"]["balance_tolerance"]
+    fig, axes = plt.subplots(1, len(toys), figsize=(6 * len(toys), 4.6), layout="constrained", squeeze=False)
+    for ax, res in zip(axes[0], toys):
+        gap = np.asarray(res["embedding_bias_gap"])
+        g_woman, g_man = res["balance_excluded_gaps"]
+        ax.axvspan(g_man, gap.max(), color="0.85", lw=0, label=f"{eps}-balance ruled out by the corollary")
+        ax.axvspan(gap.min(), g_woman, color="0.85", lw=0)
+        ax.plot(gap, res["p_man"], "o-", ms=3, color="C0", label="P(generation is 'man')")
+        ax.plot(gap, res["imbalance"], "s--", ms=3, color="C3", label="imbalance TV(class distribution, 50/50)")
+        ax.plot(gap, res["imbalance_lower_bound"], "k:", lw=2, label="corollary's lower bound on the imbalance")
+        ax.axhline(eps, color="C3", lw=0.8, alpha=0.6, label=f"tolerance eps = {eps}")
+        ax.annotate("balanced embedding\n(gap 0)", (0, res["balanced_embedding_imbalance"]), xytext=(0.05, 0.62),
+                    textcoords="data", fontsize=8, arrowprops={"arrowstyle": "->", "lw": 0.8})
+        ax.set(xlim=(gap.min(), gap.max()), ylim=(-0.02, 1.02),
+               xlabel="embedding bias cos(e, e_man) - cos(e, e_woman) (unitless)",
+               ylabel="share / total variation (unitless)",
+               title=f"{res['name']}: K_chain = {res['chain_tv_constant']:.2f}, "
+                     f"P(man | 'man') = {res['attribute_class_mass'][0]:.3f}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)
+    fig.suptitle("Bias Begets Bias (paper 003): neutral-prompt embeddings on the arc from 'man' to 'woman', "
+                 "exact generations of a 1-D DDPM toy")
     return {"bbb_chain": fig}
 
 

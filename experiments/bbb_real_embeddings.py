@@ -39,6 +39,7 @@ class RealEmbeddingsConfig:
     open_clip_pretrained: str = "laion2b_s32b_b79k"
     attributes: tuple[str, str] = ("man", "woman")
     n_top: int = 5
+    n_labelled: int = 12  # professions named at each end of the figure's ranking
 
 
 def make_config(quick: bool) -> RealEmbeddingsConfig:
@@ -105,11 +106,19 @@ def load_encoders(cfg: RealEmbeddingsConfig, ctx: RunContext) -> tuple[dict, dic
 
 
 def summarise(professions: list[str], bias: dict[str, np.ndarray], n_top: int) -> dict:
+    """Counts, the extremes and a two-sided sign test of the lean (H0: each profession leans either way with
+    probability 1/2; ties, ratio exactly 1, are dropped as the sign test does)."""
+    from scipy.stats import binomtest
+
     order = np.argsort(bias["ratio"])
+    n_man, n_woman = int((bias["ratio"] > 1).sum()), int((bias["ratio"] < 1).sum())
     return {
         "n_professions": len(professions),
-        "n_lean_man": int((bias["ratio"] > 1).sum()),
-        "n_lean_woman": int((bias["ratio"] < 1).sum()),
+        "n_lean_man": n_man,
+        "n_lean_woman": n_woman,
+        "sign_test_pvalue": float(binomtest(n_man, n_man + n_woman, 0.5).pvalue),
+        "n_generic_lean_woman": int((bias["generic_gap"] < 0).sum()),
+        "n_average_generic_lean_woman": int((bias["average_generic_gap"] < 0).sum()),
         "top_man": [(professions[i], float(bias["ratio"][i])) for i in order[::-1][:n_top]],
         "top_woman": [(professions[i], float(bias["ratio"][i])) for i in order[:n_top]],
         "median_ratio": float(np.median(bias["ratio"])),
@@ -140,21 +149,51 @@ def run(cfg: RealEmbeddingsConfig, ctx: RunContext) -> dict:
 
 
 def plot(results: dict) -> dict:
-    """Per encoder, the gender-lean ratio - 1 of every profession, sorted, from ``per_profession``."""
-    attributes = results["config"]["attributes"]
+    """Per encoder, from ``per_profession``: every profession's lean ratio - 1 as a sorted strip, the professions
+    at both ends by name, and the gap to the generic prompts before and after average-then-score (seed 003,
+    "CLIP embeddings show significant gender bias"; subclass / average-then-score)."""
+    a, b = results["config"]["attributes"]
+    k = results["config"]["n_labelled"]
     figures = {}
     for kind, res in results["encoders"].items():
         professions = list(res["per_profession"])
-        ratio = np.array([res["per_profession"][p]["ratio"] for p in professions])
+        per = res["per_profession"]
+        ratio = np.array([per[p]["ratio"] for p in professions]) - 1
         order = np.argsort(ratio)
-        fig, ax = plt.subplots(figsize=(22, 5))
-        colours = np.where(ratio[order] > 1, "C0", "C3")
-        ax.bar(np.arange(len(order)), ratio[order] - 1, color=colours)
-        ax.set_xticks(np.arange(len(order)), [professions[i] for i in order], rotation=90, fontsize=6)
+        fig, axes = plt.subplots(1, 3, figsize=(17, 6), layout="constrained", width_ratios=(1.1, 1, 1))
+
+        ax = axes[0]  # all professions, sorted: the shape of the distribution, no names (150 would overprint)
+        colours = np.where(ratio[order] > 0, "C0", "C3")
+        ax.scatter(np.arange(1, len(order) + 1), ratio[order], c=colours, s=10)
         ax.axhline(0, color="k", lw=0.8)
-        ax.set(xlim=(-1, len(order)), ylabel="cos(p, p+man) / cos(p, p+woman) - 1",
-               title=f"{res['encoder']}: {res['n_lean_man']} of {res['n_professions']} professions lean to "
-                     f"'{attributes[0]}' (blue), {res['n_lean_woman']} to '{attributes[1]}' (red)")
+        ax.set(xlabel=f"profession rank by lean (1 = most '{b}')", ylabel=f"cos(p, p+{a}) / cos(p, p+{b}) - 1 (unitless)",
+               title=f"all {res['n_professions']}: {res['n_lean_man']} lean '{a}' (blue), {res['n_lean_woman']} "
+                     f"'{b}' (red)\nsign test p = {res['sign_test_pvalue']:.1g}")
+
+        ax = axes[1]  # the k most extreme at each end, by name, as horizontal bars (labels never overprint)
+        ends = np.concatenate([order[:k], order[-k:]])
+        ax.barh(np.arange(len(ends)), ratio[ends], color=np.where(ratio[ends] > 0, "C0", "C3"))
+        ax.set_yticks(np.arange(len(ends)), [professions[i] for i in ends], fontsize=8)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set(xlabel=f"cos(p, p+{a}) / cos(p, p+{b}) - 1 (unitless)", ylim=(-0.7, len(ends) - 0.3),
+               title=f"the {k} most '{a}'-leaning (top)\nand most '{b}'-leaning (bottom)")
+
+        ax = axes[2]  # mitigation: the gap to the generic attribute prompts, neutral vs averaged embedding
+        neutral = np.array([per[p]["generic_gap"] for p in professions])
+        averaged = np.array([per[p]["average_generic_gap"] for p in professions])
+        ax.scatter(neutral, averaged, s=10, color="C2", alpha=0.8)
+        lim = 1.05 * max(np.abs(neutral).max(), np.abs(averaged).max())
+        ax.plot([-lim, lim], [-lim, lim], color="grey", ls="--", lw=0.8, label="y = x (no change)")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal",
+               xlabel=f"neutral prompt: cos(p, '{a}') - cos(p, '{b}') (unitless)",
+               ylabel=f"average-then-score: cos(p_avg, '{a}') - cos(p_avg, '{b}') (unitless)",
+               title=f"against 'a photo of a {a}' / '... {b}': lean '{a}'\n{res['n_generic_lean_man']} of "
+                     f"{res['n_professions']} (neutral) -> {res['n_average_generic_lean_man']} (averaged)")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.suptitle(f"Gender lean of 'a photo of a {{profession}}' in {res['encoder']} (paper 003 uses CLIP's text "
+                     f"encoder)")
         figures[f"bbb_real_embeddings_{kind}"] = fig
     return figures
 

@@ -47,7 +47,7 @@ def test_ot_targets_quick_run_writes_results_and_figure(tmp_path):
     assert payload["seed"] == 3 and payload["quick"] is True
     assert payload["config"]["n_images"] == 24
     assert payload["versions"]["numpy"] == np.__version__
-    assert payload["figures"] == ["ot_targets.png"]
+    assert sorted(payload["figures"]) == ["ot_targets.png", "ot_targets_cost.png", "ot_targets_multiclass.png"]
     # Monte Carlo consistent with the exact targets (exact binomial test; fails by chance with probability < 1e-4),
     # closed form equal to the exact enumeration
     assert payload["mc_vs_exact_min_pvalue_bonferroni"] > 1e-4
@@ -116,7 +116,8 @@ def test_cli_says_where_the_results_went_and_refuses_to_replace_a_full_run(tmp_p
     assert (tmp_path / "ot-targets" / "results.json").read_bytes() == full
     ran = run_cli("run", "ot-targets", "--quick", "--out", str(tmp_path / "q"))
     assert ran.returncode == 0, ran.stderr
-    assert f"ot-targets: results in {tmp_path / 'q' / 'ot-targets'} (results.json, ot_targets.png)" in ran.stderr
+    assert (f"ot-targets: results in {tmp_path / 'q' / 'ot-targets'} (results.json, ot_targets.png, ot_targets_cost.png, "
+            "ot_targets_multiclass.png)") in ran.stderr
 
 
 # ------------------------------------------------------------------- issue 9, item 5: seeds that mean something
