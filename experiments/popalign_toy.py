@@ -314,7 +314,7 @@ def plot_beta(results: dict) -> dict:
     return {"popalign_toy_beta": fig}
 
 
-def _diverged(run: dict, ref_g2: float) -> bool:
+def diverged_run(run: dict, ref_g2: float) -> bool:
     """A run "diverges" when it abandons the preference data's support: its mass drains into the unrelated G2 (more
     than half of the reference's G1 + G3 mass lost), or a parameter is not finite."""
     finite = all(np.isfinite(run[k]).all() for k in ("weights", "means", "stds"))
@@ -332,7 +332,7 @@ def run_alpha(cfg: PopAlignToyConfig, ctx: RunContext) -> dict:
                                     k * cfg.seeds, f"{p}, alpha {agg['alpha']}", agg)
                          for k, agg in enumerate(results[p].settings)]
         for agg in results[p].settings:
-            agg["diverged_runs"] = [_diverged(run, ref_g2) for run in agg["runs"]]
+            agg["diverged_runs"] = [diverged_run(run, ref_g2) for run in agg["runs"]]
     out = {p: results[p].settings for p in PARAMETERISATIONS}
     out["shared_setting"] = _shared_setting(cfg, results["diffusion"].settings)
     # a setting diverges when most of its seeds do

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -272,12 +272,15 @@ def run_mixture(model: GaussianMixture1D, run: int) -> GaussianMixture1D:
         return GaussianMixture1D(model.weights[run], model.means[run], model.stds[run])
 
 
-def kl_to_reference(model: GaussianMixture1D, *, lo: float = -25.0, hi: float = 25.0, points: int = 20001) -> list[float]:
-    """KL(P_theta || P_ref) of every run by the trapezoidal rule on [lo, hi] (all mass of these mixtures lies inside)."""
+def kl_to_reference(model: GaussianMixture1D, *, lo: float = -25.0, hi: float = 25.0, points: int = 20001,
+                    reference: GaussianMixture1D | None = None) -> list[float]:
+    """KL(P_theta || P_ref) of every run by the trapezoidal rule on [lo, hi] (all mass of these mixtures lies inside).
+
+    ``reference`` is a batch of one mixture, by default :func:`reference_mixture`."""
     grid = torch.linspace(lo, hi, points, dtype=torch.float64).expand(model.logits.shape[0], -1)
     with torch.no_grad():
         log_p = model.log_prob(grid)
-        log_ref = reference_mixture(1).log_prob(grid[:1]).expand_as(log_p)
+        log_ref = (reference_mixture(1) if reference is None else reference).log_prob(grid[:1]).expand_as(log_p)
         return torch.trapezoid(log_p.exp() * (log_p - log_ref), grid, dim=1).tolist()
 
 
@@ -319,7 +322,8 @@ def stream_seeds(seed: int, target: float, seeds: int) -> list[int]:
 
 def sweep(
     settings: list[Setting], seeds: int, config: TrainConfig, *, seed: int = 0, n_samples: int = 1000,
-    set_size: int = 10, progress: bool = False,
+    set_size: int = 10, progress: bool = False, model: Callable[[int], GaussianMixture1D] = reference_mixture,
+    reference: Callable[[int], GaussianMixture1D] = reference_mixture,
 ) -> SweepResult:
     """Train every setting for ``seeds`` independent data draws in one batched run; aggregate per setting.
 
@@ -327,7 +331,9 @@ def sweep(
     :func:`stream_seeds`; runs share no random stream and no parameter, so each run is bit-identical to the same
     setting trained alone or in any other sweep (``tests/test_popalign_toy.py``). Returns, per setting, the mean and
     standard deviation over seeds of the G1 share, G2 weight, discrepancy and KL to the reference, the mean
-    parameters, the per-seed summaries and the reward-accuracy curve (mean, sd, min, max).
+    parameters, the per-seed summaries and the reward-accuracy curve (mean, sd, min, max). ``model`` and
+    ``reference`` build the R trained and the R frozen mixtures (default :func:`reference_mixture`; e.g. one prompt
+    of :mod:`toy.popalign_conditional`).
     """
     if seeds < 1 or not settings:
         raise ValueError(f"need at least one setting and one seed; got {len(settings)} settings, {seeds} seeds")
@@ -339,9 +345,9 @@ def sweep(
     data = PreferenceData(torch.cat([d.winners for d in runs]), torch.cat([d.losers for d in runs]), set_size)
     result = train(data, config, beta_primes=torch.tensor([c.beta_prime for c in cells], dtype=torch.float64),
                    alphas=torch.tensor([c.alpha for c in cells], dtype=torch.float64), generator=generators,
-                   progress=progress)
+                   progress=progress, model=model(len(cells)), reference=reference(len(cells)))
     per_run = summarise(result.model, targets)
-    kls = kl_to_reference(result.model)
+    kls = kl_to_reference(result.model, reference=reference(1))
     accuracy = torch.tensor(result.reward_accuracy, dtype=torch.float64)  # (log steps, runs)
     out = []
     for k, setting in enumerate(settings):
