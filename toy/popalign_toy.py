@@ -14,7 +14,8 @@ Both methods train the same mixture parameters theta = (w, m, s) in one of two p
 The losses are :func:`theory.popalign.popalign_loss` and :func:`theory.denoising.denoising_loss`, unchanged.
 Several runs (seeds, targets, beta' and alpha values) train side by side as the batch dimension of one mixture. The
 toy's beta (Fig. 12 of the seed) is beta', the coefficient of r - mu in eq. 9: the ``beta_prime`` of
-:func:`theory.popalign.popalign_loss`.
+:func:`theory.popalign.popalign_loss`. Each run draws its data and noise from its own stream, keyed by the run seed
+and its target (:func:`stream_seeds`), so a setting trains bit-identically in every sweep that contains it.
 """
 
 from __future__ import annotations
