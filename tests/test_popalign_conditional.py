@@ -61,9 +61,9 @@ def test_prompt_views_share_means_and_stds_but_not_logits():
     person = ref.prompt(PERSON)
     w = person.weights[0].detach()
     assert float(w[G1] / (w[G1] + w[G3])) == pytest.approx(math.e / (math.e + math.exp(-1)), abs=1e-12)
-    empty_w = ref.prompt(EMPTY_BALANCED).weights[0]
+    empty_w = ref.prompt(EMPTY_BALANCED).weights[0].detach()
     assert torch.allclose(empty_w, torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64))
-    biased = ref.prompt(EMPTY_BIASED).weights[0]
+    biased = ref.prompt(EMPTY_BIASED).weights[0].detach()
     assert float(biased[G1] / (biased[G1] + biased[G3])) == pytest.approx(float(w[G1] / (w[G1] + w[G3])), abs=1e-12)
     # a view's density is the mixture's, read through the prompt's logits: against a plain GaussianMixture1D
     plain = GaussianMixture1D(w.detach(), REFERENCE_MEANS, (1.0, 1.0, 1.0))
