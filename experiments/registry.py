@@ -33,6 +33,8 @@ _ENTRIES = (
           "experiments.popalign_toy"),
     Entry("popalign-toy-alpha", "PopAlign alpha sweep of the normaliser mu (seed 001, Fig. 13)",
           "experiments.popalign_toy"),
+    Entry("popalign-toy-cfg", "PopAlign on a prompt-conditioned mixture: alpha of mu (seed 001, Table 4) and "
+                              "classifier-free guidance scale (seed 001, Fig. 6)", "experiments.popalign_toy_cfg"),
     Entry("dft-eq9", "Eq. 9 (A_t, B_t) against autograd through DDPM/DDIM chains, float64 (seed 000)",
           "experiments.dft_eq9"),
     Entry("dft-bt-scale", "Scale of R A_t B_t g_t vs R A_t g_t vs R g_t over t (seed 000, Fig. 6b)", "experiments.dft_bt_scale"),

@@ -16,7 +16,10 @@ from toy.popalign_toy import (
     kl_to_reference,
     preference_data,
     reference_mixture,
+    stream_seeds,
     sweep,
+    target_key,
+    train,
 )
 
 REF_G2 = float(torch.softmax(torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64), 0)[G2])
@@ -83,3 +86,34 @@ def test_higher_beta_stays_closer_to_the_reference():
     share = [a["g1_share"] for a in res.settings]
     assert all(np.diff(kl) < 0), kl
     assert all(np.diff(share) > 0), share
+
+
+@pytest.mark.parametrize("method, parameterisation",
+                         [("popalign", "diffusion"), ("sft", "diffusion"), ("popalign", "density")])
+def test_a_setting_trains_bit_identically_whatever_else_shares_its_sweep(method, parameterisation):
+    # the shared setting of popalign-toy, -targets, -beta and -alpha must be one run, not four draws of it
+    config = TrainConfig(method=method, parameterisation=parameterisation, steps=40, log_every=20)
+    shared = Setting(0.5, beta_prime=1.0, alpha=0.5)
+    alone = sweep([shared], 2, config, seed=11, n_samples=200)
+    among = sweep([Setting(0.8, beta_prime=2.0), shared, Setting(0.5, beta_prime=0.3, alpha=0.25)], 2, config,
+                  seed=11, n_samples=200)
+    for name in ("logits", "means", "log_stds"):
+        assert torch.equal(getattr(alone.model, name), getattr(among.model, name)[2:4]), name
+    assert torch.equal(alone.data.winners, among.data.winners[2:4])
+    assert alone.settings[0]["g1_share"] == among.settings[1]["g1_share"]
+    # ... while another run seed, or another target, draws other streams
+    other = sweep([shared], 2, config, seed=12, n_samples=200)
+    assert not torch.equal(alone.data.winners, other.data.winners)
+    assert not torch.equal(among.data.losers[0], among.data.losers[2])
+
+
+def test_stream_seeds_are_keyed_by_run_seed_and_target():
+    assert stream_seeds(0, 0.5, 3) == stream_seeds(0, 0.5, 5)[:3]
+    assert len({*stream_seeds(0, 0.5, 3), *stream_seeds(0, 0.65, 3), *stream_seeds(1, 0.5, 3)}) == 9
+    assert target_key(0.5) != target_key(0.5000000000000001)
+
+
+def test_train_refuses_a_generator_list_of_the_wrong_length():
+    data = preference_data(torch.tensor([0.5, 0.5]), n_samples=20, set_size=10, generator=torch.Generator())
+    with pytest.raises(ValueError, match="one per run"):
+        train(data, TrainConfig(steps=1), generator=[torch.Generator()])

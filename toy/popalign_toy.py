@@ -14,15 +14,18 @@ Both methods train the same mixture parameters theta = (w, m, s) in one of two p
 The losses are :func:`theory.popalign.popalign_loss` and :func:`theory.denoising.denoising_loss`, unchanged.
 Several runs (seeds, targets, beta' and alpha values) train side by side as the batch dimension of one mixture. The
 toy's beta (Fig. 12 of the seed) is beta', the coefficient of r - mu in eq. 9: the ``beta_prime`` of
-:func:`theory.popalign.popalign_loss`.
+:func:`theory.popalign.popalign_loss`. Each run draws its data and noise from its own stream, keyed by the run seed
+and its target (:func:`stream_seeds`), so a setting trains bit-identically in every sweep that contains it.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal, Protocol, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -135,25 +138,48 @@ def log_ratio_sets(
     return rho_w.reshape(shape), rho_l.reshape(shape)
 
 
+class MixtureModel(Protocol):
+    """What :func:`train` needs of a batch of R mixtures: exact log-densities and noise predictions, shape (R, B)."""
+
+    weights: torch.Tensor
+
+    def log_prob(self, x: torch.Tensor, abar: torch.Tensor | float = 1.0) -> torch.Tensor: ...
+
+    def noise_prediction(self, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self): ...
+
+
 def train(
     data: PreferenceData,
     config: TrainConfig,
     *,
     beta_primes: torch.Tensor | float = 1.0,
     alphas: torch.Tensor | float = 0.5,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     progress: bool = False,
+    model: MixtureModel | None = None,
+    reference: MixtureModel | None = None,
 ) -> TrainResult:
     """Train one mixture per run from the reference with PopAlign (eq. 9) or SFT; returns the trained mixtures.
 
     Adam with a cosine learning-rate decay to zero, so that the stochastic diffusion losses settle; full batch of
     the preference data at every step (for diffusion with a fresh t ~ U{0..T-1} and eps per sample).
+
+    ``generator`` is one generator for all runs, or one per run: then run r's diffusion noise is drawn from its own
+    stream only, so a run trains bit-identically whatever other runs share its batch (:func:`sweep`). ``model`` and
+    ``reference`` (default: :func:`reference_mixture`) are any batch of R mixtures with the interface of
+    :class:`~toy.gaussian_mixture.GaussianMixture1D` (e.g. one prompt of :mod:`toy.popalign_conditional`).
     """
     runs = data.n_runs
     beta_primes = torch.as_tensor(beta_primes, dtype=torch.float64).expand(runs)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).expand(runs)
-    ref = reference_mixture(runs).requires_grad_(False)
-    model = reference_mixture(runs)
+    generators = None if isinstance(generator, torch.Generator) else list(generator)
+    if generators is not None and len(generators) != runs:
+        raise ValueError(f"generator must be one torch.Generator or a sequence of one per run ({runs}); "
+                         f"got {len(generators)}")
+    ref = (reference_mixture(runs) if reference is None else reference).requires_grad_(False)
+    model = reference_mixture(runs) if model is None else model
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * k / config.steps)))
     abar = alphas_cumprod(linear_betas(config.diffusion_steps))
@@ -178,8 +204,8 @@ def train(
             else:
                 r = density_log_ratio(model.log_prob(x0), ref.log_prob(x0))
         else:
-            t = torch.randint(0, config.diffusion_steps, x0.shape, generator=generator)
-            eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+            t, eps = _diffusion_noise(generator if generators is None else generators, x0.shape,
+                                      config.diffusion_steps)
             x_t = forward_noise(x0, eps, abar[t])
             eps_theta = model.noise_prediction(x_t, abar[t])
             if config.method == "sft":
@@ -201,6 +227,17 @@ def train(
 
     result.final_change = (model.weights.detach() - weights_tail_start).abs().max(dim=1).values.tolist()
     return result
+
+
+def _diffusion_noise(generators: torch.Generator | list[torch.Generator], shape: torch.Size, steps: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """t ~ U{0..steps-1} and eps ~ N(0, 1) of shape (R, B): from one generator, or row r from generator r."""
+    if isinstance(generators, torch.Generator):
+        return (torch.randint(0, steps, shape, generator=generators),
+                torch.randn(shape, generator=generators, dtype=torch.float64))
+    rows = [(torch.randint(0, steps, shape[1:], generator=g), torch.randn(shape[1:], generator=g, dtype=torch.float64))
+            for g in generators]
+    return torch.stack([t for t, _ in rows]), torch.stack([e for _, e in rows])
 
 
 def summarise(model: GaussianMixture1D, target_g1_share: torch.Tensor) -> list[dict]:
@@ -230,12 +267,21 @@ def generate(model: GaussianMixture1D, n: int, parameterisation: Parameterisatio
         return ddpm_sample(model.noise_prediction, z_T, linear_betas(diffusion_steps), generator)
 
 
-def kl_to_reference(model: GaussianMixture1D, *, lo: float = -25.0, hi: float = 25.0, points: int = 20001) -> list[float]:
-    """KL(P_theta || P_ref) of every run by the trapezoidal rule on [lo, hi] (all mass of these mixtures lies inside)."""
+def run_mixture(model: GaussianMixture1D, run: int) -> GaussianMixture1D:
+    """Run ``run`` of a batch as a batch of one (a copy without gradient), e.g. to sample it from its own stream."""
+    with torch.no_grad():
+        return GaussianMixture1D(model.weights[run], model.means[run], model.stds[run])
+
+
+def kl_to_reference(model: GaussianMixture1D, *, lo: float = -25.0, hi: float = 25.0, points: int = 20001,
+                    reference: GaussianMixture1D | None = None) -> list[float]:
+    """KL(P_theta || P_ref) of every run by the trapezoidal rule on [lo, hi] (all mass of these mixtures lies inside).
+
+    ``reference`` is a batch of one mixture, by default :func:`reference_mixture`."""
     grid = torch.linspace(lo, hi, points, dtype=torch.float64).expand(model.logits.shape[0], -1)
     with torch.no_grad():
         log_p = model.log_prob(grid)
-        log_ref = reference_mixture(1).log_prob(grid[:1]).expand_as(log_p)
+        log_ref = (reference_mixture(1) if reference is None else reference).log_prob(grid[:1]).expand_as(log_p)
         return torch.trapezoid(log_p.exp() * (log_p - log_ref), grid, dim=1).tolist()
 
 
@@ -250,33 +296,59 @@ class Setting:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """Per-setting aggregates and the trained batch of mixtures (run k * seeds + j is setting k, seed j)."""
+    """Per-setting aggregates, the trained batch of mixtures (run k * seeds + j is setting k, seed j) and the
+    preference data each run was fit to."""
 
     settings: list[dict]
     model: GaussianMixture1D
     seeds: int
+    data: PreferenceData
+
+
+def target_key(target: float) -> int:
+    """The target G1 share as an integer spawn key: its IEEE-754 bits, so that equal targets and only they agree."""
+    return int.from_bytes(struct.pack(">d", float(target)), "big")
+
+
+def stream_seeds(seed: int, target: float, seeds: int) -> list[int]:
+    """The streams of the ``seeds`` repeats of a setting with this target: SeedSequence(seed, spawn_key=(key,)).spawn.
+
+    Keyed by the target alone, so every setting with the same target (any beta', alpha, method, parameterisation)
+    draws the same preference data and diffusion noise in repeat j: sweeps compare settings on common random numbers,
+    and one setting is the same run in every sweep that contains it. Each child is reduced to one 32-bit word.
+    """
+    parent = np.random.SeedSequence(seed, spawn_key=(target_key(target),))
+    return [int(child.generate_state(1)[0]) for child in parent.spawn(seeds)]
 
 
 def sweep(
     settings: list[Setting], seeds: int, config: TrainConfig, *, seed: int = 0, n_samples: int = 1000,
-    set_size: int = 10, progress: bool = False,
+    set_size: int = 10, progress: bool = False, model: Callable[[int], GaussianMixture1D] = reference_mixture,
+    reference: Callable[[int], GaussianMixture1D] = reference_mixture,
 ) -> SweepResult:
     """Train every setting for ``seeds`` independent data draws in one batched run; aggregate per setting.
 
-    Returns, per setting, the mean and standard deviation over seeds of the G1 share, G2 weight, discrepancy and
-    KL to the reference, the mean parameters, the per-seed summaries and the reward-accuracy curve (mean, min, max).
+    Repeat j of a setting draws its preference data, then its diffusion noise, from one generator seeded by
+    :func:`stream_seeds`; runs share no random stream and no parameter, so each run is bit-identical to the same
+    setting trained alone or in any other sweep (``tests/test_popalign_toy.py``). Returns, per setting, the mean and
+    standard deviation over seeds of the G1 share, G2 weight, discrepancy and KL to the reference, the mean
+    parameters, the per-seed summaries and the reward-accuracy curve (mean, sd, min, max). ``model`` and
+    ``reference`` build the R trained and the R frozen mixtures (default :func:`reference_mixture`; e.g. one prompt
+    of :mod:`toy.popalign_conditional`).
     """
     if seeds < 1 or not settings:
         raise ValueError(f"need at least one setting and one seed; got {len(settings)} settings, {seeds} seeds")
     cells = [s for s in settings for _ in range(seeds)]
-    generator = torch.Generator().manual_seed(seed)
+    generators = [torch.Generator().manual_seed(stream) for s in settings for stream in stream_seeds(seed, s.target, seeds)]
     targets = torch.tensor([c.target for c in cells], dtype=torch.float64)
-    data = preference_data(targets, n_samples=n_samples, set_size=set_size, generator=generator)
+    runs = [preference_data(targets[i:i + 1], n_samples=n_samples, set_size=set_size, generator=g)
+            for i, g in enumerate(generators)]
+    data = PreferenceData(torch.cat([d.winners for d in runs]), torch.cat([d.losers for d in runs]), set_size)
     result = train(data, config, beta_primes=torch.tensor([c.beta_prime for c in cells], dtype=torch.float64),
-                   alphas=torch.tensor([c.alpha for c in cells], dtype=torch.float64), generator=generator,
-                   progress=progress)
+                   alphas=torch.tensor([c.alpha for c in cells], dtype=torch.float64), generator=generators,
+                   progress=progress, model=model(len(cells)), reference=reference(len(cells)))
     per_run = summarise(result.model, targets)
-    kls = kl_to_reference(result.model)
+    kls = kl_to_reference(result.model, reference=reference(1))
     accuracy = torch.tensor(result.reward_accuracy, dtype=torch.float64)  # (log steps, runs)
     out = []
     for k, setting in enumerate(settings):
@@ -292,6 +364,7 @@ def sweep(
             agg[key] = torch.tensor([r[key] for r in runs], dtype=torch.float64).mean(dim=0).tolist()
         acc = accuracy[:, idx]
         agg["reward_accuracy"] = {"steps": result.steps, "mean": acc.mean(dim=1).tolist(),
+                                  "sd": (acc.std(dim=1) if seeds > 1 else torch.zeros_like(acc[:, 0])).tolist(),
                                   "min": acc.min(dim=1).values.tolist(), "max": acc.max(dim=1).values.tolist()}
         out.append(agg)
-    return SweepResult(out, result.model, seeds)
+    return SweepResult(out, result.model, seeds, data)
