@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 import torch.utils.checkpoint
 
+from theory.guidance import classifier_free_guidance
 from theory.sampler_gradient import AdjustedGradient, run_sampler, scheduler_stepper
 
 
@@ -50,7 +51,7 @@ class GuidedNoisePredictor:
         embeddings = torch.cat([self.uncond, self.cond]).to(dtype)
         eps_u, eps_c = self.unet(both, t, encoder_hidden_states=embeddings,
                                  added_cond_kwargs=self.added_cond_kwargs).sample.to(z.dtype).chunk(2)
-        return eps_u + self.guidance_scale * (eps_c - eps_u)
+        return classifier_free_guidance(eps_u, eps_c, self.guidance_scale)
 
     def _cond_only(self) -> dict | None:
         if self.added_cond_kwargs is None:
