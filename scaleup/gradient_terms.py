@@ -120,7 +120,7 @@ def term_norms(model: StepIndexed, betas: np.ndarray, z_T: torch.Tensor, r: torc
     """The norms of Fig. 6b (seed 000, [0117]) per run and step, arrays (B, n_t) in sampling order.
 
     ``"exact_term"`` ||R A_t B_t g_t||, ``"term_without_B"`` ||R A_t g_t|| and ``"adjusted_term"`` ||R g_t|| at the
-    steps i = 0, every, 2 every, ... (``"step"``, with ``"t"`` = T - i); ``"RB_growth_all"`` ||R B_t|| / ||R|| (the
+    steps i = 0, every, 2 every, ... and the last, T - 1 (``"step"``, with ``"t"`` = T - i); ``"RB_growth_all"`` ||R B_t|| / ||R|| (the
     growth of the random row R under B_t) and ``"state_adjoint_norm_all"`` ||R dz_0/dz_t|| at every step, (B, T):
     they need no network evaluation beyond the adjoint pass. The adjoints come from one backward pass per batch of
     chains (:func:`chain_adjoints`).
@@ -128,7 +128,7 @@ def term_norms(model: StepIndexed, betas: np.ndarray, z_T: torch.Tensor, r: torc
     adj = chain_adjoints(model, betas, z_T, r, noises)
     n, runs = adj["z"].shape[:2]
     a = torch.as_tensor(ddpm_a_coefficients(np.asarray(betas, dtype=np.float64))[::-1].copy(), dtype=z_T.dtype)
-    idx = torch.arange(0, n, every)
+    idx = torch.unique(torch.cat([torch.arange(0, n, every), torch.tensor([n - 1])]))  # t = T, ..., and t = 1
     z = adj["z"][idx].reshape(-1, *z_T.shape[1:])
     steps = idx.repeat_interleave(runs)
     vectors = torch.stack([adj["eps_adjoint"][idx].reshape(z.shape), r.expand(len(idx), *r.shape).reshape(z.shape)])
