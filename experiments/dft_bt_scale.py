@@ -22,10 +22,10 @@ import torch  # noqa: E402
 from experiments.dft_models import SD_BETAS, mixture_model, trained_mlp  # noqa: E402
 from experiments.digits_unet import step_indexed_unet, trained_digits_unet  # noqa: E402
 from experiments.experiment import Experiment, RunContext  # noqa: E402
-from theory.ddpm import ddpm_coefficients  # noqa: E402
-from toy.denoisers import LinearDenoiser, MixtureDenoiser  # noqa: E402
 from scaleup.gradient_terms import term_norms  # noqa: E402
+from theory.ddpm import ddpm_coefficients  # noqa: E402
 from theory.sampler_gradient import ddpm_a_coefficients  # noqa: E402
+from toy.denoisers import LinearDenoiser, MixtureDenoiser  # noqa: E402
 from toy.sampler_chain import GRADIENT_TERMS, gradient_scales, make_sampler  # noqa: E402
 
 #: The rule for "explodes": the mean ratio ||R A_t B_t g_t|| / ||R A_t g_t|| above this at some t >= 0.9 T.
@@ -137,7 +137,7 @@ def _unet_case(cfg: BtScaleConfig, seed: int, draw_seed: int, progress: bool) ->
 
 def plot(results: dict) -> dict:
     """Mean and 90% band of the three gradient terms over t, one panel per model, explosion marked, from ``results``."""
-    cfg, t_all = results["config"], np.asarray(results["t"])
+    t_all = np.asarray(results["t"])
     names = list(results["models"])
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
