@@ -161,8 +161,22 @@ def test_dft_training_repeats_differ_between_run_seeds(tmp_path):
 
     cfg = dft.TrainingConfig(steps=4, iterations=3, seeds=2)
     a, b = (dft.run_training(cfg, RunContext("dft-training", tmp_path, seed, True)) for seed in (0, 1))
-    assert len(a["final_loss_per_seed"]["adjusted"]) == 2
-    assert not set(a["final_loss_per_seed"]["adjusted"]) & set(b["final_loss_per_seed"]["adjusted"])
-    assert a["final_loss"]["adjusted"] == pytest.approx(np.mean(a["final_loss_per_seed"]["adjusted"]), rel=1e-12)
-    assert a["final_loss_sd"]["adjusted"] == pytest.approx(np.std(a["final_loss_per_seed"]["adjusted"], ddof=1),
-                                                          rel=1e-12)
+    for opt in ("adam", "sgd"):
+        got, other = a["optimisers"][opt]["adjusted"], b["optimisers"][opt]["adjusted"]
+        assert len(got["final_loss_per_seed"]) == 2
+        assert not set(got["final_loss_per_seed"]) & set(other["final_loss_per_seed"])
+        assert got["final_loss"] == pytest.approx(np.mean(got["final_loss_per_seed"]), rel=1e-12)
+        assert got["final_loss_sd"] == pytest.approx(np.std(got["final_loss_per_seed"], ddof=1), rel=1e-12)
+    # under Adam a global rescale of the gradient is invisible: the standardised and unstandardised runs coincide
+    adam = a["optimisers"]["adam"]
+    np.testing.assert_allclose(adam["adjusted"]["final_loss_per_seed"],
+                               adam["adjusted_unstandardised"]["final_loss_per_seed"], rtol=1e-6)
+
+
+def test_dft_training_divergence_rule():
+    from experiments.dft_training import divergence
+
+    assert divergence(np.array([5.0, 1.0, 0.5, 0.4]), 2) == (False, None)
+    assert divergence(np.array([5.0, 6.0, 0.5, 0.4]), 2) == (False, 1)  # a transient excursion is not divergence
+    assert divergence(np.array([5.0, 1.0, 9.0, 8.0]), 2) == (True, 2)
+    assert divergence(np.array([5.0, 1.0, np.nan, np.nan]), 2) == (True, 2)
