@@ -75,3 +75,31 @@ def test_notebooks_command_reports_a_cell_over_its_time_limit(tmp_path):
     with pytest.raises(NotebookFailed, match="CellTimeoutError"):
         execute(sleeper, tmp_path, timeout_s=2)
     assert sleeper.read_bytes() == before
+
+
+VERDICT_LABELS = ("**Paper", "**Here", "**Deviation", "**Criteri")
+
+
+def _text(output: dict) -> str:
+    text = output.get("text") or output.get("data", {}).get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_has_a_paper_vs_here_cell_and_a_computed_verdict(path):
+    """Issue 13: per figure, a markdown cell quoting the paper, what runs here, the deviations and the criterion,
+    then the code cell that shows the figure and prints the verdict it computes; the committed outputs show it."""
+    cells = nbformat.read(path, as_version=4).cells
+    showing = [i for i, c in enumerate(cells) if c.cell_type == "code" and i > 1
+               and ("show(" in c.source or any("image/png" in o.get("data", {}) for o in c.get("outputs", [])))]
+    assert showing, f"{path.name} shows no figure after its set-up cell"
+    for i in showing:
+        head = cells[i - 1]
+        assert head.cell_type == "markdown" and "paper vs here" in head.source, \
+            f"{path.name}: code cell {i} shows a figure without a '— paper vs here' cell before it"
+        missing = [label for label in VERDICT_LABELS if label not in head.source]
+        assert not missing, f"{path.name}: the paper-vs-here cell before code cell {i} lacks {missing}"
+        assert "verdict" in cells[i].source.lower(), f"{path.name}: code cell {i} computes no verdict"
+        printed = "".join(_text(o) for o in cells[i].get("outputs", []))
+        assert "verdict" in printed.lower(), f"{path.name}: the committed outputs of code cell {i} show no verdict " \
+                                             "(execute it: python -m experiments notebooks)"
