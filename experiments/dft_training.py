@@ -10,6 +10,7 @@ standardisation of [0115] change anything, and then it acts as a learning-rate f
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import matplotlib
@@ -103,6 +104,7 @@ def run_training(cfg: TrainingConfig, ctx: RunContext) -> dict:
                     "curve_sd": np.where(n_finite > 1, np.sqrt(var), np.nan).tolist(),
                     "n_finite": n_finite.tolist(),
                     "initial_loss_per_seed": c[:, 0].tolist(),
+                    "curves_per_seed": c.tolist(),  # the plot's median and min-max band over seeds
                 }
     return {"optimisers": out,
             "tail_iterations": tail,
@@ -112,19 +114,26 @@ def run_training(cfg: TrainingConfig, ctx: RunContext) -> dict:
             "figure": "dft_training.png"}
 
 
-def log_binned(mean: np.ndarray, sd: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(iteration, mean, sd) averaged over log-spaced bins of iterations: every iteration early, wider bins late,
-    so that batch-to-batch noise does not hide the trend on a logarithmic iteration axis."""
-    edges = np.unique(np.geomspace(1, mean.size + 1, bins + 1).astype(int))
-    with np.errstate(invalid="ignore"):
-        rows = [(np.sqrt(lo * (hi - 1)), np.nanmean(mean[lo - 1:hi - 1]) if np.isfinite(mean[lo - 1:hi - 1]).any()
-                 else np.nan, np.nanmean(sd[lo - 1:hi - 1]) if np.isfinite(sd[lo - 1:hi - 1]).any() else np.nan)
-                for lo, hi in zip(edges[:-1], edges[1:])]
-    return tuple(np.array(col) for col in zip(*rows))
+def log_binned(curves: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """(iteration, binned curves): each row (one seed's loss per iteration) averaged over log-spaced bins of
+    iterations, every iteration early and wider bins late, so that batch-to-batch noise does not hide the trend on a
+    logarithmic iteration axis. A bin where a row is non-finite throughout (a stopped run) is NaN."""
+    curves = np.atleast_2d(curves)
+    edges = np.unique(np.geomspace(1, curves.shape[1] + 1, bins + 1).astype(int))
+    centres = np.array([np.sqrt(lo * (hi - 1)) for lo, hi in zip(edges[:-1], edges[1:])])
+    binned = np.full((curves.shape[0], centres.size), np.nan)
+    for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        chunk = curves[:, lo - 1:hi - 1]
+        finite = np.isfinite(chunk)
+        counts = finite.sum(1)
+        binned[counts > 0, j] = np.where(finite, chunk, 0.0).sum(1)[counts > 0] / counts[counts > 0]
+    return centres, binned
 
 
 def plot(results: dict) -> dict:
-    """Loss curves of the three gradient modes, one panel per optimiser: mean +- sd over seeds, diverged runs marked."""
+    """Loss curves of the three gradient modes, one panel per optimiser: the median over seeds (line) and the range
+    from the lowest to the highest seed (band), diverged runs marked. A min-max band stays positive on the logarithmic
+    loss axis, where a mean +- sd band with sd > mean would run off the bottom."""
     cfg = results["config"]
     opts = results["optimisers"]
     fig, axes = plt.subplots(1, len(opts), figsize=(6.2 * len(opts), 4.6), layout="constrained", squeeze=False,
@@ -134,17 +143,17 @@ def plot(results: dict) -> dict:
         for mode in GRADIENT_MODES:
             m, style = entry[mode], MODE_STYLE[mode]
             raw = np.asarray(m["curve_mean"], float)
-            it, mean, sd = log_binned(raw, np.asarray(m["curve_sd"], float))
-            ax.plot(it, mean, ls=style["ls"], color=style["color"], marker=style["marker"],
-                    markevery=list(np.unique(np.geomspace(1, mean.size, 9).astype(int)) - 1), ms=5, lw=1.6,
-                    label=f"{mode}: final {m['final_loss']:.3g} ± {m['final_loss_sd']:.2g}, "
+            it, binned = log_binned(np.asarray(m["curves_per_seed"], float))
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bin (every run stopped) stays NaN
+                median, low, high = (np.nanmedian(binned, 0), np.nanmin(binned, 0), np.nanmax(binned, 0))
+            ax.plot(it, median, ls=style["ls"], color=style["color"], marker=style["marker"],
+                    markevery=list(np.unique(np.geomspace(1, median.size, 9).astype(int)) - 1), ms=5, lw=1.6,
+                    label=f"{mode}: final {m['final_loss']:.3g} ± {m['final_loss_sd']:.2g} (mean ± sd), "
                           f"diverged {m['n_diverged']}/{len(m['diverged'])}")
-            # the band is mean +- sd; where mean - sd <= 0 it runs off the bottom of the logarithmic axis
-            lower = mean - np.nan_to_num(sd)
-            ax.fill_between(it, np.where(lower > 0, lower, 1e-300), mean + np.nan_to_num(sd),
-                            color=style["color"], alpha=0.15, lw=0)
-            lowest = min(lowest, float(np.nanmin(mean)))
-            highest = max(highest, float(np.nanmax(mean + np.nan_to_num(sd))))
+            ax.fill_between(it, low, high, color=style["color"], alpha=0.15, lw=0)
+            lowest = min(lowest, float(np.nanmin(low)))
+            highest = max(highest, float(np.nanmax(high)))
             for at, diverged in zip(m["diverged_at"], m["diverged"]):
                 if not diverged or at is None:
                     continue
@@ -159,11 +168,11 @@ def plot(results: dict) -> dict:
                ylabel="training loss E||z_0 - target||² (unitless)",
                title=f"{opt.upper()}, lr = {entry['lr']:g}")
         ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
-    axes[0, 0].set_ylim(lowest / 5, highest * 3)  # shared y: bands reaching below are cut by the axis, not clipped
+    axes[0, 0].set_ylim(lowest / 3, highest * 3)
     fig.suptitle(f"paper 000, Fig. 6a: finetuning a 3-component mixture (d = {cfg['dim']}) through "
                  f"{cfg['sampler'].upper()} ({cfg['steps']} steps), {cfg['iterations']} iterations; "
-                 f"mean ± sd over {cfg['seeds']} seeds (band),\naveraged in log-spaced bins of iterations; "
-                 f"x = where a diverged run first rose above its initial loss", fontsize=10)
+                 f"median (line) and min-max (band) over {cfg['seeds']} seeds,\naveraged in log-spaced bins of "
+                 f"iterations; x = where a diverged run first rose above its initial loss", fontsize=10)
     return {"dft_training": fig}
 
 
