@@ -33,6 +33,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from experiments.experiment import Experiment, RunContext  # noqa: E402
+from experiments.seed_statistics import mean_sd  # noqa: E402
 from theory.sampler_gradient import COEFFICIENTS, AdjustedGradient  # noqa: E402
 from theory.schedules import scaled_linear_betas  # noqa: E402
 from toy.denoisers import MixtureDenoiser  # noqa: E402
@@ -170,10 +171,6 @@ def _iterations_to(curve: np.ndarray, threshold: float) -> float:
     return float(below[0]) if below.size else float("nan")
 
 
-def _mean_sd(values) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
 
 def step_weights(sampler, gradient: AdjustedGradient) -> np.ndarray:
     """|k_i| C_i: the weight with which d eps_i / d theta enters the adjusted gradient through this chain.
@@ -231,12 +228,12 @@ def _summaries(cfg: CoefficientsConfig, curves: dict, lrs: dict) -> tuple[list[d
             threshold = float(np.sqrt(initial * best))  # halfway from the initial to the better final loss, in log
             speed = {c: np.array([_iterations_to(run, threshold) for run in arr[c]]) for c in COEFFICIENTS}
             diff = final["algorithm_a1"] - final["sampler"]  # paired over seeds: same mixture, same batches
-            diff_mean, diff_sd = _mean_sd(diff)
-            spread = max(_mean_sd(final[c])[1] for c in COEFFICIENTS)
+            diff_mean, diff_sd = mean_sd(diff)
+            spread = max(mean_sd(final[c])[1] for c in COEFFICIENTS)
             row = {"sampler": kind, "optimiser": opt, "lr": lr, "lr_used": lrs[kind][opt], "initial_loss": initial, "speed_threshold": threshold,
                    "final_loss_per_seed": {c: final[c].tolist() for c in COEFFICIENTS},
-                   "final_loss_mean": {c: _mean_sd(final[c])[0] for c in COEFFICIENTS},
-                   "final_loss_sd": {c: _mean_sd(final[c])[1] for c in COEFFICIENTS},
+                   "final_loss_mean": {c: mean_sd(final[c])[0] for c in COEFFICIENTS},
+                   "final_loss_sd": {c: mean_sd(final[c])[1] for c in COEFFICIENTS},
                    "iterations_to_threshold_mean": {c: float(np.nanmean(speed[c])) if np.isfinite(speed[c]).any()
                                                     else None for c in COEFFICIENTS},
                    "iterations_to_threshold_per_seed": {c: [None if not np.isfinite(s) else s for s in speed[c]]

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from experiments.dft_models import SD_BETAS, mean_sd  # noqa: E402
+from experiments.dft_models import SD_BETAS  # noqa: E402
+from experiments.seed_statistics import mean_sd  # noqa: E402
 from experiments.experiment import Experiment, RunContext  # noqa: E402
 from experiments.loss_bands import draw_loss_band  # noqa: E402
 from theory.dal import dal_loss  # noqa: E402

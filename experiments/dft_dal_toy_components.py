@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.dal_prompt_runs import dal_run, occupations  # noqa: E402
-from experiments.dft_models import SD_BETAS, mean_sd  # noqa: E402
+from experiments.dft_models import SD_BETAS  # noqa: E402
+from experiments.seed_statistics import mean_sd  # noqa: E402
 from experiments.experiment import Experiment, RunContext  # noqa: E402
 from toy.prompt_mixture import COMPONENT_LABELS, COMPONENTS  # noqa: E402
 from toy.sampler_chain import make_sampler  # noqa: E402

@@ -3,7 +3,6 @@ three-component mixture's exact noise predictor and an MLP trained on its sample
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from experiments.experiment import spawn_seeds
@@ -38,8 +37,3 @@ def trained_mlp(d: int, seed: int, steps: int) -> MLPDenoiser:
         mlp.fit(data, alphas_cumprod(torch.as_tensor(SD_BETAS)), steps=steps, seed=fit_seed)
     return mlp
 
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for one value) of the per-seed values."""
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0

@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from experiments.dft_models import SD_BETAS, mean_sd, mixture_model  # noqa: E402
+from experiments.dft_models import SD_BETAS, mixture_model  # noqa: E402
+from experiments.seed_statistics import mean_sd  # noqa: E402
 from experiments.experiment import Experiment, RunContext  # noqa: E402
 from theory.sampler_gradient import GRADIENT_MODES  # noqa: E402
 from toy.sampler_chain import finetune, make_sampler  # noqa: E402

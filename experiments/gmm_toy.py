@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from experiments.experiment import Experiment, RunContext, spawn_seeds  # noqa: E402
+from experiments.seed_statistics import mean_sd  # noqa: E402
 from scaleup.latent_mixture import choose_step, fit_latent_mixture  # noqa: E402
 from theory.metrics import class_frequencies, frequency_bias  # noqa: E402
 from theory.schedules import alphas_cumprod, linear_betas  # noqa: E402
@@ -135,10 +136,6 @@ def run_once(cfg: GMMToyConfig, seed: int, *, detail: bool) -> dict:
     return {**out, "fit_vs_exact_at_chosen_t": exact, "latents_at_chosen_t": chosen_density}
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
 
 def summarise_repeats(repeats: list[dict]) -> dict:
     """Mean and sd (ddof = 1) over the repeats of the biases at each t and at each repeat's t*, and how often BIC
@@ -151,7 +148,7 @@ def summarise_repeats(repeats: list[dict]) -> dict:
         entry = {"t": row["t"], "abar_t": row["abar_t"],
                  "repeats_with_k_at_least_2": sum(r["chosen_k"] >= 2 for r in rows)}
         for mode in ("mean", "full"):
-            entry[f"bias_gmm_{mode}_mean"], entry[f"bias_gmm_{mode}_sd"] = _mean_sd([r[f"bias_gmm_{mode}"]
+            entry[f"bias_gmm_{mode}_mean"], entry[f"bias_gmm_{mode}_sd"] = mean_sd([r[f"bias_gmm_{mode}"]
                                                                                     for r in rows])
         by_t.append(entry)
     return {
@@ -159,8 +156,8 @@ def summarise_repeats(repeats: list[dict]) -> dict:
         "chosen_t": [r["chosen_t"] for r in repeats],
         "bias_plain": plain,
         "bias_gmm_at_chosen_t": gmm,
-        "bias_plain_mean_sd": _mean_sd(plain),
-        "bias_gmm_at_chosen_t_mean_sd": _mean_sd(gmm),
+        "bias_plain_mean_sd": mean_sd(plain),
+        "bias_gmm_at_chosen_t_mean_sd": mean_sd(gmm),
         "repeats_halving_bias": sum(r["halves_bias"] for r in repeats),
         "repeats_below_plain": sum(g < p for g, p in zip(gmm, plain)),
         "by_t": by_t,
