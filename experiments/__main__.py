@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--seed", type=_seed, default=None, help="random seed in [0, 2^64 - 1] (default: 0)")
     run_parser.add_argument("--restart", action="store_true",
                             help="train from scratch instead of resuming from a checkpoint (gmm-digits)")
+    run_parser.add_argument("--retrain", action="store_true",
+                            help="train anew what an experiment otherwise reuses from a committed artifact "
+                                 "(testbed-train: the testbed model, about 20 CPU-minutes)")
     run_parser.add_argument("--allow-missing-models", action="store_true",
                             help="run without models that are not on this machine and record their absence in "
                                  "results.json (default: stop with exit code 1 and say which environment variable "
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in tqdm(names, desc="experiments", disable=len(names) == 1):
         try:
             results = run(name, quick=args.quick, out=args.out, seed=args.seed, restart=args.restart,
-                          allow_missing_models=args.allow_missing_models)
+                          retrain=args.retrain, allow_missing_models=args.allow_missing_models)
         except _CLEAR_FAILURES as err:
             failures.append(f"{name}: {err}")
             print(f"{name}: failed: {err}", file=sys.stderr)

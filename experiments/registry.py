@@ -70,6 +70,11 @@ _ENTRIES = (
                         "downstream table", "experiments.gmm_digits"),
     Entry("gmm-celebahq", "GAMMA-FACE on google/ddpm-celebahq-256 (FAIRDIFF_CELEBAHQ): PCA + BIC-chosen GMM on x_t, "
                           "equal component samples", "experiments.gmm_celebahq"),
+    Entry("testbed-train", "The testbed: a Stable Diffusion-architecture model trained here on coloured digits "
+                           "(committed; --retrain trains it anew): size, training time, loss, classifiers",
+          "experiments.testbed"),
+    Entry("testbed-bias", "The testbed's learned ink bias measured by the evaluation job, per prompt, training vs "
+                          "held-out prompts, at guidance 1/3/5/7.5 (paper 000 [0124])", "experiments.testbed"),
     Entry("sd-eval", "Bias evaluation of a Stable Diffusion pipeline (tiny random models with --quick) and the "
                      "real-photo face + gender check (paper 000 [0124], paper 001 eq. 11)", "experiments.sd_eval"),
     Entry("adft-sd", "aDFT job (DAL + adjusted gradient, paper 000 Alg. A.1) end to end on tiny random SD: kill, "

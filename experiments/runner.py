@@ -144,7 +144,7 @@ def _check_replaceable(path: Path, *, quick: bool, seed: int, explicit: bool) ->
 
 
 def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None, seed: int | None = None,
-        restart: bool = False, allow_missing_models: bool = False) -> dict:
+        restart: bool = False, allow_missing_models: bool = False, retrain: bool = False) -> dict:
     """Run experiment ``name`` and return the dictionary written to ``OUT/NAME/results.json``.
 
     Parameters
@@ -161,6 +161,8 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         Seed of every random draw of the run, in [0, 2^64 - 1]; default 0.
     restart : bool
         Train from scratch instead of resuming from a checkpoint (experiments that train, e.g. ``gmm-digits``).
+    retrain : bool
+        Train anew what the experiment otherwise reuses from a committed artifact (``testbed-train``: the testbed).
     allow_missing_models : bool
         Run without models that are not on this machine and record their absence (``missing_models``), instead of
         stopping with :class:`~scaleup.errors.ModelUnavailableError`. A model named by an environment variable
@@ -179,7 +181,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     experiment = load(name)
     source = experiment_source(name)  # the code as loaded, before it runs (tests/test_results_fresh.py)
     ctx = RunContext(name=name, out_dir=out_dir, seed=seed, quick=quick, restart=restart,
-                     allow_missing_models=allow_missing_models)
+                     allow_missing_models=allow_missing_models, retrain=retrain)
     config = experiment.make_config(quick)
     started = datetime.datetime.now(datetime.timezone.utc)
     results = experiment.run(config, ctx)  # the compute step draws nothing (issue 13)
@@ -189,6 +191,7 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         "seed": ctx.seed,
         "quick": quick,
         "config": config,
+        "retrain": retrain,
         **results,
         "figures": sorted(ctx.figures),
         "missing_models": ctx.missing_models,

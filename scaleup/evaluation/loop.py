@@ -38,7 +38,8 @@ class EvaluationParts:
     """What the loop calls. Only ``generate`` and ``perceive`` are required.
 
     ``embed_images`` / ``embed_texts`` give CLIP-T; with ``generate_original`` (the frozen model, same seeds) they
-    give CLIP-I, and ``embed_images_dino`` the DINO similarity (seed 000 Table 1).
+    give CLIP-I, and ``embed_images_dino`` the DINO similarity (seed 000 Table 1). ``classify_content`` names each
+    image's content class (e.g. which digit), for the prompt accuracy.
     """
 
     generate: Generate
@@ -48,6 +49,7 @@ class EvaluationParts:
     embed_texts: Callable[[Sequence[str]], torch.Tensor] | None = None
     generate_original: Generate | None = None
     embed_images_dino: Callable[[torch.Tensor], torch.Tensor] | None = None
+    classify_content: Callable[[torch.Tensor], Sequence[str]] | None = None
 
 
 def image_seed(base_seed: int, prompt: str, image_index: int) -> int:
@@ -95,13 +97,17 @@ def evaluate_prompt(parts: EvaluationParts, prompt_index: int, prompt: str, *, n
                 clip_i = _cosines(parts.embed_images, images, originals).tolist()
             if parts.embed_images_dino is not None:
                 dino = _cosines(parts.embed_images_dino, images, originals).tolist()
+        content = [None] * len(batch_seeds)
+        if parts.classify_content is not None:
+            with torch.no_grad():
+                content = list(parts.classify_content(images))
         for j, seed in enumerate(batch_seeds):
             face = bool(perceived.has_face[j])
             records.append(ImageRecord(
                 prompt_index=prompt_index, prompt=prompt, image_index=start + j, seed=seed, has_face=face,
                 box=[float(v) for v in perceived.boxes[j]] if face else None,
                 probs=[float(v) for v in perceived.probs[j]] if face else None,
-                clip_t=clip_t[j], clip_i=clip_i[j], dino=dino[j]))
+                clip_t=clip_t[j], clip_i=clip_i[j], dino=dino[j], content=content[j]))
         kept_images.append(images.detach().float().cpu())
         kept.append(perceived)
     images = torch.cat(kept_images)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from scaleup.atomic_write import atomic_write_text
@@ -45,15 +46,19 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def tiny_bpe_vocab(num_merges: int = _NUM_MERGES) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def tiny_bpe_vocab(num_merges: int = _NUM_MERGES, corpus: Sequence[str] = _BPE_CORPUS,
+                   ) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's vocabulary layout at toy scale: bytes, bytes + '</w>', learned merges, then the special tokens.
+
+    The merges are learned from the words of ``corpus``; with ``num_merges`` at least the corpus's total length
+    every corpus word ends as one token (a word-level vocabulary that still encodes any text, byte by byte).
 
     Written by hand because the library BPE trainers do not emit CLIP's layout (every byte both bare and
     word-final), which CLIPTokenizer needs to encode any text without unknown tokens.
     """
     base = list(_bytes_to_unicode().values())
     vocab_tokens = base + [c + "</w>" for c in base]
-    words = Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in _BPE_CORPUS)
+    words = Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in corpus)
     merges: list[tuple[str, str]] = []
     for _ in range(num_merges):
         pairs: Counter = Counter()
@@ -81,28 +86,33 @@ def tiny_bpe_vocab(num_merges: int = _NUM_MERGES) -> tuple[dict[str, int], list[
     return {tok: i for i, tok in enumerate(vocab_tokens)}, merges
 
 
-def write_tiny_tokenizer_files(folder: str | Path) -> Path:
+def write_tiny_tokenizer_files(folder: str | Path, *, corpus: Sequence[str] = _BPE_CORPUS,
+                               num_merges: int = _NUM_MERGES) -> Path:
     """vocab.json and merges.txt of :func:`tiny_bpe_vocab` in ``folder`` (created); returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = tiny_bpe_vocab()
+    vocab, merges = tiny_bpe_vocab(num_merges, corpus)
     atomic_write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
     atomic_write_text(folder / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     return folder
 
 
-def tiny_clip_tokenizer(folder: str | Path | None = None):
-    """A ``CLIPTokenizer`` read from the tiny vocab.json / merges.txt written into ``folder`` (77-token context).
+def tiny_clip_tokenizer(folder: str | Path | None = None, *, corpus: Sequence[str] = _BPE_CORPUS,
+                        context_length: int = CONTEXT_LENGTH, num_merges: int = _NUM_MERGES):
+    """A ``CLIPTokenizer`` read from the tiny vocab.json / merges.txt written into ``folder``.
 
-    ``folder`` None: a new temporary folder.
+    ``folder`` None: a new temporary folder. ``corpus`` and ``num_merges`` shape the vocabulary
+    (:func:`tiny_bpe_vocab`); ``context_length`` is the tokenizer's ``model_max_length`` (CLIP's 77 by default).
     """
+    if not isinstance(context_length, int) or context_length < 3:
+        raise ValueError(f"context_length must be an integer >= 3 (start, one token, end); got {context_length!r}")
     import tempfile
 
     from transformers import CLIPTokenizer
 
     folder = folder if folder is not None else tempfile.mkdtemp(prefix="fairdiff-tokenizer-")
-    write_tiny_tokenizer_files(folder)
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=CONTEXT_LENGTH, local_files_only=True)
+    write_tiny_tokenizer_files(folder, corpus=corpus, num_merges=num_merges)
+    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=context_length, local_files_only=True)
 
 
 def tiny_vocab_size() -> int:

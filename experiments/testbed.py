@@ -1,0 +1,227 @@
+"""The scale-up's testbed: ``testbed-train`` (the model itself) and ``testbed-bias`` (its learned bias, measured).
+
+``testbed-train`` reports the committed testbed (components, size, training time, loss curve, the classifiers'
+checks); with ``--retrain`` it trains a new one from scratch into its run folder (about 20 CPU-minutes) and reports
+that, leaving the committed one in place. ``--quick`` trains a few iterations only, to exercise the code.
+
+``testbed-bias`` runs the evaluation job (:func:`scaleup.evaluate.run_eval`, exactly what
+``python -m scaleup.evaluate`` runs) on the committed testbed, for every testbed prompt (the training prompts of a
+finetune, the held-out digits, the held-out template) at guidance scales 1, 3, 5 and 7.5: the share of red ink, the
+bias of seed 000 [0124], the confident share and the prompt accuracy, against the skew of the training data.
+Recent work reports that classifier-free guidance amplifies the bias of real SD; here the question is asked of a
+model whose data skew is known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from experiments.experiment import Experiment, RunContext
+
+GROUPS = ("training", "heldout_digits", "heldout_template")
+GROUP_LABELS = {"training": "training prompts (8 digits)", "heldout_digits": "held-out digits (four, seven)",
+                "heldout_template": "held-out template (10 digits)"}
+
+
+# ---- testbed-train -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    vae_steps: int = 1500
+    steps: int = 3000
+    batch_size: int = 128
+    threads: int = 1
+
+
+def make_train_config(quick: bool) -> TrainConfig:
+    return TrainConfig(vae_steps=10, steps=10, batch_size=16) if quick else TrainConfig()
+
+
+def _loss_curve(log_path: Path, every: int = 25) -> dict:
+    rows = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    losses = np.array([r["loss"] for r in rows], dtype=np.float64)
+    n = len(losses) // every
+    return {"every": every, "step": [int((i + 1) * every) for i in range(n)],
+            "loss": [float(losses[i * every:(i + 1) * every].mean()) for i in range(n)]}
+
+
+def run_train(config: TrainConfig, ctx: RunContext) -> dict:
+    from scaleup.testbed.build import build_testbed, folder_size_bytes
+    from scaleup.testbed.card import read_card
+    from scaleup.testbed.paths import testbed_path
+    from scaleup.testbed.train import TestbedConfig
+
+    if ctx.quick or ctx.retrain:
+        out = ctx.out_dir / "testbed"
+        card = build_testbed(TestbedConfig(output_dir=str(out), seed=ctx.seed, vae_steps=config.vae_steps,
+                                           steps=config.steps, batch_size=config.batch_size, threads=config.threads,
+                                           checkpoint_every=max(1, config.steps // 4),
+                                           resume=None if ctx.restart else "latest"), progress=True)
+        folder, source = out / "pipeline", "trained by this run"
+    else:
+        folder, source = testbed_path(), "the committed testbed (pass --retrain to train a new one)"
+        card = read_card(folder)
+    return {"testbed": str(folder), "source": source, "size_bytes": folder_size_bytes(folder),
+            "components": card["components"], "training": card["training"],
+            "classifiers": card["classifiers"]["report"], "data_skew": card["data_skew"],
+            "loss_curve": _loss_curve(folder / "training_log.jsonl")}
+
+
+def plot_train(results: dict) -> dict:
+    import matplotlib.pyplot as plt
+
+    curve = results["loss_curve"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), layout="constrained")
+    ax.plot(curve["step"], curve["loss"], color="C0")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"denoising loss (mean of {curve['every']} iterations)")
+    ax.set_yscale("log")
+    params = sum(c.get("parameters", 0) for c in results["components"].values())
+    ax.set_title(f"testbed training: {params / 1e6:.2f} M parameters, {results['size_bytes'] / 1e6:.1f} MB, "
+                 f"{results['training']['cpu_seconds_this_process'] / 60:.0f} CPU-min", fontsize=9)
+    return {"testbed_training": fig}
+
+
+# ---- testbed-bias --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BiasConfig:
+    guidance_scales: tuple[float, ...] = (1.0, 3.0, 5.0, 7.5)
+    images_per_prompt: int = 60
+    num_inference_steps: int = 20
+    batch_size: int = 60
+    max_prompts: int | None = None
+    grid_images: int = 16
+
+
+def make_bias_config(quick: bool) -> BiasConfig:
+    if quick:
+        return BiasConfig(guidance_scales=(1.0, 7.5), images_per_prompt=8, num_inference_steps=10, batch_size=8,
+                          max_prompts=3, grid_images=0)
+    return BiasConfig()
+
+
+def testbed_eval_config(*, prompts: str, out: str | Path, guidance_scale: float, images_per_prompt: int,
+                        num_inference_steps: int, batch_size: int, seed: int, max_prompts: int | None = None,
+                        grid_images: int = 16, pipeline: str | None = None, **overrides):
+    """The evaluation job's settings for the testbed: its card's attribute, classifiers and detector."""
+    from scaleup.evaluate import EvalConfig
+    from scaleup.testbed.card import read_card
+    from scaleup.testbed.paths import testbed_path
+
+    folder = Path(pipeline) if pipeline is not None else testbed_path()
+    card = read_card(folder)
+    return EvalConfig(pipeline=str(folder), prompts=prompts, attribute=card["attribute"]["flag"],
+                      classifier=card["classifiers"]["evaluation"], content_classifier=card["classifiers"]["content"],
+                      confident=card["classifiers"]["confident_threshold"], detector=card["detector"],
+                      clip_t=False, crop_size=card["image_size"], images_per_prompt=images_per_prompt,
+                      max_prompts=max_prompts, num_inference_steps=num_inference_steps,
+                      guidance_scale=guidance_scale, batch_size=batch_size, dtype="float32", device="cpu", seed=seed,
+                      grid_images=grid_images, out=str(out), **overrides)
+
+
+def _group_stats(per_prompt: list[dict], key: str) -> dict:
+    from scaleup.testbed.card import prompt_group
+
+    out = {}
+    for group in GROUPS:
+        values = np.array([p[key] for p in per_prompt if prompt_group(p["prompt"]) == group and p[key] is not None])
+        if values.size:
+            out[group] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                          "n_prompts": int(values.size)}
+    return out
+
+
+def run_bias(config: BiasConfig, ctx: RunContext) -> dict:
+    import torch
+
+    from scaleup.evaluate import run_eval
+    from scaleup.testbed.card import PROMPT_FILES, prompt_group, read_card
+    from scaleup.testbed.paths import testbed_path
+
+    torch.set_num_threads(1)  # results independent of the machine's cores and load
+    card = read_card()
+    prompts = str(testbed_path() / "prompts" / PROMPT_FILES["all"])
+    per_scale = []
+    for w in config.guidance_scales:
+        eval_config = testbed_eval_config(
+            prompts=prompts, out=ctx.out_dir / "evaluations" / f"cfg-{w:g}", guidance_scale=w,
+            images_per_prompt=config.images_per_prompt, num_inference_steps=config.num_inference_steps,
+            batch_size=config.batch_size, seed=ctx.seed, max_prompts=config.max_prompts,
+            grid_images=config.grid_images if w == max(config.guidance_scales) else 0, restart=True)
+        result = run_eval(eval_config, progress=True)
+        per_prompt = [{"prompt": p["prompt"], "group": prompt_group(p["prompt"]), "red": p["freq"]["red"],
+                       "bias": p["bias"], "confident_share": p["confident_share"],
+                       "prompt_accuracy": p["prompt_accuracy"], "n_images": p["n_images"]}
+                      for p in result["per_prompt"]]
+        per_scale.append({"guidance_scale": w, "per_prompt": per_prompt,
+                          "groups": {key: _group_stats(per_prompt, key)
+                                     for key in ("bias", "red", "confident_share", "prompt_accuracy")},
+                          "evaluation": f"evaluations/cfg-{w:g}/results.json"})
+    skew = card["data_skew"]
+    evaluated = [p["prompt"] for p in per_scale[0]["per_prompt"]]
+    data_groups = {g: float(np.mean([skew[p]["bias"] for p in evaluated if prompt_group(p) == g]))
+                   for g in GROUPS if any(prompt_group(p) == g for p in evaluated)}
+    top = per_scale[-1]
+    return {"testbed": card["name"], "attribute": card["attribute"], "data_skew": {p: skew[p] for p in evaluated},
+            "data_bias_by_group": data_groups, "per_guidance_scale": per_scale,
+            "headline": {"guidance_scale": top["guidance_scale"],
+                         "training_bias_mean": top["groups"]["bias"]["training"]["mean"],
+                         "data_training_bias_mean": data_groups["training"]}}
+
+
+def plot_bias(results: dict) -> dict:
+    import matplotlib.pyplot as plt
+
+    scales = [s["guidance_scale"] for s in results["per_guidance_scale"]]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+    styles = {"training": ("C0", "-", "o"), "heldout_digits": ("C3", "--", "s"), "heldout_template": ("C2", ":", "^")}
+    for group, (colour, line, marker) in styles.items():
+        stats = [s["groups"]["bias"].get(group) for s in results["per_guidance_scale"]]
+        if stats[0] is None:
+            continue
+        mean = np.array([s["mean"] for s in stats])
+        sd = np.array([s["sd"] for s in stats])
+        axes[0].errorbar(scales, mean, yerr=sd, color=colour, linestyle=line, marker=marker, capsize=3,
+                         label=GROUP_LABELS[group])
+        axes[0].axhline(results["data_bias_by_group"][group], color=colour, linestyle=line, alpha=0.35, lw=1)
+        for ax, key in ((axes[2], "confident_share"), (axes[2], "prompt_accuracy")):
+            values = [s["groups"][key].get(group, {}).get("mean", np.nan) for s in results["per_guidance_scale"]]
+            ax.plot(scales, values, color=colour, linestyle=line, marker=marker if key == "prompt_accuracy" else "x")
+    axes[0].set_xlabel("guidance scale w")
+    axes[0].set_ylabel("bias |P(red) - P(blue)| (mean ± sd over prompts)")
+    axes[0].set_title("bias grows with guidance (faint lines: the data's bias)", fontsize=9)
+    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].set_ylim(0, 1.05)
+
+    top = results["per_guidance_scale"][-1]
+    names = [p["prompt"].replace("a handwritten ", "").replace("a drawing of the digit ", "drawing: ")
+             for p in top["per_prompt"]]
+    y = np.arange(len(names))
+    axes[1].barh(y, [p["red"] for p in top["per_prompt"]], color=[styles[p["group"]][0] for p in top["per_prompt"]],
+                 alpha=0.8, label=f"model at w = {top['guidance_scale']:g}")
+    axes[1].scatter([results["data_skew"][p["prompt"]]["red"] for p in top["per_prompt"]], y, color="k",
+                    marker="|", s=120, label="training data", zorder=3)
+    axes[1].set_yticks(y, names, fontsize=7)
+    axes[1].invert_yaxis()
+    axes[1].set_xlim(0, 1)
+    axes[1].axvline(0.5, color="grey", lw=0.8)
+    axes[1].set_xlabel("share of images in red ink")
+    axes[1].set_title("per prompt: model vs data", fontsize=9)
+    axes[1].legend(fontsize=7, loc="lower right")
+
+    axes[2].set_xlabel("guidance scale w")
+    axes[2].set_ylabel("share of images")
+    axes[2].set_ylim(0, 1.05)
+    axes[2].set_title("prompt accuracy (markers) and confident share (x)", fontsize=9)
+    return {"testbed_bias": fig}
+
+
+EXPERIMENTS = [
+    Experiment("testbed-train", make_train_config, run_train, plot_train),
+    Experiment("testbed-bias", make_bias_config, run_bias, plot_bias),
+]

@@ -1,0 +1,3 @@
+from scaleup.testbed.build import main
+
+raise SystemExit(main())
