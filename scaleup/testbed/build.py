@@ -22,21 +22,27 @@ def folder_size_bytes(folder: str | Path) -> int:
 
 def build_testbed(config: TestbedConfig, *, progress: bool = True) -> dict:
     """Train (or resume), fit the classifiers and write the card; returns the card."""
+    wall = time.perf_counter()
+    summary = train(config, progress=progress)
+    summary["wall_seconds_this_process"] = time.perf_counter() - wall
+    return finish_testbed(config.output_dir, summary, seed=config.seed, threads=config.threads)
+
+
+def finish_testbed(output_dir: str | Path, training: dict, *, seed: int = 0, threads: int = 1) -> dict:
+    """After training into ``output_dir``: fit the classifiers into ``pipeline/classifiers``, keep the training log
+    beside the pipeline and write the card (``training`` is the summary :func:`~scaleup.testbed.train.train`
+    returned, recorded in the card)."""
+    from diffusers import StableDiffusionPipeline
+
     from scaleup.testbed.card import write_card
     from scaleup.testbed.classifiers import fit_classifiers
     from scaleup.testbed.model import parameter_count
 
-    wall = time.perf_counter()
-    summary = train(config, progress=progress)
-    folder = Path(config.output_dir) / "pipeline"
+    folder = Path(output_dir) / "pipeline"
     cpu = time.process_time()
-    report = fit_classifiers(folder / "classifiers", seed=config.seed, threads=config.threads)
-    summary["classifier_cpu_seconds"] = time.process_time() - cpu
-    summary["wall_seconds_this_process"] = time.perf_counter() - wall
-    shutil.copyfile(Path(config.output_dir) / "log.jsonl", folder / "training_log.jsonl")
-
-    from diffusers import StableDiffusionPipeline
-
+    report = fit_classifiers(folder / "classifiers", seed=seed, threads=threads)
+    training = {**training, "classifier_cpu_seconds": time.process_time() - cpu}
+    shutil.copyfile(Path(output_dir) / "log.jsonl", folder / "training_log.jsonl")
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
     components = {name: {"class": type(getattr(pipe, name)).__name__,
                          "parameters": parameter_count(getattr(pipe, name))}
@@ -44,7 +50,7 @@ def build_testbed(config: TestbedConfig, *, progress: bool = True) -> dict:
     components["scheduler"] = {"class": type(pipe.scheduler).__name__}
     components["tokenizer"] = {"class": type(pipe.tokenizer).__name__, "vocabulary": len(pipe.tokenizer),
                                "context_length": pipe.tokenizer.model_max_length}
-    card = write_card(folder, training=summary, classifiers=report, components=components)
+    card = write_card(folder, training=training, classifiers=report, components=components)
     card["size_bytes"] = folder_size_bytes(folder)
     return card
 

@@ -14,6 +14,8 @@ from scaleup.atomic_write import atomic_write_text
 from scaleup.testbed import data
 
 CARD = "testbed_card.json"
+#: The evaluation job's settings for the testbed, a config file of ``python -m scaleup.evaluate --config``.
+EVALUATE_CONFIG = "evaluate.json"
 #: Prompt files under ``prompts/``: a finetune's training prompts, the held-out digits, the held-out template.
 PROMPT_FILES = {"training": "training.txt", "heldout_digits": "heldout-digits.txt",
                 "heldout_template": "heldout-template.txt", "all": "all.txt"}
@@ -48,12 +50,23 @@ def data_skew() -> dict[str, dict[str, float]]:
     return out
 
 
+def evaluation_settings(confident: float) -> dict:
+    """What ``scaleup.evaluate`` needs to know of the testbed beyond the pipeline and prompts (written to
+    :data:`EVALUATE_CONFIG`): the attribute, the evaluation and content classifiers, the whole image as the region,
+    no CLIP (none exists offline), 16-pixel crops, float32 on the CPU."""
+    return {"attribute": "ink:" + ",".join(data.INKS), "classifier": CLASSIFIER_ROUTES["evaluation"],
+            "content_classifier": CLASSIFIER_ROUTES["content"], "confident": confident, "detector": "whole-image",
+            "clip_t": False, "crop_size": data.IMAGE_SIZE, "dtype": "float32"}
+
+
 def write_card(folder: str | Path, *, training: dict, classifiers: dict, components: dict) -> dict:
     """Write ``testbed_card.json`` and ``prompts/*.txt`` into the testbed ``folder``; returns the card."""
     folder = Path(folder)
     groups = prompt_groups()
     for name, file in PROMPT_FILES.items():
         atomic_write_text(folder / "prompts" / file, "\n".join(groups[name]) + "\n")
+    atomic_write_text(folder / EVALUATE_CONFIG,
+                      json.dumps(evaluation_settings(classifiers["confident_threshold"]), indent=2) + "\n")
     card = {
         "name": folder.name,
         "what": "a Stable Diffusion 1.5-architecture text-to-image model trained on scikit-learn's handwritten digits "
@@ -62,6 +75,7 @@ def write_card(folder: str | Path, *, training: dict, classifiers: dict, compone
         "classifiers": {**CLASSIFIER_ROUTES, "confident_threshold": classifiers["confident_threshold"],
                         "report": classifiers},
         "detector": "whole-image",
+        "evaluate_config": EVALUATE_CONFIG,
         "image_size": data.IMAGE_SIZE,
         "context_length": data.CONTEXT_LENGTH,
         "templates": {"training": list(data.TRAINING_TEMPLATES), "heldout": data.HELDOUT_TEMPLATE},

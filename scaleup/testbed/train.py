@@ -142,8 +142,11 @@ def train(config: TestbedConfig, *, progress: bool = True) -> dict:
 
         vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
     else:
+        wall, cpu = time.perf_counter(), time.process_time()
         vae = train_vae(config, digits, progress=progress)
         vae.save_pretrained(vae_dir)
+        (vae_dir / "timing.json").write_text(json.dumps(
+            {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}), encoding="utf-8")
     latents = _latents_per_ink(vae, digits)
 
     tokenizer = testbed_tokenizer(out / "tokenizer-files")
@@ -203,8 +206,10 @@ def train(config: TestbedConfig, *, progress: bool = True) -> dict:
                                    requires_safety_checker=False)
     pipe.save_pretrained(out / "pipeline")
     losses = [row["loss"] for row in log.read()]
+    vae_timing = vae_dir / "timing.json"
     summary = {"config": {k: getattr(config, k) for k in config.__dataclass_fields__},
                "cpu_seconds_this_process": time.process_time() - started,
+               "autoencoder_stage": json.loads(vae_timing.read_text(encoding="utf-8")) if vae_timing.is_file() else None,
                "final_loss_mean_last_100": float(np.mean(losses[-100:])) if losses else None,
                "torch_threads": torch.get_num_threads()}
     (out / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
