@@ -128,9 +128,9 @@ def run(args: argparse.Namespace) -> dict:
     embedder = _load_clip(args.clip, args.device)
     detector = None
     if args.detect_faces != "none":
-        from .faces import make_face_detector
+        from .factory import make_detector
 
-        detector = make_face_detector(args.detect_faces)
+        detector = make_detector(args.detect_faces)
     features, kept = embed_paths(embedder, paths, image_size=args.image_size, batch_size=args.batch_size,
                                  detector=detector, device=args.device)
     train, held_out = kept & ~is_eval, kept & is_eval
