@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from scaleup.perception.attributes import (ATTRIBUTES, celeba_class_index, check_class_names, fairface_class_index,
                                            get_attribute)
 from scaleup.perception.crops import box_masks, crop_faces, crop_frames, square_boxes
+from scaleup.perception.factory import make_detector
 from scaleup.perception.faces import (DlibFaceDetector, FaceDetection, HaarFaceDetector, crop_largest_faces,
-                                      find_faces, make_face_detector)
+                                      find_faces)
 
 # The astronaut's face in skimage.data.astronaut() (512 x 512, Eileen Collins), determined once by inspection:
 # hairline at y ~ 66, chin at y ~ 172, cheek to cheek x ~ 176 - 270. The two detectors agree independently: Haar
@@ -141,15 +142,15 @@ def test_optional_detectors_fail_clearly_when_absent(name, module, tmp_path):
 
     if importlib.util.find_spec(module) is None:
         with pytest.raises(ModuleNotFoundError, match="not a fairdiff dependency. Use 'haar' or 'dlib'"):
-            make_face_detector(name)
+            make_detector(name)
     elif name == "insightface":  # installed: an empty model root must name the folder it expected
         with pytest.raises(FileNotFoundError, match="buffalo_l"):
-            make_face_detector(name, root=tmp_path)
+            make_detector(name, root=tmp_path)
 
 
 def test_bad_detector_arguments():
-    with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
-        make_face_detector("yolo")
+    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+        make_detector("yolo")
     with pytest.raises(ValueError, match="expand must be"):
         DlibFaceDetector(expand=-2)
     with pytest.raises(ValueError, match="max_side must be None or an int >= 16"):
