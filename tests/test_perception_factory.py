@@ -237,7 +237,10 @@ def registered():
 
 
 def test_a_registered_classifier_is_one_line_and_every_job_accepts_it(tmp_path, registered):
-    registered("test-ink", lambda attribute: InkClassifier(attribute.class_names), needs_clip=False, attribute=INK)
+    # registered for an ink attribute with prompts: the same name and classes as ink:red,blue, so the same attribute
+    with_prompts = Attribute("ink", ("red", "blue"), (("red ink",), ("blue ink",)))
+    registered("test-ink", lambda attribute: InkClassifier(attribute.class_names), needs_clip=False,
+               attribute=with_prompts)
     assert "test-ink" in CLASSIFIERS and not classifier_needs_clip("test-ink")
     assert make_classifier("test-ink", INK)(_ink_images()).argmax(dim=1).tolist() == [0, 1]
     with pytest.raises(ValueError, match="test-ink classifies ink, not gender"):
@@ -314,13 +317,11 @@ def test_adft_demands_clip_and_dinov2_only_where_used(tmp_path, monkeypatch, kw,
 def test_tiny_tokenizer_takes_its_corpus_and_context_length(tmp_path):
     from scaleup.models.tiny import tiny_bpe_vocab, tiny_clip_tokenizer, tiny_vocab_size
 
-    assert tiny_bpe_vocab() == tiny_bpe_vocab(64, corpus=tiny_bpe_vocab.__kwdefaults__["corpus"])
-    assert tiny_vocab_size() == 578  # the vocabulary of every tiny model so far: results do not change
-    vocab, merges = tiny_bpe_vocab(8, corpus="red ink blue ink")
+    assert tiny_bpe_vocab() == tiny_bpe_vocab(64) and tiny_vocab_size() == 578  # defaults: results do not change
+    corpus = ["red", "ink", "blue", "ink"]
+    vocab, merges = tiny_bpe_vocab(8, corpus=corpus)
     assert 0 < len(merges) <= 8 and len(vocab) == 2 * 256 + len(merges) + 2
-    tok = tiny_clip_tokenizer(tmp_path, corpus=["red ink", "blue ink"], num_merges=8, context_length=16)
+    tok = tiny_clip_tokenizer(tmp_path, corpus=corpus, num_merges=8, context_length=16)
     assert tok.model_max_length == 16 and tok.tokenize("ink") == ["ink</w>"]
-    with pytest.raises(ValueError, match="corpus must hold at least one word"):
-        tiny_bpe_vocab(corpus="  ")
-    with pytest.raises(ValueError, match="context_length must be an integer >= 2"):
-        tiny_clip_tokenizer(tmp_path, context_length=1)
+    with pytest.raises(ValueError, match="context_length must be an integer >= 3"):
+        tiny_clip_tokenizer(tmp_path, context_length=2)

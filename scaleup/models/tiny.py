@@ -46,33 +46,19 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def _corpus_words(corpus: str | Sequence[str]) -> list[str]:
-    words = corpus.split() if isinstance(corpus, str) else [w for text in corpus for w in str(text).split()]
-    if not words:
-        raise ValueError("corpus must hold at least one word (a text, or a sequence of words or texts); got none")
-    return words
-
-
-def tiny_bpe_vocab(num_merges: int = _NUM_MERGES, *, corpus: str | Sequence[str] = _BPE_CORPUS,
+def tiny_bpe_vocab(num_merges: int = _NUM_MERGES, corpus: Sequence[str] = _BPE_CORPUS,
                    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's vocabulary layout at toy scale: bytes, bytes + '</w>', learned merges, then the special tokens.
 
+    The merges are learned from the words of ``corpus``; with ``num_merges`` at least the corpus's total length
+    every corpus word ends as one token (a word-level vocabulary that still encodes any text, byte by byte).
+
     Written by hand because the library BPE trainers do not emit CLIP's layout (every byte both bare and
     word-final), which CLIPTokenizer needs to encode any text without unknown tokens.
-
-    Parameters
-    ----------
-    num_merges : int
-        At most this many merges (fewer when the corpus runs out of pairs).
-    corpus : str or sequence of str
-        The words whose byte pairs are merged (a text is split on whitespace); default: words of this project's
-        prompts.
     """
-    if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
-        raise ValueError(f"num_merges must be an integer >= 0; got {num_merges!r}")
     base = list(_bytes_to_unicode().values())
     vocab_tokens = base + [c + "</w>" for c in base]
-    words = Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in _corpus_words(corpus))
+    words = Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in corpus)
     merges: list[tuple[str, str]] = []
     for _ in range(num_merges):
         pairs: Counter = Counter()
@@ -100,44 +86,37 @@ def tiny_bpe_vocab(num_merges: int = _NUM_MERGES, *, corpus: str | Sequence[str]
     return {tok: i for i, tok in enumerate(vocab_tokens)}, merges
 
 
-def write_tiny_tokenizer_files(folder: str | Path, *, corpus: str | Sequence[str] = _BPE_CORPUS,
+def write_tiny_tokenizer_files(folder: str | Path, *, corpus: Sequence[str] = _BPE_CORPUS,
                                num_merges: int = _NUM_MERGES) -> Path:
     """vocab.json and merges.txt of :func:`tiny_bpe_vocab` in ``folder`` (created); returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = tiny_bpe_vocab(num_merges, corpus=corpus)
+    vocab, merges = tiny_bpe_vocab(num_merges, corpus)
     atomic_write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
     atomic_write_text(folder / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     return folder
 
 
-def tiny_clip_tokenizer(folder: str | Path | None = None, *, corpus: str | Sequence[str] = _BPE_CORPUS,
-                        num_merges: int = _NUM_MERGES, context_length: int = CONTEXT_LENGTH):
+def tiny_clip_tokenizer(folder: str | Path | None = None, *, corpus: Sequence[str] = _BPE_CORPUS,
+                        context_length: int = CONTEXT_LENGTH, num_merges: int = _NUM_MERGES):
     """A ``CLIPTokenizer`` read from the tiny vocab.json / merges.txt written into ``folder``.
 
-    Parameters
-    ----------
-    folder : str or Path, optional
-        Where the files go; None: a new temporary folder.
-    corpus, num_merges
-        As for :func:`tiny_bpe_vocab` (the defaults give the tokenizer of every tiny model here).
-    context_length : int
-        ``model_max_length`` (CLIP's 77 by default); a text model using it needs as many position embeddings.
+    ``folder`` None: a new temporary folder. ``corpus`` and ``num_merges`` shape the vocabulary
+    (:func:`tiny_bpe_vocab`); ``context_length`` is the tokenizer's ``model_max_length`` (CLIP's 77 by default).
     """
+    if not isinstance(context_length, int) or context_length < 3:
+        raise ValueError(f"context_length must be an integer >= 3 (start, one token, end); got {context_length!r}")
     import tempfile
 
     from transformers import CLIPTokenizer
 
-    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
-        raise ValueError(f"context_length must be an integer >= 2 (start and end tokens); got {context_length!r}")
     folder = folder if folder is not None else tempfile.mkdtemp(prefix="fairdiff-tokenizer-")
     write_tiny_tokenizer_files(folder, corpus=corpus, num_merges=num_merges)
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=context_length, local_files_only=True)
 
 
-def tiny_vocab_size(*, corpus: str | Sequence[str] = _BPE_CORPUS, num_merges: int = _NUM_MERGES) -> int:
-    """Tokens of :func:`tiny_bpe_vocab` for these arguments (a text model's ``vocab_size``)."""
-    return len(tiny_bpe_vocab(num_merges, corpus=corpus)[0])
+def tiny_vocab_size() -> int:
+    return len(tiny_bpe_vocab()[0])
 
 
 def _seeded(seed: int, build):

@@ -310,7 +310,9 @@ def check_classifier_spec(spec: str, attribute: str | Attribute) -> None:
         _import_factory(spec)
         return
     entry = _named_entry(spec)
-    if entry.attribute is not None and entry.attribute != attr:
+    # the same attribute is the same name and classes in order; its prompts (or their absence) do not matter here
+    if entry.attribute is not None and (entry.attribute.name, entry.attribute.class_names) != (attr.name,
+                                                                                               attr.class_names):
         raise ValueError(f"{spec} classifies {entry.attribute.name}, not {attr.name} "
                          f"({entry.attribute.num_classes} classes {list(entry.attribute.class_names)}, not "
                          f"{attr.num_classes} {list(attr.class_names)}); expected attribute {entry.attribute.name}, "
