@@ -33,13 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scaleup.jobs.adft.components import (CentreBoxDetector, Components, WEIGHT_DTYPES, add_adapter,  # noqa: E402
+from scaleup.jobs.adft.components import (Components, WEIGHT_DTYPES, add_adapter,  # noqa: E402
                                           embed_external_faces)
 from scaleup.jobs.adft.config import AdftConfig, plan_job  # noqa: E402
 from scaleup.jobs.adft.profiling import ComponentTimer  # noqa: E402
 from scaleup.jobs.adft.step import AdftStep  # noqa: E402
 from scaleup.jobs.adft.tiny import write_external_faces  # noqa: E402
 from scaleup.models.pipelines import latent_shape, seed_latents  # noqa: E402
+from scaleup.perception.fixed_regions import CentreBoxDetector  # noqa: E402
 from scaleup.sampling import decode_latents, sample_latents  # noqa: E402
 from scaleup.training.checkpoints import TrainingProgress  # noqa: E402
 

@@ -10,6 +10,10 @@ attribute, and write per prompt and overall (seed 000 [0124], seed 001 eq. 11 an
 - ``records.csv`` (one row per image: prompt, seed, face box, class probabilities) so any metric can be recomputed,
   ``grids/`` (annotated samples per prompt) and ``results.json``.
 
+Detector, attribute and classifier are named as in :mod:`scaleup.perception.factory`, as for the aDFT and PopAlign
+jobs: ``--detector whole-image`` classifies the whole image (models whose images hold no face), ``--attribute
+ink:red,blue`` is a user-defined attribute, ``--classifier package.module:factory`` a user's own classifier.
+
 Runs resume prompt by prompt; ``accelerate launch`` splits the prompts over processes. Real weights need only a
 path: ``--pipeline /path/to/sd15`` (or ``FAIRDIFF_SD15``) and ``--clip /path/to/clip`` (or ``FAIRDIFF_CLIP``).
 """
@@ -37,7 +41,6 @@ from scaleup.prompts import load_prompt_set
 
 #: Images per prompt by number of classes (seed 000 [0124]: 60, 80, 160 for gender, race, gender x race).
 DEFAULT_IMAGES_PER_PROMPT = {2: 60, 4: 80, 8: 160}
-CLASSIFIERS = ("clip-zero-shot", "dlib-gender", "dlib-age")  # or "probe:/path/to/probe-folder"
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,13 @@ class EvalConfig:
     lora: Optional[str] = field(default=None, metadata={"help": "folder of LoRA weights (diffusers format)"})
     soft_prompt: Optional[str] = field(default=None, metadata={"help": "soft_prompt.safetensors (or its folder)"})
     prompts: str = field(default="occupations-test", metadata={"help": "shipped prompt set name or a prompt file"})
-    attribute: Literal["gender", "race", "gender_race", "age"] = "gender"
+    attribute: str = field(default="gender", metadata={"help": "gender | race | gender_race | age, or your own as "
+                                                               "name:class1,class2 (e.g. ink:red,blue)"})
     classifier: str = field(default="clip-zero-shot",
-                            metadata={"help": "clip-zero-shot | dlib-gender | dlib-age | probe:/path/to/probe"})
-    detector: Literal["haar", "dlib", "insightface", "mtcnn"] = "dlib"
+                            metadata={"help": "clip-zero-shot | dlib-gender | dlib-age | probe:/path/to/probe | "
+                                              "package.module:factory (your own classifier)"})
+    detector: str = field(default="dlib", metadata={"help": "dlib | haar | insightface | mtcnn | whole-image (the "
+                                                            "whole image: models without faces) | centre"})
     clip: Optional[str] = field(default=None, metadata={"help": "CLIP folder or id; default $FAIRDIFF_CLIP / laion ViT-H-14"})
     dinov2: Optional[str] = field(default=None, metadata={"help": "DINOv2 folder or id (with --compare-original)"})
     clip_t: bool = field(default=True, metadata={"help": "compute CLIP-T (needs CLIP)"})
@@ -74,21 +80,14 @@ class EvalConfig:
     restart: bool = field(default=False, metadata={"help": "discard records of an earlier run in --out"})
 
 
-def _class_names(attribute: str) -> tuple[str, ...]:
-    from scaleup.perception.attributes import get_attribute
-
-    return tuple(get_attribute(attribute).class_names)
-
-
 def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
     """Every check that needs no model, before any compute; returns the config with defaults filled in."""
     from theory.validation import check_distribution
 
-    from scaleup.perception.attributes import ATTRIBUTES
+    from scaleup.perception.factory import check_classifier_spec, check_detector_name, resolve_attribute
 
-    if config.attribute not in ATTRIBUTES:
-        raise ValueError(f"unknown attribute {config.attribute!r}; expected one of {', '.join(ATTRIBUTES)}")
-    names = _class_names(config.attribute)
+    attribute = resolve_attribute(config.attribute)
+    names = attribute.class_names
     n = config.images_per_prompt if config.images_per_prompt is not None else DEFAULT_IMAGES_PER_PROMPT.get(len(names), 60)
     for key, value in (("images_per_prompt", n), ("num_inference_steps", config.num_inference_steps),
                        ("batch_size", config.batch_size), ("crop_size", config.crop_size)):
@@ -100,13 +99,8 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
         raise ValueError(f"guidance_scale must be a finite number >= 0; got {config.guidance_scale}")
     if config.seed < 0 or config.seed >= 2**63:
         raise ValueError(f"seed must be in [0, 2^63); got {config.seed}")
-    if not (config.classifier in CLASSIFIERS or config.classifier.startswith("probe:")):
-        raise ValueError(f"unknown classifier {config.classifier!r}; expected one of {', '.join(CLASSIFIERS)} "
-                         "or probe:/path/to/probe-folder")
-    wanted = {"dlib-gender": "gender", "dlib-age": "age"}.get(config.classifier)
-    if wanted is not None and wanted != config.attribute:
-        raise ValueError(f"classifier {config.classifier} classifies {wanted} (2 classes) but the attribute is "
-                         f"{config.attribute} ({len(names)} classes); pick --attribute {wanted} or another classifier")
+    check_detector_name(config.detector)
+    check_classifier_spec(config.classifier, attribute)
     if config.target is not None:
         check_distribution(config.target, len(names), name="target")
     load_prompt_set(config.prompts)  # an empty, missing or non-UTF-8 prompt file fails here
@@ -122,28 +116,6 @@ def _device(config: EvalConfig, state=None) -> torch.device:
     if config.device is not None:
         return torch.device(config.device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def build_classifier(config: EvalConfig, clip_embedder, device: torch.device):
-    """The evaluation classifier named by ``config.classifier``, checked against the attribute's classes."""
-    from scaleup.perception import (ClipProbeClassifier, ClipZeroShotClassifier, DlibAgeClassifier,
-                                    DlibGenderClassifier, check_classifier, load_probe)
-
-    if config.classifier == "dlib-gender":
-        classifier = DlibGenderClassifier()
-    elif config.classifier == "dlib-age":
-        classifier = DlibAgeClassifier()
-    elif config.classifier == "clip-zero-shot":
-        if clip_embedder is None:
-            raise ValueError("classifier clip-zero-shot needs a CLIP model (--clip or FAIRDIFF_CLIP)")
-        classifier = ClipZeroShotClassifier(clip_embedder, config.attribute)
-    else:
-        if clip_embedder is None:
-            raise ValueError("a probe classifier needs the CLIP model it was trained on (--clip or FAIRDIFF_CLIP)")
-        head, attribute, _ = load_probe(config.classifier.split(":", 1)[1])
-        classifier = ClipProbeClassifier(clip_embedder, head, attribute)
-    check_classifier(classifier, config.attribute)
-    return classifier.to(device).eval()
 
 
 def perceive_faces(images: torch.Tensor, detector, classifier, *, crop_size: int = 224,
@@ -166,7 +138,8 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
     from scaleup.models.adapters import adapters_disabled, load_lora
     from scaleup.models.pipelines import generate
     from scaleup.models.soft_prompt import SoftPrompt
-    from scaleup.perception import ClipEmbedder, Dinov2Embedder, make_face_detector
+    from scaleup.perception import ClipEmbedder, Dinov2Embedder
+    from scaleup.perception.factory import classifier_needs_clip, make_classifier, make_detector
 
     device = device or _device(config)
     finetuned_in_memory = pipe is not None
@@ -180,14 +153,15 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
             load_lora(pipe, config.lora)
     soft_prompt = (SoftPrompt.load(config.soft_prompt, device=device, dtype=pipe.text_encoder.dtype)
                    if config.soft_prompt else None)
-    needs_clip = config.classifier not in ("dlib-gender", "dlib-age") or config.clip_t
+    # CLIP is loaded only for a classifier built on it or for CLIP-T
+    needs_clip = classifier_needs_clip(config.classifier) or config.clip_t
     clip_embedder = None
     if needs_clip:
         clip_model, clip_processor = load_clip(config.clip, device=device)
         clip_embedder = ClipEmbedder(clip_model, clip_processor)
         used["clip"] = getattr(clip_model, "name_or_path", None)
-    classifier = build_classifier(config, clip_embedder, device)
-    detector = make_face_detector(config.detector)
+    classifier = make_classifier(config.classifier, config.attribute, clip_embedder=clip_embedder, device=device)
+    detector = make_detector(config.detector)
     used.update(classifier=config.classifier, classifier_class=type(classifier).__name__, detector=config.detector)
 
     def _generate(prompt: str, seeds: Sequence[int], original: bool = False) -> torch.Tensor:

@@ -321,6 +321,20 @@ def test_bad_settings_fail_before_any_compute(inputs, tmp_path, monkeypatch, cap
     assert len(err) == 1 and err[0].startswith("scaleup.jobs.adft: error:") and message.split(":")[0] in err[0]
 
 
+def test_a_user_attribute_trains_without_clip_or_dinov2_when_l_img_is_off(inputs, tmp_path):
+    # ink:red,blue on the whole image with a user's classifier; lambda_img 0 and lambda_face 0: no CLIP, no DINOv2
+    config = _config(inputs, tmp_path, attribute="ink:red,blue", lambda_img={"ink": [0, 0, 0]}, lambda_face=0.0,
+                     targets={"ink": [0.7, 0.3]}, classifier="test_perception_factory:make_ink_classifier",
+                     detector="whole-image", clip_model=str(tmp_path / "no-clip"),
+                     dinov2_model=str(tmp_path / "no-dinov2"), iterations=1, checkpoint_every=0)
+    results = run_job(config)
+    assert results["finished"] and results["models"]["clip"] is None and results["models"]["dinov2"] is None
+    last = results["last"]
+    assert last["class_frequencies"]["ink"] is not None and last["no_face_share"] == 0.0
+    assert last["loss_img"] == 0.0 and np.isfinite(last["loss"])
+    assert results["plan"]["attributes"][0]["classes"] == ["red", "blue"]
+
+
 def test_two_processes_need_a_batch_they_can_share(inputs, tmp_path):
     with pytest.raises(ValueError, match="N = 5 does not split evenly over 2 processes"):
         plan_job(_config(inputs, tmp_path, batch_size=5), num_processes=2)

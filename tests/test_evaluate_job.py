@@ -58,6 +58,29 @@ def test_lora_and_compare_original_give_clip_i_and_dino(tiny, tmp_path, monkeypa
     assert base["per_prompt"][0]["clip_t"] != results["per_prompt"][0]["clip_t"]
 
 
+# a user's classifier for ink:red,blue, by the documented route (tests/ is on sys.path under pytest)
+INK_CLASSIFIER = "test_perception_factory:make_ink_classifier"
+
+
+def test_whole_image_and_a_module_factory_classifier_give_a_finite_bias_without_clip(tiny, tmp_path, monkeypatch):
+    import math
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_clip(*args, **kwargs):
+        raise AssertionError("CLIP was loaded though neither CLIP-T nor the classifier needs it")
+
+    monkeypatch.setattr("scaleup.models.load_clip", no_clip)
+    results = run_eval(_config(tiny, tmp_path, detector="whole-image", attribute="ink:red,blue",
+                               classifier=INK_CLASSIFIER, clip_t=False, clip=None),
+                       progress=False)
+    overall = results["overall"]
+    assert results["class_names"] == ["red", "blue"] and overall["pooled"]["no_face_share"] == 0.0
+    assert overall["bias"] is not None and math.isfinite(overall["bias"]["mean"])
+    assert results["models"]["detector"] == "whole-image" and "clip" not in results["models"]
+    assert "clip_t" not in overall or overall["clip_t"] is None
+
+
 def test_rerun_resumes_and_other_settings_are_refused(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_eval(_config(tiny, tmp_path, max_prompts=1), progress=False)
@@ -73,6 +96,10 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny, tmp_path, monkeypatc
     (dict(classifier="resnet"), "unknown classifier"),
     (dict(target=(0.2, 0.3)), "target"),
     (dict(attribute="height"), "unknown attribute"),
+    (dict(attribute="gender:red,blue"), "'gender' is built in"),
+    (dict(attribute="ink:red,blue"), "clip-zero-shot needs zero-shot prompts"),
+    (dict(detector="yolo"), "unknown detector 'yolo'"),
+    (dict(classifier="mypackage:"), "malformed"),
 ])
 def test_bad_settings_fail_before_any_compute(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):

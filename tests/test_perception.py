@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from scaleup.perception.attributes import (ATTRIBUTES, celeba_class_index, check_class_names, fairface_class_index,
                                            get_attribute)
 from scaleup.perception.crops import box_masks, crop_faces, crop_frames, square_boxes
+from scaleup.perception.factory import make_detector
 from scaleup.perception.faces import (DlibFaceDetector, FaceDetection, HaarFaceDetector, crop_largest_faces,
-                                      find_faces, make_face_detector)
+                                      find_faces)
 
 # The astronaut's face in skimage.data.astronaut() (512 x 512, Eileen Collins), determined once by inspection:
 # hairline at y ~ 66, chin at y ~ 172, cheek to cheek x ~ 176 - 270. The two detectors agree independently: Haar
@@ -141,15 +142,15 @@ def test_optional_detectors_fail_clearly_when_absent(name, module, tmp_path):
 
     if importlib.util.find_spec(module) is None:
         with pytest.raises(ModuleNotFoundError, match="not a fairdiff dependency. Use 'haar' or 'dlib'"):
-            make_face_detector(name)
+            make_detector(name)
     elif name == "insightface":  # installed: an empty model root must name the folder it expected
         with pytest.raises(FileNotFoundError, match="buffalo_l"):
-            make_face_detector(name, root=tmp_path)
+            make_detector(name, root=tmp_path)
 
 
 def test_bad_detector_arguments():
-    with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
-        make_face_detector("yolo")
+    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+        make_detector("yolo")
     with pytest.raises(ValueError, match="expand must be"):
         DlibFaceDetector(expand=-2)
     with pytest.raises(ValueError, match="max_side must be None or an int >= 16"):
@@ -631,33 +632,38 @@ def saved_tiny_clip(tiny_clip, tmp_path_factory):
     return folder
 
 
-def test_train_probe_cli_on_a_class_folder(saved_tiny_clip, tmp_path, capsys):
+@pytest.mark.parametrize("attribute, classes", [("gender", ("male", "female")), ("ink:red,blue", ("red", "blue"))])
+def test_train_probe_cli_on_a_class_folder(saved_tiny_clip, tmp_path, capsys, attribute, classes):
     from scaleup.perception.embedders import ClipEmbedder
+    from scaleup.perception.factory import make_classifier, resolve_attribute
     from scaleup.perception.labelled_faces import load_image_batch, read_labelled_images
     from scaleup.perception.linear_probe import ClipProbeClassifier, load_probe
     from scaleup.perception.train_probe import _load_clip, main
 
     root = tmp_path / "faces"
-    _write_images(root / "male", 20, (1, 0, 0), seed=1)
-    _write_images(root / "female", 20, (0, 0, 1), seed=2)
+    _write_images(root / classes[0], 20, (1, 0, 0), seed=1)
+    _write_images(root / classes[1], 20, (0, 0, 1), seed=2)
     out = tmp_path / "probe"
-    code = main(["--clip", str(saved_tiny_clip), "--attribute", "gender", "--layout", "folder", "--root", str(root),
+    code = main(["--clip", str(saved_tiny_clip), "--attribute", attribute, "--layout", "folder", "--root", str(root),
                  "--out", str(out), "--image-size", "32", "--batch-size", "16", "--eval-fraction", "0.25"])
     assert code == 0
     assert "evaluation (random 0.25, 10 images) accuracy" in capsys.readouterr().out
     head, attr, meta = load_probe(out)
+    assert attr == resolve_attribute(attribute)  # a user-defined attribute's probe carries its classes
     m = meta["metrics"]
-    assert (m["num_train"], m["num_eval"]) == (30, 10) and m["class_counts_train"] == {"male": 15, "female": 15}
+    assert (m["num_train"], m["num_eval"]) == (30, 10) and m["class_counts_train"] == {c: 15 for c in classes}
     assert m["eval_accuracy"] >= 0.8  # red vs blue noise is separable even in a random CLIP's features
     # the saved head, re-assembled into a classifier, reproduces the reported accuracies on the same images
     embedder = _load_clip(str(saved_tiny_clip), "cpu")
     assert isinstance(embedder, ClipEmbedder)
     classifier = ClipProbeClassifier(embedder, head, attr)
-    data = read_labelled_images(root, "folder", "gender")
+    data = read_labelled_images(root, "folder", attr)
     with torch.no_grad():
         predicted = classifier(load_image_batch(data.paths, 32)).argmax(1).numpy()
+        named = make_classifier(f"probe:{out}", attribute, clip_embedder=embedder)(load_image_batch(data.paths, 32))
     correct = (predicted == data.labels).sum()
     assert correct == round(m["train_accuracy"] * 30 + m["eval_accuracy"] * 10)
+    assert (named.argmax(1).numpy() == predicted).all()  # the job's route builds the same classifier
 
 
 def test_fairface_and_celeba_layouts(tmp_path):

@@ -59,28 +59,30 @@ def _ensemble(descriptors: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Attribute:
-    """A protected attribute: its classes in a fixed order and a prompt ensemble per class.
+    """An attribute: its classes in a fixed order and, for a built-in one, a prompt ensemble per class.
 
     Attributes
     ----------
     name : str
-        ``"gender"``, ``"race"``, ``"gender_race"`` or ``"age"``.
+        ``"gender"``, ``"race"``, ``"gender_race"``, ``"age"``, or a user-defined attribute's name (``"ink"``;
+        :func:`scaleup.perception.factory.resolve_attribute` reads ``ink:red,blue``).
     class_names : tuple of str
         The K classes; column k of every classifier's logits is class ``class_names[k]``.
-    prompts : tuple of tuple of str
-        ``prompts[k]`` is the zero-shot prompt ensemble of class k (CLIP, Radford et al. 2021, Sec. 3.1.4).
+    prompts : tuple of tuple of str, optional
+        ``prompts[k]`` is the zero-shot prompt ensemble of class k (CLIP, Radford et al. 2021, Sec. 3.1.4). None
+        for an attribute without zero-shot prompts (a user-defined one): CLIP zero-shot cannot classify it.
     """
 
     name: str
     class_names: tuple[str, ...]
-    prompts: tuple[tuple[str, ...], ...]
+    prompts: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"attribute {self.name!r}: class_names must be >= 2 distinct names, "
                              f"got {self.class_names}")
-        if len(self.prompts) != len(self.class_names) or not all(self.prompts):
-            raise ValueError(f"attribute {self.name!r}: need a non-empty prompt ensemble per class")
+        if self.prompts is not None and (len(self.prompts) != len(self.class_names) or not all(self.prompts)):
+            raise ValueError(f"attribute {self.name!r}: need a non-empty prompt ensemble per class, or prompts=None")
 
     @property
     def num_classes(self) -> int:
@@ -149,6 +151,14 @@ def check_class_names(class_names: Sequence[str], attribute: str | Attribute, *,
 
 
 # ---- dataset labels -> class indices -------------------------------------------------------------------------
+def _built_in(attribute: str | Attribute, dataset: str) -> Attribute:
+    # the datasets label the built-in attributes only: a user's attribute must not be read as one of them
+    attr = get_attribute(attribute)
+    if ATTRIBUTES.get(attr.name) != attr:
+        raise ValueError(f"{dataset} has no labels for the user-defined attribute {attr.name!r}; expected one of "
+                         f"{sorted(ATTRIBUTES)} (or the folder/<class>/ layout for your own classes)")
+    return attr
+
 
 #: FairFace ``race`` values -> seed 000's four groups ([0120]).
 FAIRFACE_RACE: dict[str, str] = {
@@ -170,7 +180,7 @@ def fairface_class_index(row: Mapping[str, str], attribute: str | Attribute) -> 
     ValueError
         If a needed column is missing or holds a value FairFace does not use.
     """
-    attr = get_attribute(attribute)
+    attr = _built_in(attribute, "FairFace")
 
     def value(column: str, table: Mapping[str, str] | None = None) -> str:
         if column not in row:
@@ -208,7 +218,7 @@ def celeba_class_index(attributes: Mapping[str, int], attribute: str | Attribute
     ValueError
         For ``race`` / ``gender_race``, or a row without the needed column.
     """
-    attr = get_attribute(attribute)
+    attr = _built_in(attribute, "CelebA")
     column = {"gender": "Male", "age": "Young"}.get(attr.name)
     if column is None:
         raise ValueError(f"CelebA has no labels for attribute {attr.name!r}; use the FairFace layout "

@@ -11,6 +11,9 @@ Detectors (all run on a detached uint8 copy; detection is not differentiable, th
   (facenet-pytorch): stronger, used only where the library imports and its weights are on disk; a clear error
   otherwise. Neither is a dependency of fairdiff.
 
+:mod:`.fixed_regions` holds the detectors that take a fixed region instead (the whole image, the central square) and
+:mod:`.factory` builds any of them by name (:func:`~.factory.make_detector`).
+
 The crop box is the detector's box made square and expanded ("expand" = 0.5 on insightface boxes and 1.1 on the
 tighter dlib boxes in the official aDFT code); each detector carries its own default.
 """
@@ -37,7 +40,6 @@ __all__ = [
     "MTCNNFaceDetector",
     "crop_largest_faces",
     "find_faces",
-    "make_face_detector",
 ]
 
 
@@ -266,23 +268,6 @@ class MTCNNFaceDetector:
             out.append([FaceDetection(tuple(float(v) for v in b), float(p))
                         for b, p in zip(boxes, probs) if p >= self.threshold])
         return out
-
-
-_DETECTORS = {"haar": HaarFaceDetector, "dlib": DlibFaceDetector, "insightface": InsightFaceDetector,
-              "mtcnn": MTCNNFaceDetector}
-
-
-def make_face_detector(name: str, **kwargs) -> FaceDetector:
-    """The detector called ``name`` ("haar", "dlib", "insightface", "mtcnn"), built with ``kwargs``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name. The optional detectors raise ModuleNotFoundError / FileNotFoundError with the fix.
-    """
-    if name not in _DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; expected one of {sorted(_DETECTORS)}")
-    return _DETECTORS[name](**kwargs)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attributes import Attribute, check_class_names, get_attribute
+from .attributes import ATTRIBUTES, Attribute, check_class_names, get_attribute
 from .classifiers import AttributeClassifier
 from .embedders import ImageEmbedder
 from scaleup.atomic_write import atomic_write, atomic_write_text
@@ -207,7 +207,9 @@ def load_probe(folder: str | Path) -> tuple[ProbeHead, Attribute, dict[str, Any]
         raise ValueError(f"probe folder {str(folder)!r} must contain {HEAD_FILE} and {META_FILE} "
                          "(written by save_probe / python -m scaleup.perception.train_probe)")
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    attr = get_attribute(meta["attribute"])
+    # a probe of a user-defined attribute (folder/<class>/ layout) carries its classes in probe.json
+    attr = get_attribute(meta["attribute"]) if meta["attribute"] in ATTRIBUTES else \
+        Attribute(meta["attribute"], tuple(meta["class_names"]))
     check_class_names(meta["class_names"], attr, owner=f"probe {folder}")
     head = ProbeHead(meta["in_dim"], meta["num_classes"], meta["hidden"])
     head.load_state_dict(load_file(str(folder / HEAD_FILE)))

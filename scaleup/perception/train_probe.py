@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .attributes import ATTRIBUTES
 from .embedders import ClipEmbedder
+from .factory import DETECTORS, make_detector, resolve_attribute
 from .labelled_faces import LAYOUTS, load_image_batch, read_labelled_images
 from .linear_probe import fit_probe, save_probe
 
@@ -33,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Fit a linear / MLP attribute probe on CLIP image features.")
     p.add_argument("--clip", required=True, help="local folder of a transformers CLIPModel (+ processor), as "
                    "written by save_pretrained")
-    p.add_argument("--attribute", required=True, choices=sorted(ATTRIBUTES))
+    p.add_argument("--attribute", required=True, help=f"{', '.join(ATTRIBUTES)}, or your own as name:class1,class2 "
+                   "(with --layout folder: one sub-folder per class)")
     p.add_argument("--layout", required=True, choices=LAYOUTS)
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--labels", default=None, help="labels file (FairFace CSV / CelebA list_attr_celeba.txt) if not "
@@ -46,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="held-out share when the dataset has no evaluation split of its own")
     p.add_argument("--max-images", type=int, default=None, help="random subset of at most this many images")
     p.add_argument("--image-size", type=int, default=224, help="images are loaded at this square size")
-    p.add_argument("--detect-faces", choices=("none", "haar", "dlib"), default="none",
+    p.add_argument("--detect-faces", choices=("none", *DETECTORS), default="none",
                    help="crop the largest face first (skipping images without one); FairFace / CelebA images are "
                    "face crops already")
     p.add_argument("--batch-size", type=int, default=64)
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.max_images is not None and args.max_images < 2:
         raise ValueError(f"--max-images must be >= 2; got {args.max_images}")
     _check_clip_folder(args.clip)
-    data = read_labelled_images(args.root, args.layout, args.attribute, labels=args.labels)
+    data = read_labelled_images(args.root, args.layout, resolve_attribute(args.attribute), labels=args.labels)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(1)[0])
     order = np.arange(len(data.paths))
     if args.max_images is not None and len(order) > args.max_images:
@@ -128,9 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     embedder = _load_clip(args.clip, args.device)
     detector = None
     if args.detect_faces != "none":
-        from .faces import make_face_detector
-
-        detector = make_face_detector(args.detect_faces)
+        detector = make_detector(args.detect_faces)
     features, kept = embed_paths(embedder, paths, image_size=args.image_size, batch_size=args.batch_size,
                                  detector=detector, device=args.device)
     train, held_out = kept & ~is_eval, kept & is_eval

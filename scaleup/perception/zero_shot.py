@@ -39,7 +39,8 @@ class ClipZeroShotClassifier(AttributeClassifier):
         :class:`~.embedders.ClipEmbedder` or :class:`~.embedders.OpenClipEmbedder`.
     attribute : str or Attribute
     prompts : per-class prompt lists, optional
-        Default: the attribute's ensembles. Must have one non-empty list per class.
+        Default: the attribute's ensembles (an attribute without them is refused). Must have one non-empty list per
+        class.
     logit_scale : float, optional
         Default: the model's (``embedder.logit_scale``).
     """
@@ -50,6 +51,11 @@ class ClipZeroShotClassifier(AttributeClassifier):
         if not (hasattr(embedder, "embed_texts") and callable(embedder)):
             raise ValueError(f"embedder must embed images and texts (ClipEmbedder, OpenClipEmbedder); got "
                              f"{type(embedder).__name__}")
+        if prompts is None and self.attribute.prompts is None:
+            raise ValueError(f"CLIP zero-shot needs a prompt ensemble per class, and attribute "
+                             f"{self.attribute.name!r} {list(self.class_names)} has none (a user-defined attribute); "
+                             "pass prompts=, or classify it with a probe (probe:/path) or your own classifier "
+                             "(package.module:factory)")
         prompts = self.attribute.prompts if prompts is None else prompts
         if len(prompts) != self.num_classes or any(isinstance(p, str) or not p for p in prompts):
             raise ValueError(f"prompts must be {self.num_classes} non-empty lists of strings, one per class of "

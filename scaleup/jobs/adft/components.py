@@ -17,40 +17,8 @@ from typing import Any
 import torch
 
 from scaleup.jobs.adft.config import AdftConfig, JobPlan, external_face_files
-from scaleup.perception.faces import FaceDetection
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class CentreBoxDetector:
-    """Takes the central square of every image (side ``fraction`` of the shorter side) as its one face.
-
-    A stand-in detector for tiny random models (whose images hold no face a real detector would find) and for the
-    benchmark at full size with random weights, so that the face paths of the loss (crop, classifier, L_face,
-    region weights) run; never for real training.
-    """
-
-    name = "centre"
-
-    def __init__(self, fraction: float = 0.5, expand: float = 0.0) -> None:
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction must lie in (0, 1]; got {fraction!r}")
-        self.fraction, self.expand = float(fraction), float(expand)
-
-    def detect(self, images: torch.Tensor) -> list[list[FaceDetection]]:
-        height, width = images.shape[-2:]
-        side = self.fraction * min(height, width)
-        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-        return [[FaceDetection(box, 1.0)] for _ in range(images.shape[0])]
-
-
-def make_detector(name: str):
-    """A face detector of :mod:`scaleup.perception.faces` by name, or :class:`CentreBoxDetector` for "centre"."""
-    if name == "centre":
-        return CentreBoxDetector()
-    from scaleup.perception import make_face_detector
-
-    return make_face_detector(name)
 
 
 @dataclass
@@ -65,9 +33,12 @@ class Components:
     """Modules holding LoRA layers (disabled for the original images)."""
     detector: Any
     classifiers: dict[str, torch.nn.Module]
-    clip: torch.nn.Module
-    dino: torch.nn.Module
-    face_embedder: torch.nn.Module
+    clip: torch.nn.Module | None
+    """CLIP embedder; None when the run does not need it (:attr:`JobPlan.needs_clip`)."""
+    dino: torch.nn.Module | None
+    """DINOv2 embedder; None when L_img has weight 0 (:attr:`JobPlan.needs_dinov2`)."""
+    face_embedder: torch.nn.Module | None
+    """Embeds faces for L_face; None when lambda_face = 0 and no face-embedding model is given."""
     external_faces: torch.Tensor | None
     """(|D_F|, D) unit embeddings of the external real faces, or None when lambda_face = 0."""
     device: torch.device
@@ -79,7 +50,7 @@ class Components:
         modules = {"unet": self.pipe.unet, "vae": self.pipe.vae, "text_encoder": self.pipe.text_encoder,
                    "clip": self.clip, "dino": self.dino, "face_embedder": self.face_embedder}
         modules.update({f"classifier_{k}": v for k, v in self.classifiers.items()})
-        return modules
+        return {k: v for k, v in modules.items() if isinstance(v, torch.nn.Module)}
 
 
 def _name_or_path(model) -> str | None:
@@ -116,6 +87,8 @@ def _face_embedder(config: AdftConfig, clip_embedder, device: torch.device, dtyp
     from scaleup.perception import ClipEmbedder, Dinov2Embedder
 
     if config.face_embedding_model is None:
+        if clip_embedder is None:  # not loaded: lambda_face = 0 and nothing else needs CLIP
+            return None, None
         return clip_embedder, f"CLIP image tower of {_name_or_path(clip_embedder.model)} (no face-embedding model " \
                               "given; seed 000 [0108] uses SFNet-20)"
     import json
@@ -150,9 +123,9 @@ def embed_external_faces(folder: str, embedder, *, size: int, limit: int, device
 
 def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | str) -> Components:
     """Load and assemble every model of the run on ``device`` (see the module docstring)."""
-    from scaleup.evaluate import EvalConfig, build_classifier
     from scaleup.models import load_clip, load_dinov2, load_sd15
     from scaleup.perception import ClipEmbedder, Dinov2Embedder
+    from scaleup.perception.factory import make_classifier, make_detector
 
     device = torch.device(device)
     dtype = WEIGHT_DTYPES[config.mixed_precision]
@@ -161,16 +134,19 @@ def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | s
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False).eval()
     named, soft_prompt, adapted = add_adapter(config, pipe, device)
-    clip_model, clip_processor = load_clip(config.clip_model, torch_dtype=dtype, device=device)
-    clip = ClipEmbedder(clip_model, clip_processor)
-    dino_model, dino_processor = load_dinov2(config.dinov2_model, torch_dtype=dtype, device=device)
-    dino = Dinov2Embedder(dino_model, dino_processor)
+    clip = clip_model = dino = dino_model = None
+    if plan.needs_clip:
+        clip_model, clip_processor = load_clip(config.clip_model, torch_dtype=dtype, device=device)
+        clip = ClipEmbedder(clip_model, clip_processor)
+    if plan.needs_dinov2:
+        dino_model, dino_processor = load_dinov2(config.dinov2_model, torch_dtype=dtype, device=device)
+        dino = Dinov2Embedder(dino_model, dino_processor)
     face_embedder, face_embedder_name = _face_embedder(config, clip, device, dtype)
     classifiers = {}
     for attribute in plan.attributes:
-        # the evaluation job's builder: one place that knows how to make each classifier kind
-        spec = EvalConfig(classifier=attribute.classifier, attribute=attribute.name)
-        classifiers[attribute.name] = build_classifier(spec, clip, device).requires_grad_(False)
+        classifier = make_classifier(attribute.classifier, attribute.attribute, clip_embedder=clip, device=device)
+        classifiers[attribute.name] = classifier.requires_grad_(False) if hasattr(classifier, "requires_grad_") \
+            else classifier
     external = None
     if plan.lambda_face > 0:
         external = embed_external_faces(config.external_faces, face_embedder, size=config.crop_size,

@@ -18,6 +18,13 @@ Presets (``--preset``):
                    context (the shipped LAION-Aesthetics-style list), personal descriptors
 =================  ==============================================================================================
 
+``--attribute`` debiases another attribute with the preset's other hyper-parameters: a built-in one, or your own as
+``name:class1,class2`` (``--attribute ink:red,blue --lambda-img '{"ink": [8, 0.2, 0.2]}' --targets '{"ink": [0.5,
+0.5]}' --classifier mypackage.ink:make_classifier --detector whole-image``). Detectors, attributes and classifiers are
+named as in :mod:`scaleup.perception.factory`, as in the evaluation and PopAlign jobs. CLIP and DINOv2 are required
+only where used: DINOv2 for L_img (a non-zero lambda_img), CLIP for L_img, a CLIP-based classifier, or L_face without
+``--face-embedding-model``.
+
 All train with AdamW at 5e-5 ([0121]) through DPM-Solver++(2M), CFG 7.5, about 20 steps ([0119]-[0120]); the
 first three presets are :data:`theory.adft_loss.PRESETS`, the formulas' own record of [0121]-[0123].
 """
@@ -36,8 +43,6 @@ from theory.sampler_gradient import COEFFICIENTS
 from theory.validation import check_distribution, check_threshold
 
 ADAPTERS = ("text-encoder-lora", "unet-lora", "both-lora", "soft-prompt")
-DETECTORS = ("dlib", "haar", "insightface", "mtcnn", "centre")
-CLASSIFIERS = ("clip-zero-shot", "dlib-gender", "dlib-age")  # or "probe:/path/to/probe-folder"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 #: diffusers.optimization.get_scheduler names that need no further arguments
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
@@ -87,6 +92,10 @@ class AdftConfig:
     """Every setting of the aDFT job; ``None`` takes the preset's value (seed 000 [0121]-[0123], [0132], [0134])."""
 
     preset: str = field(default="gender", metadata={"help": "gender | race | gender-race | age | multi-concept"})
+    attribute: Optional[str] = field(
+        default=None, metadata={"help": "debias this attribute instead of the preset's: a built-in name or your own "
+                                        "as name:class1,class2 (e.g. ink:red,blue; give its lambda_img); the preset "
+                                        "keeps N, C, lambda_face, iterations and learning rate"})
     # models
     pretrained_model: Optional[str] = field(default=None, metadata={"help": "SD 1.5 folder or id; default "
                                                                             "$FAIRDIFF_SD15"})
@@ -106,14 +115,14 @@ class AdftConfig:
     unet_lora_rank: Optional[int] = field(default=None, metadata={"help": "default: lora_rank"})
     soft_prompt_tokens: int = 5
     # faces and classifiers
-    detector: Literal["dlib", "haar", "insightface", "mtcnn", "centre"] = field(
-        default="dlib", metadata={"help": "face detector; 'centre' takes the central square of every image as its "
-                                          "face (tiny random models, benchmarks)"})
+    detector: str = field(
+        default="dlib", metadata={"help": "dlib | haar | insightface | mtcnn | whole-image (the whole image: models "
+                                          "without faces) | centre (central square: tiny random models, benchmarks)"})
     face_expand: Optional[float] = None
     crop_size: int = 224
     classifier: str = field(default="clip-zero-shot", metadata={"help": "training classifier of every attribute: "
                                                                         "clip-zero-shot | dlib-gender | dlib-age | "
-                                                                        "probe:/path"})
+                                                                        "probe:/path | package.module:factory"})
     classifiers: dict[str, str] = field(default_factory=dict, metadata={"help": "per-attribute classifier, JSON"})
     # the objective
     targets: dict[str, list[float]] = field(default_factory=dict, metadata={"help": "per-attribute target "
@@ -161,8 +170,9 @@ class AdftConfig:
     until: Optional[int] = field(default=None, metadata={"help": "stop after this iteration (resume later)"})
     evaluate_checkpoints: bool = field(default=False, metadata={"help": "evaluate held-out bias at every checkpoint "
                                                                         "and keep the best"})
-    eval_attribute: Optional[str] = None
-    eval_classifier: str = "clip-zero-shot"
+    eval_attribute: Optional[str] = field(default=None, metadata={"help": "default: the preset's, or --attribute"})
+    eval_classifier: str = field(default="clip-zero-shot", metadata={"help": "checked and used with "
+                                                                             "--evaluate-checkpoints"})
     eval_detector: Optional[str] = field(default=None, metadata={"help": "default: the training detector"})
     eval_images_per_prompt: Optional[int] = None
     eval_max_prompts: Optional[int] = None
@@ -183,6 +193,14 @@ class AttributePlan:
     conditional_on: tuple[str, ...]
     classifier: str
 
+    @property
+    def attribute(self):
+        """The :class:`~scaleup.perception.attributes.Attribute` itself: the built-in one of this name, else the
+        user-defined one with these classes."""
+        from scaleup.perception.attributes import ATTRIBUTES, Attribute
+
+        return ATTRIBUTES.get(self.name) or Attribute(self.name, self.class_names)
+
 
 @dataclass(frozen=True)
 class JobPlan:
@@ -200,7 +218,13 @@ class JobPlan:
     learning_rate: float
     loss_scale: float
     eval_attribute: str
+    """The evaluated attribute as a setting (a built-in name or ``name:class1,class2``)."""
     eval_detector: str
+    needs_clip: bool = True
+    """CLIP is needed: for L_img (a non-zero lambda_img), a classifier built on it, or L_face without its own
+    face-embedding model."""
+    needs_dinov2: bool = True
+    """DINOv2 is needed: for L_img only."""
 
     @property
     def image_weights(self) -> tuple[ImageWeights, ...]:
@@ -229,20 +253,12 @@ def _finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> 
     return float(value)
 
 
-def _check_classifier_spec(name: str, spec: str, attribute: str) -> str:
-    if spec in CLASSIFIERS:
-        owner = {"dlib-gender": "gender", "dlib-age": "age"}.get(spec)
-        if owner is not None and owner != attribute:
-            raise _fail(name, f"{spec} classifies {owner}, not {attribute}",
-                        "clip-zero-shot or probe:/path for this attribute")
-        return spec
-    if isinstance(spec, str) and spec.startswith("probe:"):
-        folder = Path(spec.split(":", 1)[1]).expanduser()
-        if not (folder / "probe.json").is_file():
-            raise _fail(name, f"{str(folder)!r} holds no probe.json",
-                        "a folder written by python -m scaleup.perception.train_probe")
-        return spec
-    raise _fail(name, f"unknown classifier {spec!r}", f"one of {', '.join(CLASSIFIERS)} or probe:/path/to/probe")
+def _checked(setting: str, check, *args):
+    """``check(*args)`` (a check of :mod:`scaleup.perception.factory`) with its ValueError prefixed by the setting."""
+    try:
+        return check(*args)
+    except ValueError as err:
+        raise ValueError(f"{setting}: {err}") from None
 
 
 def external_face_files(folder: str | os.PathLike) -> list[Path]:
@@ -250,12 +266,14 @@ def external_face_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _check_models(config: AdftConfig) -> None:
+def _check_models(config: AdftConfig, *, needs_clip: bool, needs_dinov2: bool) -> None:
     from scaleup.models.loading import resolve_model_source
 
     resolve_model_source("sd15", config.pretrained_model)
-    resolve_model_source("clip", config.clip_model)
-    resolve_model_source("dinov2", config.dinov2_model)
+    if needs_clip:
+        resolve_model_source("clip", config.clip_model)
+    if needs_dinov2:
+        resolve_model_source("dinov2", config.dinov2_model)
     if config.face_embedding_model is not None:
         folder = Path(config.face_embedding_model).expanduser()
         if not (folder / "config.json").is_file():
@@ -278,24 +296,34 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
         When a model is not on this machine (``check_models``).
     """
     from scaleup.perception.attributes import ATTRIBUTES
+    from scaleup.perception.factory import (check_classifier_spec, check_detector_name, classifier_needs_clip,
+                                            resolve_attribute)
     from scaleup.prompts import load_prompt_set
 
     if config.preset not in PRESETS:
         raise _fail("preset", f"unknown preset {config.preset!r}", f"one of {', '.join(PRESETS)}")
     preset = PRESETS[config.preset]
     paper = preset.paper
-    names = tuple(a.name for a in paper.attributes)
+    preset_weights = {a.name: a.weights for a in paper.attributes}
+    if config.attribute is None:
+        debiased = [ATTRIBUTES[a.name] for a in paper.attributes]
+        preset_targets, preset_conditional, source = dict(preset.targets), dict(preset.conditional), \
+            f"preset {config.preset!r}"
+    else:
+        # the attribute replaces the preset's attributes, targets and conditioning; the preset's lambda_img is kept
+        # only for an attribute the preset itself debiases (a user's attribute never takes gender's)
+        debiased = [_checked("attribute", resolve_attribute, config.attribute)]
+        preset_targets, preset_conditional, source = {}, {}, f"attribute {config.attribute!r}"
+    names = tuple(a.name for a in debiased)
     if config.adapter not in ADAPTERS:
         raise _fail("adapter", f"unknown adapter {config.adapter!r}", f"one of {', '.join(ADAPTERS)}")
     _positive_int("lora_rank", config.lora_rank)
     if config.unet_lora_rank is not None:
         _positive_int("unet_lora_rank", config.unet_lora_rank)
     _positive_int("soft_prompt_tokens", config.soft_prompt_tokens)
-    if config.detector not in DETECTORS:
-        raise _fail("detector", f"unknown detector {config.detector!r}", f"one of {', '.join(DETECTORS)}")
+    _checked("detector", check_detector_name, config.detector)
     eval_detector = config.eval_detector or config.detector
-    if eval_detector not in DETECTORS:
-        raise _fail("eval_detector", f"unknown detector {eval_detector!r}", f"one of {', '.join(DETECTORS)}")
+    _checked("eval_detector", check_detector_name, eval_detector)
     if config.face_expand is not None:
         _finite("face_expand", config.face_expand, minimum=-1.0, strict=True)
     _positive_int("crop_size", config.crop_size)
@@ -304,36 +332,39 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
                        (config.lambda_img, "lambda_img"), (config.conditional or {}, "conditional")):
         unknown = sorted(set(key) - set(names))
         if unknown:
-            raise _fail(label, f"attribute(s) {', '.join(unknown)} are not debiased by preset {config.preset!r}",
+            raise _fail(label, f"attribute(s) {', '.join(unknown)} are not debiased by {source}",
                         f"keys among {', '.join(names)}")
-    targets = dict(preset.targets) | {k: tuple(v) for k, v in config.targets.items()}
-    conditional = dict(preset.conditional) if config.conditional is None else {
+    targets = preset_targets | {k: tuple(v) for k, v in config.targets.items()}
+    conditional = preset_conditional if config.conditional is None else {
         k: tuple(v) for k, v in config.conditional.items()}
     attributes = []
-    for setting in paper.attributes:
-        attr = ATTRIBUTES[setting.name]
-        k = attr.num_classes
-        target = targets.get(setting.name, setting.target)
+    for attr in debiased:
+        name, k = attr.name, attr.num_classes
+        target = targets.get(name, (1.0 / k,) * k)  # uniform by default ([0120])
         try:
-            target = tuple(float(v) for v in check_distribution(target, k, name=f"targets[{setting.name!r}]"))
+            target = tuple(float(v) for v in check_distribution(target, k, name=f"targets[{name!r}]"))
         except ValueError as err:
-            raise ValueError(f"{err} (the classes of {setting.name} are {list(attr.class_names)})") from None
-        weights = setting.weights
-        if setting.name in config.lambda_img:
-            values = config.lambda_img[setting.name]
+            raise ValueError(f"{err} (the classes of {name} are {list(attr.class_names)})") from None
+        weights = preset_weights.get(name)
+        if name in config.lambda_img:
+            values = config.lambda_img[name]
             if not (isinstance(values, (list, tuple)) and len(values) == 3):
-                raise _fail(f"lambda_img[{setting.name!r}]", f"got {values!r}",
+                raise _fail(f"lambda_img[{name!r}]", f"got {values!r}",
                             "[lambda_img_1, factor_2, factor_3] as in [0121]: [8, 0.2, 0.2]")
-            weights = ImageWeights.from_factors(*(_finite(f"lambda_img[{setting.name!r}]", v) for v in values))
-        on = conditional.get(setting.name, ())
-        bad = [c for c in on if c not in names or c == setting.name]
+            weights = ImageWeights.from_factors(*(_finite(f"lambda_img[{name!r}]", v) for v in values))
+        if weights is None:
+            raise _fail(f"lambda_img[{name!r}]", f"not given, and preset {config.preset!r} does not debias {name!r}",
+                        "[lambda_img_1, factor_2, factor_3] for it, e.g. [8, 0.2, 0.2] as [0121] for gender, or "
+                        "[0, 0, 0] for no L_img")
+        on = conditional.get(name, ())
+        bad = [c for c in on if c not in names or c == name]
         if bad:
-            raise _fail(f"conditional[{setting.name!r}]", f"cannot condition on {bad}",
-                        f"other debiased attributes among {[n for n in names if n != setting.name]}")
-        spec = config.classifiers.get(setting.name, config.classifier)
-        spec = _check_classifier_spec(f"classifiers[{setting.name!r}]" if setting.name in config.classifiers
-                                      else "classifier", spec, setting.name)
-        attributes.append(AttributePlan(setting.name, attr.class_names, target, weights, on, spec))
+            raise _fail(f"conditional[{name!r}]", f"cannot condition on {bad}",
+                        f"other debiased attributes among {[n for n in names if n != name]}")
+        spec = config.classifiers.get(name, config.classifier)
+        _checked(f"classifiers[{name!r}]" if name in config.classifiers else "classifier", check_classifier_spec,
+                 spec, attr)
+        attributes.append(AttributePlan(name, attr.class_names, target, weights, on, spec))
 
     threshold = check_threshold(paper.threshold if config.threshold is None else config.threshold)
     n = paper.batch_size if config.batch_size is None else config.batch_size
@@ -411,10 +442,10 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     for name in prompts + test_prompts:
         load_prompt_set(name)  # a missing, empty or non-UTF-8 file fails here with its own message
 
-    eval_attribute = config.eval_attribute or preset.eval_attribute
-    if eval_attribute not in ATTRIBUTES:
-        raise _fail("eval_attribute", f"unknown attribute {eval_attribute!r}", f"one of {', '.join(ATTRIBUTES)}")
-    _check_classifier_spec("eval_classifier", config.eval_classifier, eval_attribute)
+    eval_attribute = config.eval_attribute or config.attribute or preset.eval_attribute
+    eval_attr = _checked("eval_attribute", resolve_attribute, eval_attribute)
+    if config.evaluate_checkpoints:  # the evaluation classifier is built only then
+        _checked("eval_classifier", check_classifier_spec, config.eval_classifier, eval_attr)
     if config.eval_images_per_prompt is not None:
         _positive_int("eval_images_per_prompt", config.eval_images_per_prompt)
     if config.eval_max_prompts is not None:
@@ -426,9 +457,16 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
         except ImportError:
             raise _fail("tensorboard", "the tensorboard package is not installed",
                         "pip install tensorboard, or leave tensorboard off (the JSONL log has every number)") from None
+    # L_img is the only user of DINOv2, and of CLIP besides CLIP-based classifiers and L_face's default embedder:
+    # a run whose lambda_img are all 0 needs neither model for it
+    image_semantics = any(max(a.weights.agree, a.weights.outside_face, a.weights.face) > 0 for a in attributes)
+    needs_clip = (image_semantics or any(classifier_needs_clip(a.classifier) for a in attributes)
+                  or (lambda_face > 0 and config.face_embedding_model is None)
+                  or (config.evaluate_checkpoints and classifier_needs_clip(config.eval_classifier)))
     if check_models:
-        _check_models(config)
+        _check_models(config, needs_clip=needs_clip, needs_dinov2=image_semantics)
     return JobPlan(preset=config.preset, paragraph=paper.paragraph, attributes=tuple(attributes), prompts=prompts,
                    test_prompts=test_prompts, batch_size=n, threshold=threshold, lambda_face=lambda_face,
                    iterations=iterations, learning_rate=learning_rate, loss_scale=float(loss_scale),
-                   eval_attribute=eval_attribute, eval_detector=eval_detector)
+                   eval_attribute=eval_attribute, eval_detector=eval_detector, needs_clip=needs_clip,
+                   needs_dinov2=image_semantics)

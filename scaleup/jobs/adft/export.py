@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from scaleup.jobs.adft.components import Components, make_detector
+from scaleup.jobs.adft.components import Components
 from scaleup.jobs.adft.config import AdftConfig, JobPlan
 from scaleup.atomic_write import atomic_replace_folder, atomic_write_text
 
@@ -59,15 +59,16 @@ def export_weights(components: Components, folder: str | Path, *, ema=None) -> P
 
 def evaluation_parts(config: AdftConfig, plan: JobPlan, components: Components):
     """The evaluation job's parts bound to the run's models in memory (no second copy of SD or CLIP): the
-    finetuned pipeline generates, the evaluation detector and classifier perceive, CLIP gives CLIP-T."""
-    from scaleup.evaluate import EvalConfig, build_classifier, perceive_faces
+    finetuned pipeline generates, the evaluation detector and classifier perceive, CLIP (when the run has it) gives
+    CLIP-T."""
+    from scaleup.evaluate import perceive_faces
     from scaleup.evaluation.loop import EvaluationParts, Perceived
     from scaleup.models.pipelines import generate
-    from scaleup.perception.attributes import get_attribute
+    from scaleup.perception.factory import make_classifier, make_detector, resolve_attribute
 
     device = components.device
-    classifier = build_classifier(EvalConfig(classifier=config.eval_classifier, attribute=plan.eval_attribute),
-                                  components.clip, device)
+    attribute = resolve_attribute(plan.eval_attribute)
+    classifier = make_classifier(config.eval_classifier, attribute, clip_embedder=components.clip, device=device)
     detector = make_detector(plan.eval_detector)
     size = config.resolution
 
@@ -83,9 +84,10 @@ def evaluation_parts(config: AdftConfig, plan: JobPlan, components: Components):
         with torch.no_grad():
             return components.clip(images.to(device))
 
-    return EvaluationParts(generate=_generate, perceive=_perceive,
-                           class_names=get_attribute(plan.eval_attribute).class_names, embed_images=_embed,
-                           embed_texts=components.clip.embed_texts)
+    clip = components.clip is not None
+    return EvaluationParts(generate=_generate, perceive=_perceive, class_names=attribute.class_names,
+                           embed_images=_embed if clip else None,
+                           embed_texts=components.clip.embed_texts if clip else None)
 
 
 def evaluate_export(config: AdftConfig, plan: JobPlan, components: Components, step: int,

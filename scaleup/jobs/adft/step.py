@@ -83,8 +83,9 @@ class SubBatchContext:
     """(n,) bool."""
     original_boxes: torch.Tensor
     """(n, 4) float64 face boxes of the original images (placeholders where none)."""
-    clip_original: torch.Tensor
-    dino_original: torch.Tensor
+    clip_original: torch.Tensor | None
+    """CLIP embeddings of the original images; None without L_img (all its weights 0)."""
+    dino_original: torch.Tensor | None
     batch_size: int
     """N of the whole batch (all processes)."""
 
@@ -96,8 +97,8 @@ class Originals:
     found: torch.Tensor
     boxes: torch.Tensor
     classes: np.ndarray
-    clip: torch.Tensor
-    dino: torch.Tensor
+    clip: torch.Tensor | None
+    dino: torch.Tensor | None
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -117,6 +118,8 @@ class AdftStep:
         self.prompts = list(prompts)
         self.timer = timer or NoTimer()
         self.n_classes = {a.name: len(a.class_names) for a in plan.attributes}
+        # L_img needs both embedders; the job loads them only when a lambda_img is non-zero (JobPlan.needs_dinov2)
+        self.image_semantics = components.clip is not None and components.dino is not None
         size = config.resolution or default_size(components.pipe)
         self.height = self.width = int(size)
         # the sampler runs on its own scheduler (the pipeline's stays as the evaluation uses it); the coefficients
@@ -205,10 +208,11 @@ class AdftStep:
                 found.append(seen.faces.found)
                 boxes.append(_face_boxes(seen.faces))
                 classes.append(cls)
-                clip.append(self.c.clip(images).float())
-                dino.append(self.c.dino(images).float())
-        return Originals(torch.cat(found), torch.cat(boxes), np.concatenate(classes), torch.cat(clip),
-                         torch.cat(dino))
+                if self.image_semantics:
+                    clip.append(self.c.clip(images).float())
+                    dino.append(self.c.dino(images).float())
+        return Originals(torch.cat(found), torch.cat(boxes), np.concatenate(classes),
+                         torch.cat(clip) if clip else None, torch.cat(dino) if dino else None)
 
     # ------------------------------------------------------------------------------------------------ the loss
     def subbatch_loss(self, images: torch.Tensor, ctx: SubBatchContext,
@@ -241,11 +245,16 @@ class AdftStep:
             region_o = box_masks(ctx.original_boxes, height, width, ctx.original_found)
             region = region * torch.where(ctx.original_found.view(-1, 1, 1, 1), region_o, torch.ones_like(region_o))
             hooked = face_region_gradient(images, region.to(device), weights.face_gradient_scale.to(device))
-        with self.timer("clip+dino"):
-            clip_x, dino_x = self.c.clip(hooked), self.c.dino(hooked)
+        if ctx.clip_original is None:  # L_img has weight 0 everywhere: no CLIP / DINOv2 in this run
+            # zero, but in the images' graph, so a sub-batch without faces backpropagates zeros instead of failing
+            distance = hooked.flatten(1).sum(dim=1) * 0.0
+        else:
+            with self.timer("clip+dino"):
+                clip_x, dino_x = self.c.clip(hooked), self.c.dino(hooked)
+            with self.timer("losses"):
+                distance = image_semantics_distance(clip_x, ctx.clip_original.to(device), dino_x,
+                                                    ctx.dino_original.to(device))
         with self.timer("losses"):
-            distance = image_semantics_distance(clip_x, ctx.clip_original.to(device), dino_x,
-                                                ctx.dino_original.to(device))
             terms = adft_loss(align_on_faces=align, semantics=distance,
                               semantics_weight=weights.outside_face.to(device, distance.dtype), face=face,
                               has_face=found.to(device), lambda_face=self.plan.lambda_face)
@@ -325,8 +334,10 @@ class AdftStep:
                 images, seen_j = self.generate(batch.prompt, z_T[part], batch.n_steps, gradient), None
             ctx = SubBatchContext(y=targets.y[part], mask=targets.mask[part],
                                   original_class=originals.classes[part], original_found=originals.found[part],
-                                  original_boxes=originals.boxes[part], clip_original=originals.clip[part],
-                                  dino_original=originals.dino[part], batch_size=n_global)
+                                  original_boxes=originals.boxes[part],
+                                  clip_original=None if originals.clip is None else originals.clip[part],
+                                  dino_original=None if originals.dino is None else originals.dino[part],
+                                  batch_size=n_global)
             contexts.append(ctx)
             terms, extra = self.subbatch_loss(images, ctx, seen_j)
             share = images.shape[0] / n_global  # the sub-batch's part of the batch mean (theory.dal_parts)

@@ -23,8 +23,8 @@ from scaleup.jobs.popalign.config import BuildSetsConfig
 from scaleup.jobs.popalign.dataset_card import data_card
 from scaleup.jobs.popalign.generation import read_generation
 from scaleup.jobs.popalign.keywords import KeywordSet
-from scaleup.jobs.popalign.sanity import (FILTER_MODES, OK, UNCHECKED, check_pair, judge_image, make_perception,
-                                          perceive_records)
+from scaleup.jobs.popalign.sanity import (FILTER_MODES, OK, UNCHECKED, check_pair, check_perception, judge_image,
+                                          make_perception, perceive_records)
 from scaleup.jobs.popalign.sets import draw_prompt_sets
 
 METADATA_FILE = "metadata.jsonl"
@@ -44,6 +44,8 @@ def validate(config: BuildSetsConfig, keywords: KeywordSet) -> np.ndarray:
         raise ValueError(f"min_confidence must lie in [0, 1]; got {config.min_confidence!r}")
     if config.link not in ("hardlink", "copy"):
         raise ValueError(f"link must be hardlink or copy; got {config.link!r}")
+    if config.filter != "off":
+        check_perception(keywords.attribute, config.detector, config.classifier)
     return keywords.target(config.target)
 
 

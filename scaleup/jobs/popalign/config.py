@@ -20,7 +20,8 @@ class GenerateConfig:
     max_prompts: int | None = field(default=None, metadata={"help": "use the first n prompts only"})
     keywords: tuple[str, ...] = field(default=("gender",), metadata={
         "help": "a shipped keyword set (gender, race, gender_race, age) or >= 2 comma-separated keywords"})
-    keyword_attribute: str | None = field(default=None, metadata={"help": "filter attribute of user keywords"})
+    keyword_attribute: str | None = field(default=None, metadata={
+        "help": "filter attribute of user keywords: a built-in one or your own as name:class1,class2"})
     keyword_classes: tuple[str, ...] = field(default=(), metadata={"help": "class of that attribute per keyword"})
     augment_template: str | None = field(default=None, metadata={
         "help": "template with {keyword} and {prompt}; None: the keyword after 'a realistic photo of '"})
@@ -49,9 +50,11 @@ class BuildSetsConfig:
         "help": "winning sets' distribution over the keywords, e.g. 0.8,0.2 (App. H.2); empty: uniform"})
     filter: str = field(default="apply", metadata={
         "help": "apply: drop failing images and pairs; record: only record the verdicts; off: no perception"})
-    detector: str = field(default="dlib", metadata={"help": "dlib, haar, or whole-image (stand-in: no detection)"})
+    detector: str = field(default="dlib", metadata={
+        "help": "dlib, haar, insightface, mtcnn, whole-image (the whole image: models without faces) or centre"})
     classifier: str = field(default="auto", metadata={
-        "help": "auto, clip, dlib-gender, dlib-age, probe:FOLDER, or tiny-clip (stand-in, random weights)"})
+        "help": "auto, clip-zero-shot (clip), dlib-gender, dlib-age, probe:FOLDER, package.module:factory, or "
+                "tiny-clip (stand-in, random weights)"})
     clip_model: str | None = field(default=None, metadata={"help": "CLIP folder for classifier=clip (FAIRDIFF_CLIP)"})
     min_confidence: float = field(default=0.5, metadata={
         "help": "an augmented image whose top class probability is below this is ambiguous"})

