@@ -110,18 +110,16 @@ def testbed_eval_config(*, prompts: str, out: str | Path, guidance_scale: float,
                         grid_images: int = 16, pipeline: str | None = None, **overrides):
     """The evaluation job's settings for the testbed: its card's attribute, classifiers and detector."""
     from scaleup.evaluate import EvalConfig
-    from scaleup.testbed.card import read_card
+    from scaleup.job_config import build_config, read_config_file
+    from scaleup.testbed.card import EVALUATE_CONFIG
     from scaleup.testbed.paths import testbed_path
 
     folder = Path(pipeline) if pipeline is not None else testbed_path()
-    card = read_card(folder)
-    return EvalConfig(pipeline=str(folder), prompts=prompts, attribute=card["attribute"]["flag"],
-                      classifier=card["classifiers"]["evaluation"], content_classifier=card["classifiers"]["content"],
-                      confident=card["classifiers"]["confident_threshold"], detector=card["detector"],
-                      clip_t=False, crop_size=card["image_size"], images_per_prompt=images_per_prompt,
-                      max_prompts=max_prompts, num_inference_steps=num_inference_steps,
-                      guidance_scale=guidance_scale, batch_size=batch_size, dtype="float32", device="cpu", seed=seed,
-                      grid_images=grid_images, out=str(out), **overrides)
+    flags = dict(pipeline=str(folder), prompts=prompts, images_per_prompt=images_per_prompt, max_prompts=max_prompts,
+                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, batch_size=batch_size,
+                 device="cpu", seed=seed, grid_images=grid_images, out=str(out), **overrides)
+    # the same precedence as `python -m scaleup.evaluate --config evaluate.json --flag ...`
+    return build_config(EvalConfig, read_config_file(folder / EVALUATE_CONFIG), flags)
 
 
 def _group_stats(per_prompt: list[dict], key: str) -> dict:

@@ -57,6 +57,12 @@ class EvalConfig:
     classifier: str = field(default="clip-zero-shot",
                             metadata={"help": "clip-zero-shot | dlib-gender | dlib-age | probe:/path/to/probe | "
                                               "package.module:factory (your own classifier)"})
+    content_classifier: Optional[str] = field(
+        default=None, metadata={"help": "package.module:factory of a content classifier (e.g. which digit): "
+                                        "records each image's content class and the prompt accuracy"})
+    confident: Optional[float] = field(
+        default=None, metadata={"help": "report the share of images whose top class probability is at least this "
+                                        "(in (1/K, 1]): blends on the class boundary are not confident"})
     detector: str = field(default="dlib", metadata={"help": "dlib | haar | insightface | mtcnn | whole-image (the "
                                                             "whole image: models without faces) | centre"})
     clip: Optional[str] = field(default=None, metadata={"help": "CLIP folder or id; default $FAIRDIFF_CLIP / laion ViT-H-14"})
@@ -84,7 +90,8 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
     """Every check that needs no model, before any compute; returns the config with defaults filled in."""
     from theory.validation import check_distribution
 
-    from scaleup.perception.factory import check_classifier_spec, check_detector_name, resolve_attribute
+    from scaleup.perception.factory import (check_classifier_spec, check_content_classifier_spec, check_detector_name,
+                                            resolve_attribute)
 
     attribute = resolve_attribute(config.attribute)
     names = attribute.class_names
@@ -101,6 +108,11 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
         raise ValueError(f"seed must be in [0, 2^63); got {config.seed}")
     check_detector_name(config.detector)
     check_classifier_spec(config.classifier, attribute)
+    if config.content_classifier is not None:
+        check_content_classifier_spec(config.content_classifier)
+    if config.confident is not None and not (1 / len(names) < config.confident <= 1):
+        raise ValueError(f"confident must lie in (1/K, 1] = ({1 / len(names):.3g}, 1] for the {len(names)} classes "
+                         f"of {attribute.name}; got {config.confident}")
     if config.target is not None:
         check_distribution(config.target, len(names), name="target")
     load_prompt_set(config.prompts)  # an empty, missing or non-UTF-8 prompt file fails here
@@ -178,6 +190,13 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
         return perceive_faces(images, detector, classifier, crop_size=config.crop_size, device=device)
 
     parts = EvaluationParts(generate=_generate, perceive=_perceive, class_names=names)
+    if config.content_classifier is not None:
+        from scaleup.perception.factory import make_content_classifier
+
+        content = make_content_classifier(config.content_classifier, device=device)
+        parts.classify_content = lambda images: [content.class_names[i]
+                                                 for i in content(images.to(device)).argmax(dim=1).tolist()]
+        used["content_classifier"] = config.content_classifier
     if clip_embedder is not None and config.clip_t:
         parts.embed_images = lambda images: clip_embedder(images.to(device))
         parts.embed_texts = clip_embedder.embed_texts
@@ -234,11 +253,12 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
         return {}
     per_prompt_records = [store.load(i) for i in range(len(prompts))]
     records = [r for rs in per_prompt_records for r in rs]
-    per_prompt = [prompt_summary(rs, names, config.target) for rs in per_prompt_records]
+    per_prompt = [prompt_summary(rs, names, config.target, confident=config.confident) for rs in per_prompt_records]
     write_table(out / "records.csv", records, names)
     results = {
         "job": "scaleup.evaluate", "config": config_to_dict(config), "seed": config.seed, "class_names": list(names),
-        "models": used, "overall": overall_summary(per_prompt, records, names, config.target),
+        "models": used,
+        "overall": overall_summary(per_prompt, records, names, config.target, confident=config.confident),
         "per_prompt": per_prompt, "versions": _versions(), "processes": state.num_processes,
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds_this_run": round(time.perf_counter() - started, 3),
@@ -257,11 +277,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scaleup.evaluate: error: {err}", file=sys.stderr)
         return 2
     if results:
-        overall = results["overall"]
-        bias = overall["bias"]["mean"] if overall["bias"] else float("nan")
-        print(f"scaleup.evaluate: {overall['n_prompts']} prompts, mean bias {bias:.3f}, no-face share "
-              f"{overall['pooled']['no_face_share']:.3f}; wrote {Path(config.out) / 'results.json'}", file=sys.stderr)
+        print(summary_lines(results), file=sys.stderr)
     return 0
+
+
+def summary_lines(results: dict) -> str:
+    """What the job prints: one line per prompt (class shares, bias, and the optional numbers), then the overall."""
+    names = results["class_names"]
+    lines = []
+    for p in results["per_prompt"]:
+        if p["freq"] is None:
+            lines.append(f"  {p['prompt']}: no face found in any of its {p['n_images']} images")
+            continue
+        shares = ", ".join(f"{name} {p['freq'][name]:.2f}" for name in names)
+        extra = "".join(f", {label} {p[key]:.2f}" for key, label in (("confident_share", "confident"),
+                                                                      ("prompt_accuracy", "prompt accuracy"),
+                                                                      ("no_face_share", "no face"))
+                        if p.get(key) is not None and (key != "no_face_share" or p[key] > 0))
+        lines.append(f"  {p['prompt']}: {shares}; bias {p['bias']:.3f}{extra}")
+    overall = results["overall"]
+    if overall["bias"] is None:
+        tail = "no face found in any image, so no bias can be measured (try another --detector)"
+    else:
+        tail = f"mean bias {overall['bias']['mean']:.3f} +- {overall['bias']['sd']:.3f} over prompts"
+    lines.append(f"scaleup.evaluate: {overall['n_prompts']} prompts, {tail}; no-face share "
+                 f"{overall['pooled']['no_face_share']:.3f}; wrote {Path(results['config']['out']) / 'results.json'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

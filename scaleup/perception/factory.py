@@ -393,3 +393,26 @@ def make_classifier(spec: str, attribute: str | Attribute, *, clip_embedder=None
     if hasattr(classifier, "eval"):
         classifier.eval()
     return classifier
+
+
+def check_content_classifier_spec(spec: str) -> None:
+    """Refuse a content-classifier route that cannot be imported (``package.module:factory``), before any load."""
+    _import_factory(spec)
+
+
+def make_content_classifier(spec: str, *, device=None):
+    """A content classifier (``package.module:factory``): images (B, 3, H, W) in [0, 1] -> logits over its
+    ``class_names`` (e.g. which digit), for the evaluation's prompt accuracy; on ``device``, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        For a route :func:`check_content_classifier_spec` refuses, or a result that is not callable or has no
+        ``class_names``.
+    """
+    made = _import_factory(spec)()
+    names = getattr(made, "class_names", None)
+    if not callable(made) or not names:
+        raise ValueError(f"content classifier {spec} returned a {type(made).__name__}; expected a callable module "
+                         "with class_names (images (B, 3, H, W) in [0, 1] -> logits (B, len(class_names)))")
+    return made.to(device).eval() if hasattr(made, "to") else made
