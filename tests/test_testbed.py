@@ -11,7 +11,7 @@ import torch
 
 from scaleup.testbed import data
 from scaleup.testbed.card import PROMPT_FILES, data_skew, prompt_group, prompt_groups, read_card
-from scaleup.testbed.paths import testbed_path
+from scaleup.testbed.paths import testbed_path as committed_testbed
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
@@ -85,11 +85,11 @@ def test_committed_testbed_loads_through_the_real_loading_code(monkeypatch):
     from scaleup.models import load_pipeline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    plain = StableDiffusionPipeline.from_pretrained(testbed_path(), local_files_only=True)
+    plain = StableDiffusionPipeline.from_pretrained(committed_testbed(), local_files_only=True)
     for name, cls in (("vae", AutoencoderKL), ("text_encoder", CLIPTextModel), ("tokenizer", CLIPTokenizer),
                       ("unet", UNet2DConditionModel), ("scheduler", DPMSolverMultistepScheduler)):
         assert type(getattr(plain, name)) is cls, name
-    ours = load_pipeline(testbed_path())
+    ours = load_pipeline(committed_testbed())
     for a, b in zip(plain.unet.parameters(), ours.unet.parameters()):
         assert torch.equal(a, b)
     assert all(torch.isfinite(p).all() for p in plain.unet.parameters())
@@ -98,12 +98,12 @@ def test_committed_testbed_loads_through_the_real_loading_code(monkeypatch):
 def test_committed_testbed_is_small_and_its_card_is_consistent(card):
     from scaleup.testbed.build import folder_size_bytes
 
-    assert folder_size_bytes(testbed_path()) < 20e6
+    assert folder_size_bytes(committed_testbed()) < 20e6
     assert card["attribute"] == {"name": "ink", "classes": ["red", "blue"], "flag": "ink:red,blue"}
     assert card["data_skew"] == data_skew()
     groups = prompt_groups()
     for name, file in PROMPT_FILES.items():
-        lines = (testbed_path() / "prompts" / file).read_text(encoding="utf-8").split("\n")
+        lines = (committed_testbed() / "prompts" / file).read_text(encoding="utf-8").split("\n")
         assert [line for line in lines if line] == groups[name]
     assert card["training"]["config"]["steps"] >= 1000
     assert card["components"]["unet"]["class"] == "UNet2DConditionModel"
@@ -163,3 +163,44 @@ def test_short_evaluation_reproduces_the_committed_shares(tmp_path):
         pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
         se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n1 + 1 / n2))
         assert abs(p1 - p2) <= 4 * se + 1e-9, (row["prompt"], p1, p2)
+
+
+@pytest.mark.slow
+def test_training_resumed_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
+    """Every batch is a function of (seed, stage, iteration), and the checkpoint holds the optimiser, EMA and
+    position: stopping after 2 of 4 iterations and resuming gives the uninterrupted run's weights bit for bit."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from scaleup.testbed.train import TestbedConfig, train
+
+    base = TestbedConfig(vae_steps=3, steps=4, batch_size=8, checkpoint_every=2, warmup_steps=2, threads=1)
+    train(replace(base, output_dir=str(tmp_path / "whole")), progress=False)
+    train(replace(base, output_dir=str(tmp_path / "halves"), steps=2), progress=False)
+    train(replace(base, output_dir=str(tmp_path / "halves"), resume="latest"), progress=False)
+    for part, file in (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+        a = load_file(str(tmp_path / "whole" / "pipeline" / part / file))
+        b = load_file(str(tmp_path / "halves" / "pipeline" / part / file))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+
+
+def test_training_settings_are_checked_before_anything_runs():
+    from scaleup.testbed.train import TestbedConfig
+
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        TestbedConfig(steps=0)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+        TestbedConfig(learning_rate=float("nan"))
+
+
+def test_a_testbed_run_folder_is_never_mixed(tmp_path):
+    from scaleup.testbed.train import TestbedConfig, claim_output_dir
+
+    first = TestbedConfig(output_dir=str(tmp_path), steps=10)
+    claim_output_dir(first)
+    with pytest.raises(ValueError, match="holds a testbed run already; pass --resume latest"):
+        claim_output_dir(first)
+    with pytest.raises(ValueError, match=r"learning_rate 0.001 -> 0.01, seed 0 -> 1"):
+        claim_output_dir(TestbedConfig(output_dir=str(tmp_path), resume="latest", learning_rate=1e-2, seed=1))
+    claim_output_dir(TestbedConfig(output_dir=str(tmp_path), resume="latest", steps=20))  # more iterations: allowed

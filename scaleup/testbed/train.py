@@ -60,6 +60,33 @@ class TestbedConfig:
             raise ValueError(f"ema_decay must lie in [0, 1); got {self.ema_decay!r}")
 
 
+#: Settings that may differ when a run is resumed: they do not change the weights of the iterations already done.
+RESUMABLE_CHANGES = ("output_dir", "resume", "steps", "checkpoint_every")
+
+
+def claim_output_dir(config: TestbedConfig) -> None:
+    """One run per folder: a new run refuses a folder holding another (unless resuming), and a resumed run refuses
+    settings that differ from the stored ones, naming them (only :data:`RESUMABLE_CHANGES` may change)."""
+    out = Path(config.output_dir)
+    stored_path = out / "run.json"
+    settings = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    if stored_path.is_file():
+        if not config.resume:
+            raise ValueError(f"{out} holds a testbed run already; pass --resume latest to continue it, or choose "
+                             "another --output-dir")
+        stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in settings if k not in RESUMABLE_CHANGES and stored.get(k) != settings[k])
+        if changed:
+            raise ValueError(f"cannot resume {out} with other settings: "
+                             + ", ".join(f"{k} {stored.get(k)!r} -> {settings[k]!r}" for k in changed)
+                             + f" (only {', '.join(RESUMABLE_CHANGES)} may change on resume)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    from scaleup.atomic_write import atomic_write_text
+
+    atomic_write_text(stored_path, json.dumps(settings, indent=2) + "\n")
+
+
 def _batch_rng(seed: int, stage: int, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, stage, step])
 
@@ -133,7 +160,7 @@ def train(config: TestbedConfig, *, progress: bool = True) -> dict:
 
     torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(config)
     started = time.process_time()
     digits = data.load_digits_16()
     vae_dir = out / "stage-1-vae"
