@@ -1,4 +1,4 @@
-"""Command line: ``python -m experiments list``, ``python -m experiments run NAME|all [options]`` and
+"""Command line: ``python -m experiments list``, ``python -m experiments run NAME [NAME ...]|all [options]`` and
 ``python -m experiments plot NAME|all [--out DIR]`` (redraw the figures of existing results, no compute) and
 ``python -m experiments notebooks [NOTEBOOK ...] [--out DIR]`` (execute the notebooks of paper_figures/ against
 existing results and save them with their outputs).
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     commands.add_parser("list", help="list the experiments")
     run_parser = commands.add_parser("run", help="run one experiment, or all of them")
-    run_parser.add_argument("name", help="experiment name (see `list`), or `all`")
+    run_parser.add_argument("name", nargs="+", help="experiment names (see `list`), or `all`")
     run_parser.add_argument("--quick", action="store_true", help="smaller run, under a minute on 2 cores")
     run_parser.add_argument("--out", default=None,
                             help=f"output root (default: {default_out()} for a full run at seed 0, "
@@ -107,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         return _plot(parser, args.name, args.out)
     if args.command == "notebooks":
         return _notebooks(parser, args.names, args.out)
-    if args.name != "all" and args.name not in EXPERIMENTS:
-        parser.error(f"unknown experiment {args.name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
-    names = sorted(EXPERIMENTS) if args.name == "all" else [args.name]
+    for name in args.name:
+        if name != "all" and name not in EXPERIMENTS:
+            parser.error(f"unknown experiment {name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
+    if "all" in args.name and len(args.name) > 1:
+        parser.error("`all` runs every experiment; name it alone")
+    names = sorted(EXPERIMENTS) if args.name == ["all"] else list(dict.fromkeys(args.name))
     seed = 0 if args.seed is None else args.seed
     try:  # every output folder is checked before any experiment computes anything
         out_dirs = {name: prepare_output(name, quick=args.quick, seed=seed, out=args.out) for name in names}

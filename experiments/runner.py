@@ -35,10 +35,9 @@ MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
 #: OMP_NUM_THREADS, the caller's torch.set_num_threads or the work beside it; ``run all --jobs N`` runs N experiments
 #: side by side instead. Recorded as ``threads`` in results.json.
 THREADS = 1
-#: Read by BLAS and OpenMP libraries when they are loaded: covers one an experiment imports only during its run.
+#: Read by BLAS and OpenMP libraries when they are loaded: a library first loaded during a run (scipy's OpenBLAS,
+#: scikit-learn's OpenMP, from an import inside the experiment) starts at THREADS threads.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-#: Imported before the thread pools are limited, so that the limit reaches their BLAS / OpenMP libraries.
-_POOLED_LIBRARIES = ("numpy", "scipy.linalg", "sklearn", "torch")
 _VERSIONED = ("fairdiff", "numpy", "scipy", "torch", "sympy", "matplotlib", "diffusers", "transformers", "scikit-learn")
 
 
@@ -159,18 +158,16 @@ def fixed_threads(threads: int = THREADS) -> Iterator[None]:
     deterministic algorithms (warn only), and restore everything afterwards.
 
     torch.set_num_threads (and set_num_interop_threads where torch still allows it: once per process, before any
-    inter-op work; it does not change numbers), threadpoolctl's limit on every BLAS / OpenMP library loaded (numpy,
-    scipy, scikit-learn and torch are imported first, so theirs are), and OMP_NUM_THREADS / OPENBLAS_NUM_THREADS /
-    MKL_NUM_THREADS for a library loaded later. Imports torch: call it in a run, never in the catalogue's path.
+    inter-op work; it does not change numbers), threadpoolctl's limit on every BLAS / OpenMP library already loaded
+    (numpy's and torch's: both are imported first), and OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS for
+    a library first loaded inside (it keeps that count afterwards). Deterministic algorithms change no number on
+    CPU here (issue 21); they are asked for so that a kernel with a nondeterministic variant warns. Imports torch:
+    call it in a run, never in the catalogue's path.
     """
-    import importlib
-
     saved_variables = {variable: os.environ.get(variable) for variable in _THREAD_VARIABLES}
     os.environ.update({variable: str(threads) for variable in _THREAD_VARIABLES})
     try:
-        for module in _POOLED_LIBRARIES:
-            with contextlib.suppress(ImportError):
-                importlib.import_module(module)
+        import numpy  # noqa: F401 - its BLAS loaded, so that threadpool_limits reaches it
         import torch
         from threadpoolctl import threadpool_limits
 
