@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {'all' if names is None else ', '.join(names)} at --jobs {jobs} ...", file=sys.stderr,
                   flush=True)
             runs[jobs] = run_all(names, jobs, Path(tmp) / f"jobs{jobs}", quick=args.quick)
-        ran = sorted(runs[settings[0]]["experiments"], key=lambda n: -runs[settings[0]]["experiments"][n]["wall_seconds"])
+        first = runs[settings[0]]["experiments"]
+        ran = sorted(first, key=lambda n: -first[n]["wall_seconds"])
         differ = _same_numbers(ran, Path(tmp) / "jobs1", Path(tmp) / "jobs2") if args.compare_jobs else []
 
     width = max(len("experiment"), *(len(n) for n in ran))

@@ -145,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.timings:
         from scaleup.atomic_write import atomic_write_text
 
-        atomic_write_text(Path(args.timings), json.dumps({
-            "jobs": min(args.jobs, len(names)), "threads": THREADS, "wall_seconds": round(time.perf_counter() - started, 3),
-            "experiments": timings}, indent=2) + "\n")
+        total = round(time.perf_counter() - started, 3)
+        atomic_write_text(Path(args.timings), json.dumps({"jobs": min(args.jobs, len(names)), "threads": THREADS,
+                                                          "wall_seconds": total, "experiments": timings},
+                                                         indent=2) + "\n")
     if failures and len(names) > 1:
         print(f"{len(failures)} of {len(names)} experiments failed:", file=sys.stderr)
         for name in sorted(failures):

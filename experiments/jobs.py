@@ -2,8 +2,8 @@
 
 Each experiment runs through :func:`experiments.runner.run`, which fixes the thread count (:data:`THREADS`), so a
 run's numbers are the same whether it ran alone, beside another or in a sequential ``--jobs 1`` loop. With more than
-one job every experiment gets a fresh process (``spawn``, one task per process: torch is not fork-safe, and nothing
-global an experiment sets can leak into the next). ``--jobs 1`` runs them one after the other in this process, as
+one job every experiment gets a fresh process (``spawn``: torch is not fork-safe), in a process pool of its own, so
+nothing global an experiment sets leaks into the next, and a process that dies takes only its own experiment with it. ``--jobs 1`` runs them one after the other in this process, as
 ``run all`` always did.
 
 Standard library only at import: the command line imports this module only when it runs experiments.
@@ -95,19 +95,25 @@ def run_jobs(out_dirs: dict[str, Path], options: dict, *, jobs: int) -> Iterator
             yield attempt(name, registry.EXPERIMENTS[name], options)
         return
     context = multiprocessing.get_context("spawn")  # torch + fork is unsafe
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context, max_tasks_per_child=1)
+    queue = list(names)
+    running: dict[Future, tuple[str, ProcessPoolExecutor]] = {}
     try:
-        pending: dict[Future, str] = {pool.submit(attempt, name, registry.EXPERIMENTS[name], options): name
-                                      for name in names}  # queued in this order, so started in it
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: names.index(pending[f])):
-                name = pending.pop(future)
+        while queue or running:
+            while queue and len(running) < jobs:
+                # one pool, one process per experiment: nothing global leaks into the next, and a process that dies
+                # (killed, out of memory) takes only its own experiment with it
+                name = queue.pop(0)
+                pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+                running[pool.submit(attempt, name, registry.EXPERIMENTS[name], options)] = (name, pool)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: names.index(running[f][0])):
+                name, pool = running.pop(future)
                 try:
-                    yield future.result()
+                    outcome = future.result()
                 except Exception as err:  # noqa: BLE001 - the process died (BrokenProcessPool) or its report was lost
-                    yield Outcome(name, error=f"{type(err).__name__}: {err} (its process ended without a report)")
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+                    outcome = Outcome(name, error=f"{type(err).__name__}: {err} (its process ended without a report)")
+                pool.shutdown(wait=True)
+                yield outcome
+    finally:  # interrupted, or the caller stopped reading: stop what still runs
+        for _, pool in running.values():
+            pool.shutdown(wait=False, cancel_futures=True)

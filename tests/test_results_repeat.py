@@ -3,7 +3,8 @@ threads, BLAS, OpenMP), which a parallel reduction's order of summation follows;
 (``experiments.runner.THREADS``) for every run, and ``run all --jobs N`` gives what ``--jobs 1`` gives.
 
 Every numeric leaf of ``results.json`` (booleans included) is compared, except bookkeeping and timings
-(:func:`experiments.leaves.is_timing`): a leaf moved when it differs by more than 1e-9 relative. Each failure names every moved leaf.
+(:func:`experiments.leaves.is_timing`): a leaf moved when it differs by more than 1e-9 relative. Each failure
+names every moved leaf.
 """
 
 from __future__ import annotations
