@@ -1,28 +1,28 @@
-"""Command line: ``python -m experiments list``, ``python -m experiments run NAME|all [options]`` and
+"""Command line: ``python -m experiments list``, ``python -m experiments run NAME [NAME ...]|all [options]`` and
 ``python -m experiments plot NAME|all [--out DIR]`` (redraw the figures of existing results, no compute) and
 ``python -m experiments notebooks [NOTEBOOK ...] [--out DIR]`` (execute the notebooks of paper_figures/ against
 existing results and save them with their outputs).
 
 Bad input (unknown name, bad seed, an output folder that is a file or read-only, a result the run must not replace)
 is one line on stderr and exit code 2, found before any compute. ``run all`` goes on past a failing experiment and
-lists every failure at the end (exit code 1).
+lists every failure at the end (exit code 1). Every experiment runs at one thread (``experiments.runner.THREADS``),
+so its numbers do not depend on the machine; ``run all --jobs N`` runs N of them side by side, each in its own
+process (default: the usable cores; ``--jobs 1``: one after the other in this process).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-import traceback
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from experiments.registry import EXPERIMENTS, load
-from experiments.runner import MAX_SEED, PlotRefused, RunRefused, check_seed, default_out, plot, prepare_output, run
-from scaleup.errors import CheckpointError, ModelUnavailableError
-
-# failures whose message says all there is to say; anything else also prints its traceback
-_CLEAR_FAILURES = (RunRefused, ModelUnavailableError, CheckpointError)
+from experiments.runner import MAX_SEED, THREADS, PlotRefused, RunRefused, check_seed, default_out, plot, prepare_output
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -39,13 +39,30 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}] (64 bits); got {text!r}") from None
 
 
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return jobs
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _OneLineParser(prog="python -m experiments", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     commands.add_parser("list", help="list the experiments")
     run_parser = commands.add_parser("run", help="run one experiment, or all of them")
-    run_parser.add_argument("name", help="experiment name (see `list`), or `all`")
+    run_parser.add_argument("name", nargs="+", help="experiment names (see `list`), or `all`")
     run_parser.add_argument("--quick", action="store_true", help="smaller run, under a minute on 2 cores")
     run_parser.add_argument("--out", default=None,
                             help=f"output root (default: {default_out()} for a full run at seed 0, "
@@ -61,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
                             help="run without models that are not on this machine and record their absence in "
                                  "results.json (default: stop with exit code 1 and say which environment variable "
                                  "to set); a model named by an environment variable must load either way")
+    run_parser.add_argument("--jobs", type=_jobs, default=_usable_cores(),
+                            help=f"experiments run side by side, each in its own process at {THREADS} thread(s) "
+                                 f"(default: the usable cores, here {_usable_cores()}); 1 runs them one after the "
+                                 "other in this process. Results are the same for every N")
+    run_parser.add_argument("--timings", default=None, metavar="PATH",
+                            help="also write each experiment's wall and CPU seconds as JSON to PATH "
+                                 "(benchmarks/run_all.py reads it)")
     plot_parser = commands.add_parser("plot", help="redraw the figures of existing results (no compute; "
                                                    "results.json is only read)")
     plot_parser.add_argument("name", help="experiment name (see `list`), or `all` (every experiment with results "
@@ -83,36 +107,52 @@ def main(argv: list[str] | None = None) -> int:
         return _plot(parser, args.name, args.out)
     if args.command == "notebooks":
         return _notebooks(parser, args.names, args.out)
-    if args.name != "all" and args.name not in EXPERIMENTS:
-        parser.error(f"unknown experiment {args.name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
-    names = sorted(EXPERIMENTS) if args.name == "all" else [args.name]
+    for name in args.name:
+        if name != "all" and name not in EXPERIMENTS:
+            parser.error(f"unknown experiment {name!r}; choose one of: all, {', '.join(sorted(EXPERIMENTS))}")
+    if "all" in args.name and len(args.name) > 1:
+        parser.error("`all` runs every experiment; name it alone")
+    names = sorted(EXPERIMENTS) if args.name == ["all"] else list(dict.fromkeys(args.name))
     seed = 0 if args.seed is None else args.seed
     try:  # every output folder is checked before any experiment computes anything
         out_dirs = {name: prepare_output(name, quick=args.quick, seed=seed, out=args.out) for name in names}
     except RunRefused as err:
         parser.error(str(err))
 
-    failures: list[str] = []
-    for name in tqdm(names, desc="experiments", disable=len(names) == 1):
-        try:
-            results = run(name, quick=args.quick, out=args.out, seed=args.seed, restart=args.restart,
-                          retrain=args.retrain, allow_missing_models=args.allow_missing_models)
-        except _CLEAR_FAILURES as err:
-            failures.append(f"{name}: {err}")
-            print(f"{name}: failed: {err}", file=sys.stderr)
-        except Exception as err:  # noqa: BLE001 - `run all` goes on; the traceback is printed for the bug report
-            traceback.print_exc()
-            failures.append(f"{name}: {type(err).__name__}: {err}")
-            print(f"{name}: failed: {type(err).__name__}: {err}", file=sys.stderr)
-        else:
-            files = ", ".join(["results.json", *results["figures"]])
-            print(f"{name}: results in {_shown(out_dirs[name])} ({files})", file=sys.stderr)
-            for message in results["missing_models"]:
-                print(f"{name}: ran without a model: {message}", file=sys.stderr)
+    from experiments.jobs import run_jobs  # here, so that `list` and `--help` import no more than they need
+
+    options = dict(quick=args.quick, out=args.out, seed=args.seed, restart=args.restart, retrain=args.retrain,
+                   allow_missing_models=args.allow_missing_models)
+    failures: dict[str, str] = {}
+    timings: dict[str, dict] = {}
+    started = time.perf_counter()
+    with tqdm(total=len(names), desc="experiments", disable=len(names) == 1) as progress:
+        for outcome in run_jobs(out_dirs, options, jobs=args.jobs):
+            name = outcome.name
+            timings[name] = {"wall_seconds": round(outcome.wall_seconds, 3),
+                             "cpu_seconds": round(outcome.cpu_seconds, 3), "failed": outcome.error is not None}
+            if outcome.error is not None:
+                if outcome.traceback:
+                    print(outcome.traceback, end="", file=sys.stderr)
+                failures[name] = f"{name}: {outcome.error}"
+                print(f"{name}: failed: {outcome.error}", file=sys.stderr)
+            else:
+                files = ", ".join(["results.json", *outcome.figures])
+                print(f"{name}: results in {_shown(out_dirs[name])} ({files})", file=sys.stderr)
+                for message in outcome.missing_models:
+                    print(f"{name}: ran without a model: {message}", file=sys.stderr)
+            progress.update()
+    if args.timings:
+        from scaleup.atomic_write import atomic_write_text
+
+        total = round(time.perf_counter() - started, 3)
+        atomic_write_text(Path(args.timings), json.dumps({"jobs": min(args.jobs, len(names)), "threads": THREADS,
+                                                          "wall_seconds": total, "experiments": timings},
+                                                         indent=2) + "\n")
     if failures and len(names) > 1:
         print(f"{len(failures)} of {len(names)} experiments failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
+        for name in sorted(failures):
+            print(f"  {failures[name]}", file=sys.stderr)
     return 1 if failures else 0
 
 

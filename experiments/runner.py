@@ -8,6 +8,7 @@ Every file is written atomically (:func:`scaleup.atomic_write.atomic_write`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -18,7 +19,7 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from experiments.experiment import Experiment, RunContext, save_figure
 from experiments.registry import EXPERIMENTS, load
@@ -29,6 +30,14 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPOSITORY / "paper_figures" / "out"
 DEFAULT_SEED = 0
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
+#: Threads of every run: torch's intra-op threads and every BLAS / OpenMP pool (issue 21). A parallel reduction's
+#: result depends on how many threads split it, so a run fixes the count, whatever the machine's cores,
+#: OMP_NUM_THREADS, the caller's torch.set_num_threads or the work beside it; ``run all --jobs N`` runs N experiments
+#: side by side instead. Recorded as ``threads`` in results.json.
+THREADS = 1
+#: Read by BLAS and OpenMP libraries when they are loaded: a library first loaded during a run (scipy's OpenBLAS,
+#: scikit-learn's OpenMP, from an import inside the experiment) starts at THREADS threads.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _VERSIONED = ("fairdiff", "numpy", "scipy", "torch", "sympy", "matplotlib", "diffusers", "transformers", "scikit-learn")
 
 
@@ -143,6 +152,46 @@ def _check_replaceable(path: Path, *, quick: bool, seed: int, explicit: bool) ->
         raise RunRefused(f"{path} holds a full run with seed {previous_seed}, which {this} must not replace; {hint}")
 
 
+@contextlib.contextmanager
+def fixed_threads(threads: int = THREADS) -> Iterator[None]:
+    """Run the enclosed code at ``threads`` threads in torch and in every BLAS / OpenMP pool, with torch's
+    deterministic algorithms (warn only), and restore everything afterwards.
+
+    torch.set_num_threads (and set_num_interop_threads where torch still allows it: once per process, before any
+    inter-op work; it does not change numbers), threadpoolctl's limit on every BLAS / OpenMP library already loaded
+    (numpy's and torch's: both are imported first), and OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS for
+    a library first loaded inside (it keeps that count afterwards). Deterministic algorithms change no number on
+    CPU here (issue 21); they are asked for so that a kernel with a nondeterministic variant warns. Imports torch:
+    call it in a run, never in the catalogue's path.
+    """
+    saved_variables = {variable: os.environ.get(variable) for variable in _THREAD_VARIABLES}
+    os.environ.update({variable: str(threads) for variable in _THREAD_VARIABLES})
+    try:
+        import numpy  # noqa: F401 - its BLAS loaded, so that threadpool_limits reaches it
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        saved_threads = torch.get_num_threads()
+        saved_deterministic = (torch.are_deterministic_algorithms_enabled(),
+                               torch.is_deterministic_algorithms_warn_only_enabled())
+        with contextlib.suppress(RuntimeError):  # allowed once per process, before any inter-op parallel work
+            torch.set_num_interop_threads(threads)
+        try:
+            with threadpool_limits(limits=threads):
+                torch.set_num_threads(threads)
+                torch.use_deterministic_algorithms(True, warn_only=True)
+                yield
+        finally:
+            torch.use_deterministic_algorithms(saved_deterministic[0], warn_only=saved_deterministic[1])
+            torch.set_num_threads(saved_threads)
+    finally:
+        for variable, value in saved_variables.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+
+
 def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None, seed: int | None = None,
         restart: bool = False, allow_missing_models: bool = False, retrain: bool = False) -> dict:
     """Run experiment ``name`` and return the dictionary written to ``OUT/NAME/results.json``.
@@ -168,6 +217,9 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         stopping with :class:`~scaleup.errors.ModelUnavailableError`. A model named by an environment variable
         that cannot be loaded is an error either way.
 
+    The experiment runs at :data:`THREADS` threads (:func:`fixed_threads`), so that its numbers do not depend on
+    the machine, the environment or the caller's thread settings; ``threads`` in ``results.json`` records it.
+
     Raises
     ------
     RunRefused
@@ -183,8 +235,10 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     ctx = RunContext(name=name, out_dir=out_dir, seed=seed, quick=quick, restart=restart,
                      allow_missing_models=allow_missing_models, retrain=retrain)
     config = experiment.make_config(quick)
-    started = datetime.datetime.now(datetime.timezone.utc)
-    results = experiment.run(config, ctx)  # the compute step draws nothing (issue 13)
+    with fixed_threads(THREADS):
+        started = datetime.datetime.now(datetime.timezone.utc)
+        results = experiment.run(config, ctx)  # the compute step draws nothing (issue 13)
+        finished = datetime.datetime.now(datetime.timezone.utc)
     payload = {
         "experiment": name,
         "summary": EXPERIMENTS[name].summary,
@@ -195,10 +249,11 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         **results,
         "figures": sorted(ctx.figures),
         "missing_models": ctx.missing_models,
+        "threads": THREADS,
         "versions": versions(),
         "source": source,
         "started_utc": started.isoformat(timespec="seconds"),
-        "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 3),
+        "wall_seconds": round((finished - started).total_seconds(), 3),
     }
     # a concurrent run may have written a full result meanwhile: check again just before replacing it
     _check_replaceable(out_dir / "results.json", quick=quick, seed=seed, explicit=out is not None)
