@@ -135,13 +135,10 @@ def _group_stats(per_prompt: list[dict], key: str) -> dict:
 
 
 def run_bias(config: BiasConfig, ctx: RunContext) -> dict:
-    import torch
-
     from scaleup.evaluate import run_eval
     from scaleup.testbed.card import PROMPT_FILES, prompt_group, read_card
     from scaleup.testbed.paths import testbed_path
 
-    torch.set_num_threads(1)  # results independent of the machine's cores and load
     card = read_card()
     prompts = str(testbed_path() / "prompts" / PROMPT_FILES["all"])
     per_scale = []

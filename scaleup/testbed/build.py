@@ -9,10 +9,10 @@ name). The committed testbed (:func:`scaleup.testbed.paths.testbed_path`) was ma
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
+from scaleup.atomic_write import atomic_write_text
 from scaleup.testbed.train import TestbedConfig, train
 
 
@@ -42,7 +42,7 @@ def finish_testbed(output_dir: str | Path, training: dict, *, seed: int = 0, thr
     cpu = time.process_time()
     report = fit_classifiers(folder / "classifiers", seed=seed, threads=threads)
     training = {**training, "classifier_cpu_seconds": time.process_time() - cpu}
-    shutil.copyfile(Path(output_dir) / "log.jsonl", folder / "training_log.jsonl")
+    atomic_write_text(folder / "training_log.jsonl", (Path(output_dir) / "log.jsonl").read_text(encoding="utf-8"))
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
     components = {name: {"class": type(getattr(pipe, name)).__name__,
                          "parameters": parameter_count(getattr(pipe, name))}

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from scaleup.atomic_write import atomic_write_text
 from scaleup.perception.attributes import Attribute
 from scaleup.perception.classifiers import AttributeClassifier
 from scaleup.testbed import data
@@ -170,7 +171,7 @@ def fit_classifiers(folder: str | Path, *, seed: int = 0, threads: int = 2) -> d
     report["checks"] = check_classifiers(training, evaluation, seed=seed)
     for name, module in (("ink_training", training), ("ink_evaluation", evaluation), ("digit", digit)):
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / _FILES[name]))
-    (folder / "classifiers.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    atomic_write_text(folder / "classifiers.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from scaleup.atomic_write import atomic_write_text
 from scaleup.testbed import data
 from scaleup.testbed.model import (testbed_scheduler, testbed_text_encoder, testbed_tokenizer, testbed_unet,
                                    testbed_vae)
@@ -82,8 +83,6 @@ def claim_output_dir(config: TestbedConfig) -> None:
                              + f" (only {', '.join(RESUMABLE_CHANGES)} may change on resume)")
         return
     out.mkdir(parents=True, exist_ok=True)
-    from scaleup.atomic_write import atomic_write_text
-
     atomic_write_text(stored_path, json.dumps(settings, indent=2) + "\n")
 
 
@@ -172,8 +171,8 @@ def train(config: TestbedConfig, *, progress: bool = True) -> dict:
         wall, cpu = time.perf_counter(), time.process_time()
         vae = train_vae(config, digits, progress=progress)
         vae.save_pretrained(vae_dir)
-        (vae_dir / "timing.json").write_text(json.dumps(
-            {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}), encoding="utf-8")
+        atomic_write_text(vae_dir / "timing.json", json.dumps(
+            {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}) + "\n")
     latents = _latents_per_ink(vae, digits)
 
     tokenizer = testbed_tokenizer(out / "tokenizer-files")
@@ -239,7 +238,7 @@ def train(config: TestbedConfig, *, progress: bool = True) -> dict:
                "autoencoder_stage": json.loads(vae_timing.read_text(encoding="utf-8")) if vae_timing.is_file() else None,
                "final_loss_mean_last_100": float(np.mean(losses[-100:])) if losses else None,
                "torch_threads": torch.get_num_threads()}
-    (out / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    atomic_write_text(out / "training.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
