@@ -204,3 +204,25 @@ def test_a_testbed_run_folder_is_never_mixed(tmp_path):
     with pytest.raises(ValueError, match=r"learning_rate 0.001 -> 0.01, seed 0 -> 1"):
         claim_output_dir(TestbedConfig(output_dir=str(tmp_path), resume="latest", learning_rate=1e-2, seed=1))
     claim_output_dir(TestbedConfig(output_dir=str(tmp_path), resume="latest", steps=20))  # more iterations: allowed
+
+
+def test_evaluate_cli_prints_the_testbed_bias_per_prompt_with_its_class_names(tmp_path):
+    """The README's command, shortened: one line per prompt with the user-defined classes, a finite bias."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    folder = committed_testbed()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a handwritten six\na drawing of the digit zero\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "scaleup.evaluate", "--config", str(folder / "evaluate.json"), "--pipeline",
+         str(folder), "--prompts", str(prompts), "--images-per-prompt", "8", "--batch-size", "8",
+         "--num-inference-steps", "10", "--out", str(tmp_path / "eval")],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if re.match(r"\s+a (handwritten|drawing)", line)]
+    assert len(lines) == 2 and all(re.search(r"red \d\.\d\d, blue \d\.\d\d; bias \d\.\d{3}", l) for l in lines)
+    assert re.search(r"mean bias \d\.\d{3} \+- \d\.\d{3}", done.stderr) and "nan" not in done.stderr

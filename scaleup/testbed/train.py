@@ -1,4 +1,4 @@
-"""Train the testbed: ``python -m scaleup.testbed.train --output-dir runs/testbed [--resume latest]``.
+"""Train the testbed (the training stages of ``python -m scaleup.testbed``, :mod:`scaleup.testbed.build`).
 
 Two stages, as Stable Diffusion was built (Rombach et al. 2022): an ``AutoencoderKL`` on the coloured digits (MSE +
 a small KL), its latents rescaled to unit variance (SD's ``scaling_factor``), then the ``CLIPTextModel`` and the
@@ -8,7 +8,8 @@ weights. The result is a ``StableDiffusionPipeline`` folder written with ``save_
 
 Every batch is a function of (seed, stage, iteration) alone (:func:`_batch_rng`), so a run resumed from a
 checkpoint (the shared :func:`scaleup.training.loop.run_training`) draws exactly the batches the uninterrupted run
-draws. The thread count is fixed (``--threads``) so the weights do not depend on the machine's load.
+draws. The thread count is fixed (``--threads``, default 1 as every experiment here) so the weights do not depend on
+the machine's cores or load.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class TestbedConfig:
     ema_decay: float = 0.999
     max_grad_norm: float = 1.0
     checkpoint_every: int = 500
-    threads: int = 2
+    threads: int = 1
     resume: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
 
     def __post_init__(self) -> None:
@@ -254,17 +255,3 @@ def _caption_ids(tokenizer) -> dict[str, torch.Tensor]:
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids
     return dict(zip(texts, ids))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from scaleup.job_config import parse_config
-
-    config = parse_config(TestbedConfig, argv, prog="python -m scaleup.testbed.train")
-    summary = train(config)
-    print(f"testbed pipeline written to {Path(config.output_dir) / 'pipeline'} "
-          f"({summary['cpu_seconds_this_process']:.0f} CPU-s)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
