@@ -82,7 +82,7 @@ def plot_train(results: dict) -> dict:
     ax.set_yscale("log")
     params = sum(c.get("parameters", 0) for c in results["components"].values())
     ax.set_title(f"testbed training: {params / 1e6:.2f} M parameters, {results['size_bytes'] / 1e6:.1f} MB, "
-                 f"{results['training']['cpu_seconds_this_process'] / 60:.0f} CPU-min", fontsize=9)
+                 f"diffusion stage {results['training']['cpu_seconds_this_process'] / 60:.0f} CPU-min", fontsize=9)
     return {"testbed_training": fig}
 
 
