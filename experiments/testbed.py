@@ -123,14 +123,15 @@ def testbed_eval_config(*, prompts: str, out: str | Path, guidance_scale: float,
 
 
 def _group_stats(per_prompt: list[dict], key: str) -> dict:
+    from experiments.seed_statistics import mean_sd
     from scaleup.testbed.card import prompt_group
 
     out = {}
     for group in GROUPS:
-        values = np.array([p[key] for p in per_prompt if prompt_group(p["prompt"]) == group and p[key] is not None])
-        if values.size:
-            out[group] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                          "n_prompts": int(values.size)}
+        values = [p[key] for p in per_prompt if prompt_group(p["prompt"]) == group and p[key] is not None]
+        if values:
+            mean, sd = mean_sd(values)
+            out[group] = {"mean": mean, "sd": sd, "n_prompts": len(values)}
     return out
 
 

@@ -119,7 +119,9 @@ def tiny_vocab_size() -> int:
     return len(tiny_bpe_vocab()[0])
 
 
-def _seeded(seed: int, build):
+def seeded(seed: int, build):
+    """``build()`` with torch's global RNG seeded by ``seed`` for the call only (the initialisation of a model is a
+    function of ``seed`` alone; the caller's RNG is left as it was)."""
     # fork_rng keeps the caller's global RNG as it was; manual_seed makes the initialisation a function of seed only.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -141,7 +143,7 @@ def tiny_clip_text_model(seed: int = 0, *, with_projection: bool = False, hidden
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-    return _seeded(seed, lambda: cls(_text_config(hidden_act=hidden_act)).eval())
+    return seeded(seed, lambda: cls(_text_config(hidden_act=hidden_act)).eval())
 
 
 def tiny_unet(seed: int = 0, *, sdxl: bool = False):
@@ -161,7 +163,7 @@ def tiny_unet(seed: int = 0, *, sdxl: bool = False):
     else:
         config = dict(block_out_channels=(8, 16), attention_head_dim=2, cross_attention_dim=TINY_TEXT_HIDDEN,
                       norm_num_groups=4)
-    return _seeded(seed, lambda: UNet2DConditionModel(**common, **config).eval())
+    return seeded(seed, lambda: UNet2DConditionModel(**common, **config).eval())
 
 
 def tiny_vae(seed: int = 0, *, sdxl: bool = False):
@@ -173,7 +175,7 @@ def tiny_vae(seed: int = 0, *, sdxl: bool = False):
                   layers_per_block=1, norm_num_groups=4, sample_size=TINY_IMAGE_SIZE)
     if sdxl:
         config.update(scaling_factor=0.13025, force_upcast=True)
-    return _seeded(seed, lambda: AutoencoderKL(**config).eval())
+    return seeded(seed, lambda: AutoencoderKL(**config).eval())
 
 
 def tiny_scheduler(name: str = "dpm++2m"):
@@ -230,7 +232,7 @@ def tiny_clip_model(seed: int = 0, *, tokenizer_folder: str | Path | None = None
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                               image_size=TINY_IMAGE_SIZE, patch_size=8, projection_dim=16).to_dict()
     config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    model = _seeded(seed, lambda: CLIPModel(config).eval())
+    model = seeded(seed, lambda: CLIPModel(config).eval())
     image_processor = CLIPImageProcessor(size={"shortest_edge": TINY_IMAGE_SIZE},
                                          crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
     return model, CLIPProcessor(image_processor=image_processor, tokenizer=tiny_clip_tokenizer(tokenizer_folder))
@@ -242,7 +244,7 @@ def tiny_dinov2(seed: int = 0):
 
     config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
                           image_size=TINY_IMAGE_SIZE, patch_size=8)
-    model = _seeded(seed, lambda: Dinov2Model(config).eval())
+    model = seeded(seed, lambda: Dinov2Model(config).eval())
     processor = BitImageProcessor(size={"shortest_edge": TINY_IMAGE_SIZE}, do_center_crop=True,
                                   crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
                                   image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])

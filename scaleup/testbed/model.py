@@ -15,16 +15,11 @@ from pathlib import Path
 
 import torch
 
+from scaleup.models.tiny import seeded
 from scaleup.testbed.data import CONTEXT_LENGTH, IMAGE_SIZE, vocabulary
 
 TEXT_WIDTH = 64
 LATENT_CHANNELS = 4
-
-
-def _seeded(seed: int, build):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
 
 
 def testbed_tokenizer(folder: str | Path):
@@ -42,13 +37,13 @@ def testbed_text_encoder(vocab_size: int, seed: int):
                             num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH,
                             projection_dim=TEXT_WIDTH, hidden_act="quick_gelu", layer_norm_eps=1e-5,
                             bos_token_id=0, eos_token_id=2, pad_token_id=1)
-    return _seeded(seed, lambda: CLIPTextModel(config))
+    return seeded(seed, lambda: CLIPTextModel(config))
 
 
 def testbed_vae(seed: int):
     from diffusers import AutoencoderKL
 
-    return _seeded(seed, lambda: AutoencoderKL(
+    return seeded(seed, lambda: AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
         layers_per_block=1, norm_num_groups=8, sample_size=IMAGE_SIZE))
@@ -57,7 +52,7 @@ def testbed_vae(seed: int):
 def testbed_unet(seed: int):
     from diffusers import UNet2DConditionModel
 
-    return _seeded(seed, lambda: UNet2DConditionModel(
+    return seeded(seed, lambda: UNet2DConditionModel(
         sample_size=IMAGE_SIZE // 2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH, attention_head_dim=8,
