@@ -96,6 +96,7 @@ def build(config: AdftConfig, full_size: bool, device: torch.device) -> Componen
     external = embed_external_faces(config.external_faces, clip, size=config.crop_size, limit=256, device=device)
     return Components(pipe=pipe, trainable=[p for _, p in named], named_trainable=named, soft_prompt=soft_prompt,
                       adapted=adapted, detector=CentreBoxDetector(), classifiers=classifiers, clip=clip, dino=dino,
+                      semantics=(("clip", clip), ("dinov2", dino)),
                       face_embedder=clip, external_faces=external, device=device, weight_dtype=dtype,
                       used={"benchmark": True})
 

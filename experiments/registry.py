@@ -75,6 +75,9 @@ _ENTRIES = (
           "experiments.testbed"),
     Entry("testbed-bias", "The testbed's learned ink bias measured by the evaluation job, per prompt, training vs "
                           "held-out prompts, at guidance 1/3/5/7.5 (paper 000 [0124])", "experiments.testbed"),
+    Entry("testbed-methods", "Every method on the testbed (aDFT parts, PopAlign, SFT, prompt augmentation, semantic "
+                             "guidance): bias on training / held-out prompts, content kept, cost, 3 seeds (papers "
+                             "000, 001)", "experiments.testbed_methods"),
     Entry("sd-eval", "Bias evaluation of a Stable Diffusion pipeline (tiny random models with --quick) and the "
                      "real-photo face + gender check (paper 000 [0124], paper 001 eq. 11)", "experiments.sd_eval"),
     Entry("adft-sd", "aDFT job (DAL + adjusted gradient, paper 000 Alg. A.1) end to end on tiny random SD: kill, "

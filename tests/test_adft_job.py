@@ -219,7 +219,7 @@ def test_an_image_without_a_face_contributes_no_dal_or_face_term(inputs, tmp_pat
     ctx = SubBatchContext(y=np.array([[1], [0]]), mask=np.array([[True], [True]]), original_class=np.array([[0], [0]]),
                           original_found=torch.tensor([True, True]),
                           original_boxes=torch.tensor([[8.0, 8, 24, 24]] * 2, dtype=torch.float64),
-                          clip_original=clip_o, dino_original=dino_o, batch_size=2)
+                          semantics_original=(clip_o, dino_o), batch_size=2)
     images = torch.rand(2, 3, 32, 32, generator=gen).requires_grad_(True)
     terms, extra = step.subbatch_loss(images, ctx)
     assert extra["n_faces"] == 1 and float(terms.align.detach()) > 0 and float(terms.face.detach()) > 0

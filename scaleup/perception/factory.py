@@ -416,3 +416,40 @@ def make_content_classifier(spec: str, *, device=None):
         raise ValueError(f"content classifier {spec} returned a {type(made).__name__}; expected a callable module "
                          "with class_names (images (B, 3, H, W) in [0, 1] -> logits (B, len(class_names)))")
     return made.to(device).eval() if hasattr(made, "to") else made
+
+
+# ---- image embedders of L_img (seed 000, eq. 7) ----------------------------------------------------------------
+
+#: L_img's built-in embedders: CLIP and DINOv2, as seed 000 [0107] states it.
+CLIP_DINOV2 = "clip+dinov2"
+
+
+def check_image_embedder_spec(spec: str) -> None:
+    """Refuse an L_img embedder that is neither ``clip+dinov2`` nor an importable ``package.module:factory``."""
+    if spec == CLIP_DINOV2:
+        return
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"image_embedder {spec!r} is not known; expected {CLIP_DINOV2} (seed 000 eq. 7) or "
+                         "package.module:factory of your own embedder (images (B, 3, H, W) in [0, 1] -> (B, D))")
+    _import_factory(spec)
+
+
+def make_image_embedder(spec: str, *, device=None):
+    """Your own image embedder of L_img (``package.module:factory``): images (B, 3, H, W) in [0, 1] -> (B, D)
+    embeddings, differentiable, on ``device`` and frozen. ``clip+dinov2`` is built by the job from its models.
+
+    Raises
+    ------
+    ValueError
+        For a route :func:`check_image_embedder_spec` refuses or a factory whose result is not callable.
+    """
+    check_image_embedder_spec(spec)
+    if spec == CLIP_DINOV2:
+        raise ValueError(f"{CLIP_DINOV2} is built from the CLIP and DINOv2 models, not by make_image_embedder")
+    made = _import_factory(spec)()
+    if not callable(made):
+        raise ValueError(f"image embedder {spec} returned a {type(made).__name__}; expected a callable module "
+                         "(images (B, 3, H, W) in [0, 1] -> embeddings (B, D))")
+    if hasattr(made, "requires_grad_"):
+        made = made.requires_grad_(False)
+    return made.to(device).eval() if hasattr(made, "to") else made

@@ -93,6 +93,20 @@ class DigitClassifier(nn.Module):
         return self.linear(data.ink_intensity(_to_16(images)).flatten(1))
 
 
+class ShapeEmbedder(nn.Module):
+    """The testbed's L_img embedder (``--image-embedder scaleup.testbed.classifiers:shape_embedder``): the 16 x 16
+    ink intensity, centred per image, so 1 - cos is one minus the correlation of two images' strokes.
+
+    It keeps what seed 000's CLIP and DINOv2 keep on faces (the content: which digit, its shape) and is blind to what
+    the finetune should change (the ink's colour). It has no weights, and it is not the evaluation's digit classifier:
+    training and judging stay separate.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        v = data.ink_intensity(_to_16(images)).flatten(1)
+        return v - v.mean(dim=1, keepdim=True)
+
+
 def _logistic_into(linear: nn.Linear, x: np.ndarray, y: np.ndarray, *, C: float) -> float:
     """Fit scikit-learn's logistic regression and copy it into ``linear`` (two-class: symmetric logits).
 
@@ -219,3 +233,8 @@ def ink_training_classifier(folder: str | Path | None = None) -> InkTrainingClas
 def digit_classifier(folder: str | Path | None = None) -> DigitClassifier:
     """The content classifier (which digit)."""
     return _load(DigitClassifier(), "digit", folder)
+
+
+def shape_embedder() -> ShapeEmbedder:
+    """L_img's embedder on the testbed (:class:`ShapeEmbedder`)."""
+    return ShapeEmbedder().eval()

@@ -37,6 +37,9 @@ class Components:
     """CLIP embedder; None when the run does not need it (:attr:`JobPlan.needs_clip`)."""
     dino: torch.nn.Module | None
     """DINOv2 embedder; None when L_img has weight 0 (:attr:`JobPlan.needs_dinov2`)."""
+    semantics: tuple[tuple[str, Any], ...]
+    """L_img's embedders by name: (("clip", CLIP), ("dinov2", DINOv2)) as eq. 7 states it, or the user's own
+    (``--image-embedder``); empty when L_img has weight 0."""
     face_embedder: torch.nn.Module | None
     """Embeds faces for L_face; None when lambda_face = 0 and no face-embedding model is given."""
     external_faces: torch.Tensor | None
@@ -49,6 +52,7 @@ class Components:
         """Every model whose weights must not change (all but the adapter), by name."""
         modules = {"unet": self.pipe.unet, "vae": self.pipe.vae, "text_encoder": self.pipe.text_encoder,
                    "clip": self.clip, "dino": self.dino, "face_embedder": self.face_embedder}
+        modules.update({f"image_embedder_{k}": v for k, v in self.semantics})
         modules.update({f"classifier_{k}": v for k, v in self.classifiers.items()})
         return {k: v for k, v in modules.items() if isinstance(v, torch.nn.Module)}
 
@@ -125,7 +129,7 @@ def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | s
     """Load and assemble every model of the run on ``device`` (see the module docstring)."""
     from scaleup.models import load_clip, load_dinov2, load_sd15
     from scaleup.perception import ClipEmbedder, Dinov2Embedder
-    from scaleup.perception.factory import make_classifier, make_detector
+    from scaleup.perception.factory import CLIP_DINOV2, make_classifier, make_detector, make_image_embedder
 
     device = torch.device(device)
     dtype = WEIGHT_DTYPES[config.mixed_precision]
@@ -141,6 +145,10 @@ def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | s
     if plan.needs_dinov2:
         dino_model, dino_processor = load_dinov2(config.dinov2_model, torch_dtype=dtype, device=device)
         dino = Dinov2Embedder(dino_model, dino_processor)
+    semantics: tuple[tuple[str, Any], ...] = ()
+    if plan.image_semantics:
+        semantics = ((("clip", clip), ("dinov2", dino)) if config.image_embedder == CLIP_DINOV2
+                     else ((config.image_embedder, make_image_embedder(config.image_embedder, device=device)),))
     face_embedder, face_embedder_name = _face_embedder(config, clip, device, dtype)
     classifiers = {}
     for attribute in plan.attributes:
@@ -155,6 +163,7 @@ def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | s
 
     used = {"pretrained_model": resolve_model_source("sd15", config.pretrained_model).location,
             "clip": _name_or_path(clip_model), "dinov2": _name_or_path(dino_model),
+            "image_embedders": [name for name, _ in semantics],
             "face_embedder": face_embedder_name, "external_faces": config.external_faces,
             "n_external_faces": 0 if external is None else int(external.shape[0]),
             "classifiers": {a.name: f"{a.classifier} ({type(classifiers[a.name]).__name__})"
@@ -163,5 +172,5 @@ def build_components(config: AdftConfig, plan: JobPlan, device: torch.device | s
             "trainable_parameters": int(sum(p.numel() for _, p in named))}
     return Components(pipe=pipe, trainable=[p for _, p in named], named_trainable=named, soft_prompt=soft_prompt,
                       adapted=adapted, detector=make_detector(config.detector), classifiers=classifiers, clip=clip,
-                      dino=dino, face_embedder=face_embedder, external_faces=external, device=device,
+                      dino=dino, semantics=semantics, face_embedder=face_embedder, external_faces=external, device=device,
                       weight_dtype=dtype, used=used)

@@ -133,6 +133,9 @@ class AdftConfig:
     lambda_face: Optional[float] = None
     lambda_img: dict[str, list[float]] = field(
         default_factory=dict, metadata={"help": "attribute -> [lambda_img_1, factor_2, factor_3], JSON"})
+    image_embedder: str = field(
+        default="clip+dinov2", metadata={"help": "L_img's embedders: clip+dinov2 (seed 000 eq. 7) or your own as "
+                                                 "package.module:factory (L_img = 1 - cos of its embeddings)"})
     agreement_needs_confidence: bool = False
     dal_method: Literal["auto", "exact", "binary", "mc"] = "auto"
     dal_mc_samples: int = 1_000
@@ -148,6 +151,9 @@ class AdftConfig:
     inference_steps_range: tuple[int, ...] = (19, 23)
     guidance_scale: float = 7.5
     coefficients: Literal["algorithm_a1", "sampler"] = "algorithm_a1"
+    gradient: Literal["adjusted", "exact"] = field(
+        default="adjusted", metadata={"help": "adjusted (Algorithm A.1: z_i detached before the U-Net, eps_i's "
+                                              "gradient scaled by C_i) or exact (through the whole chain, eq. 9)"})
     resolution: Optional[int] = None
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     loss_scale: Optional[float] = field(default=None, metadata={"help": "static loss scale; default 1024 for fp16, "
@@ -225,6 +231,8 @@ class JobPlan:
     face-embedding model."""
     needs_dinov2: bool = True
     """DINOv2 is needed: for L_img only."""
+    image_semantics: bool = True
+    """L_img is on (a non-zero lambda_img): its embedders (``image_embedder``) are built."""
 
     @property
     def image_weights(self) -> tuple[ImageWeights, ...]:
@@ -296,8 +304,8 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
         When a model is not on this machine (``check_models``).
     """
     from scaleup.perception.attributes import ATTRIBUTES
-    from scaleup.perception.factory import (check_classifier_spec, check_detector_name, classifier_needs_clip,
-                                            resolve_attribute)
+    from scaleup.perception.factory import (CLIP_DINOV2, check_classifier_spec, check_detector_name,
+                                            check_image_embedder_spec, classifier_needs_clip, resolve_attribute)
     from scaleup.prompts import load_prompt_set
 
     if config.preset not in PRESETS:
@@ -402,6 +410,8 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     _finite("guidance_scale", config.guidance_scale, minimum=1.0)
     if config.coefficients not in COEFFICIENTS:
         raise _fail("coefficients", f"got {config.coefficients!r}", f"one of {', '.join(COEFFICIENTS)}")
+    if config.gradient not in ("adjusted", "exact"):
+        raise _fail("gradient", f"got {config.gradient!r}", "adjusted (Algorithm A.1) or exact (eq. 9)")
     if config.resolution is not None and (_positive_int("resolution", config.resolution) % 8):
         raise _fail("resolution", f"{config.resolution} is not a multiple of 8", "a multiple of 8 (512 for SD 1.5)")
     if config.mixed_precision not in ("no", "fp16", "bf16"):
@@ -460,13 +470,15 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     # L_img is the only user of DINOv2, and of CLIP besides CLIP-based classifiers and L_face's default embedder:
     # a run whose lambda_img are all 0 needs neither model for it
     image_semantics = any(max(a.weights.agree, a.weights.outside_face, a.weights.face) > 0 for a in attributes)
-    needs_clip = (image_semantics or any(classifier_needs_clip(a.classifier) for a in attributes)
+    _checked("image_embedder", check_image_embedder_spec, config.image_embedder)
+    clip_dinov2 = image_semantics and config.image_embedder == CLIP_DINOV2
+    needs_clip = (clip_dinov2 or any(classifier_needs_clip(a.classifier) for a in attributes)
                   or (lambda_face > 0 and config.face_embedding_model is None)
                   or (config.evaluate_checkpoints and classifier_needs_clip(config.eval_classifier)))
     if check_models:
-        _check_models(config, needs_clip=needs_clip, needs_dinov2=image_semantics)
+        _check_models(config, needs_clip=needs_clip, needs_dinov2=clip_dinov2)
     return JobPlan(preset=config.preset, paragraph=paper.paragraph, attributes=tuple(attributes), prompts=prompts,
                    test_prompts=test_prompts, batch_size=n, threshold=threshold, lambda_face=lambda_face,
                    iterations=iterations, learning_rate=learning_rate, loss_scale=float(loss_scale),
                    eval_attribute=eval_attribute, eval_detector=eval_detector, needs_clip=needs_clip,
-                   needs_dinov2=image_semantics)
+                   needs_dinov2=clip_dinov2, image_semantics=image_semantics)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from theory.adft_loss import (AdftLossTerms, adft_loss, dynamic_image_weights, face_realism_distance,
-                              face_region_gradient, image_semantics_distance)
+from theory.adft_loss import (AdftLossTerms, adft_loss, cosine_distance, dynamic_image_weights,
+                              face_realism_distance, face_region_gradient, image_semantics_distance)
 from theory.dal_parts import dal_cross_entropy
 from theory.sampler_gradient import AdjustedGradient
 
@@ -83,9 +83,9 @@ class SubBatchContext:
     """(n,) bool."""
     original_boxes: torch.Tensor
     """(n, 4) float64 face boxes of the original images (placeholders where none)."""
-    clip_original: torch.Tensor | None
-    """CLIP embeddings of the original images; None without L_img (all its weights 0)."""
-    dino_original: torch.Tensor | None
+    semantics_original: tuple[torch.Tensor, ...] | None
+    """The original images' embeddings under each of L_img's embedders (:attr:`Components.semantics`: CLIP and
+    DINOv2, or the user's own); None without L_img (all its weights 0)."""
     batch_size: int
     """N of the whole batch (all processes)."""
 
@@ -97,8 +97,7 @@ class Originals:
     found: torch.Tensor
     boxes: torch.Tensor
     classes: np.ndarray
-    clip: torch.Tensor | None
-    dino: torch.Tensor | None
+    semantics: tuple[torch.Tensor, ...] | None
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -118,8 +117,8 @@ class AdftStep:
         self.prompts = list(prompts)
         self.timer = timer or NoTimer()
         self.n_classes = {a.name: len(a.class_names) for a in plan.attributes}
-        # L_img needs both embedders; the job loads them only when a lambda_img is non-zero (JobPlan.needs_dinov2)
-        self.image_semantics = components.clip is not None and components.dino is not None
+        # L_img's embedders are built only when a lambda_img is non-zero (JobPlan.image_semantics)
+        self.image_semantics = bool(components.semantics)
         size = config.resolution or default_size(components.pipe)
         self.height = self.width = int(size)
         # the sampler runs on its own scheduler (the pipeline's stays as the evaluation uses it); the coefficients
@@ -132,9 +131,10 @@ class AdftStep:
 
     # ------------------------------------------------------------------------------------------------ generation
     def adjusted_gradient(self, n_steps: int) -> AdjustedGradient:
-        """Algorithm A.1's gradient mode for ``n_steps`` steps: C_i of ``config.coefficients``, standardised."""
+        """Algorithm A.1's gradient mode for ``n_steps`` steps: C_i of ``config.coefficients``, standardised (or the
+        exact gradient of eq. 9 with ``--gradient exact``)."""
         if n_steps not in self._gradients:
-            self._gradients[n_steps] = AdjustedGradient.from_scheduler(self._pristine, n_steps, "adjusted",
+            self._gradients[n_steps] = AdjustedGradient.from_scheduler(self._pristine, n_steps, self.config.gradient,
                                                                        coefficients=self.config.coefficients)
         return self._gradients[n_steps]
 
@@ -195,7 +195,8 @@ class AdftStep:
 
     def originals(self, prompt: str, z_T: torch.Tensor, n_steps: int) -> Originals:
         """Step 1 for a process's images, in sub-batches."""
-        found, boxes, classes, clip, dino = [], [], [], [], []
+        found, boxes, classes = [], [], []
+        embedded: list[list[torch.Tensor]] = [[] for _ in self.c.semantics]
         with self.timer("original images"), torch.no_grad():
             for part in _chunks(z_T.shape[0], self.config.sub_batch_size):
                 images = self.generate_original(prompt, z_T[part], n_steps)
@@ -208,11 +209,10 @@ class AdftStep:
                 found.append(seen.faces.found)
                 boxes.append(_face_boxes(seen.faces))
                 classes.append(cls)
-                if self.image_semantics:
-                    clip.append(self.c.clip(images).float())
-                    dino.append(self.c.dino(images).float())
+                for rows, (_, embed) in zip(embedded, self.c.semantics):
+                    rows.append(embed(images).float())
         return Originals(torch.cat(found), torch.cat(boxes), np.concatenate(classes),
-                         torch.cat(clip) if clip else None, torch.cat(dino) if dino else None)
+                         tuple(torch.cat(rows) for rows in embedded) if self.image_semantics else None)
 
     # ------------------------------------------------------------------------------------------------ the loss
     def subbatch_loss(self, images: torch.Tensor, ctx: SubBatchContext,
@@ -245,15 +245,15 @@ class AdftStep:
             region_o = box_masks(ctx.original_boxes, height, width, ctx.original_found)
             region = region * torch.where(ctx.original_found.view(-1, 1, 1, 1), region_o, torch.ones_like(region_o))
             hooked = face_region_gradient(images, region.to(device), weights.face_gradient_scale.to(device))
-        if ctx.clip_original is None:  # L_img has weight 0 everywhere: no CLIP / DINOv2 in this run
+        if ctx.semantics_original is None:  # L_img has weight 0 everywhere: no embedders in this run
             # zero, but in the images' graph, so a sub-batch without faces backpropagates zeros instead of failing
             distance = hooked.flatten(1).sum(dim=1) * 0.0
         else:
             with self.timer("clip+dino"):
-                clip_x, dino_x = self.c.clip(hooked), self.c.dino(hooked)
+                embedded = [embed(hooked) for _, embed in self.c.semantics]
             with self.timer("losses"):
-                distance = image_semantics_distance(clip_x, ctx.clip_original.to(device), dino_x,
-                                                    ctx.dino_original.to(device))
+                distance = semantics_distance(self.c.semantics, embedded,
+                                              [o.to(device) for o in ctx.semantics_original])
         with self.timer("losses"):
             terms = adft_loss(align_on_faces=align, semantics=distance,
                               semantics_weight=weights.outside_face.to(device, distance.dtype), face=face,
@@ -335,8 +335,8 @@ class AdftStep:
             ctx = SubBatchContext(y=targets.y[part], mask=targets.mask[part],
                                   original_class=originals.classes[part], original_found=originals.found[part],
                                   original_boxes=originals.boxes[part],
-                                  clip_original=None if originals.clip is None else originals.clip[part],
-                                  dino_original=None if originals.dino is None else originals.dino[part],
+                                  semantics_original=None if originals.semantics is None
+                                  else tuple(o[part] for o in originals.semantics),
                                   batch_size=n_global)
             contexts.append(ctx)
             terms, extra = self.subbatch_loss(images, ctx, seen_j)
@@ -388,6 +388,16 @@ class AdftStep:
         if loss_scale != 1.0:
             for p in params:
                 p.grad.div_(loss_scale)
+
+
+def semantics_distance(embedders: tuple[tuple[str, object], ...], x: list[torch.Tensor],
+                       o: list[torch.Tensor]) -> torch.Tensor:
+    """The bracket of seed 000 eq. 7 per image: (1 - cos CLIP) + (1 - cos DINO) with the paper's two embedders,
+    1 - cos of the user's own embedder otherwise (``--image-embedder``)."""
+    if [name for name, _ in embedders] == ["clip", "dinov2"]:
+        return image_semantics_distance(x[0], o[0], x[1], o[1])
+    return sum(cosine_distance(x_e, o_e, names=(f"{name}(x)", f"{name}(o)"))
+               for (name, _), x_e, o_e in zip(embedders, x, o))
 
 
 def _face_boxes(faces: FaceBoxes) -> torch.Tensor:

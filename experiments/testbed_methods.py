@@ -1,0 +1,356 @@
+"""``testbed-methods``: every debiasing method on the committed testbed, through the jobs a user runs on real SD.
+
+Seed 000 (aDFT: DAL toward a target with the adjusted gradient, Table 1's finetuned parts, Table 2's "bias falls,
+semantics kept", the claim that the correction generalises to unseen prompts), seed 001 (PopAlign against SFT and the
+base model, Table 1) and two inference-time baselines (prompt augmentation; semantic guidance in the manner of Fair
+Diffusion) are run on the testbed (``scaleup/testbed/digits-ink``: a Stable Diffusion trained here on digits in red or
+blue ink, whose learned ink bias is known) and measured by one evaluation:
+
+- **training**: each finetune runs as its job's command line, ``python -m scaleup.jobs.adft ...`` /
+  PopAlign's ``generate -> build-sets -> train``, one process per run at one thread, ``train_processes`` at once
+  (runs are independent, so the result does not depend on how many run side by side). Finetunes see the 8 training
+  prompts only; the held-out digits (four, seven) and the held-out template ("a drawing of the digit ...") are never
+  trained on. The exported weights of every run (kilobytes) are committed under ``adapters/`` beside this
+  ``results.json``; without ``--retrain`` they are reused, and with it trained anew (about 6 CPU-minutes each).
+- **evaluation**: ``python -m scaleup.evaluate`` with the testbed's ``evaluate.json`` on all 20 testbed prompts, 60
+  images per prompt (seed 000 [0124] for two classes), guidance 7.5, 20 DPM-Solver++ steps, the separate evaluation
+  classifier (a CNN; the aDFT job trains against a logistic regression on mean ink colour) and the content (digit)
+  classifier, from the same noise for every method of one seed; recomputed on every run.
+- **seeds**: ``n_seeds`` independent streams (:func:`experiments.experiment.spawn_seeds`); each gives a training seed
+  and an evaluation seed, shared by all methods of that seed so that methods are compared on the same noise.
+
+The learning rate of each aDFT part was chosen by a rule stated in :data:`LEARNING_RATE_RULE`, on the training
+prompts only; the selection runs themselves are reported in ``results.json`` (``selection``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from experiments.experiment import Experiment, RunContext, spawn_seeds
+
+GROUPS = ("training", "heldout_digits", "heldout_template")
+KEYS = ("bias", "red", "confident_share", "prompt_accuracy")
+REPO = Path(__file__).resolve().parent.parent
+
+LEARNING_RATE_RULE = (
+    "per finetuned part, the largest learning rate of a grid (factors of 2-2.5) whose run, on the training prompts "
+    "only and with the selection's own evaluation noise, keeps the prompt accuracy within 2 points of the original "
+    "model's; iterations fixed at the budget")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table: how it is trained (if at all) and evaluated."""
+
+    name: str
+    label: str
+    kind: str
+    """"base" (the testbed as trained), "inference" (an evaluation option), "adft" or "popalign"."""
+    paper: str
+    adft: dict = field(default_factory=dict)
+    """Flags of ``python -m scaleup.jobs.adft`` beyond :func:`adft_command`'s common ones."""
+    evaluate: dict = field(default_factory=dict)
+    """Settings of the evaluation beyond the common ones (the inference-time baselines)."""
+
+
+METHODS: tuple[Method, ...] = (
+    Method("original", "original testbed", "base", "-"),
+    Method("adft-text-lora", "aDFT, text-encoder LoRA", "adft", "seed 000 Table 1",
+           {"adapter": "text-encoder-lora", "learning_rate": 2e-3}),
+    Method("adft-soft-prompt", "aDFT, 5 soft tokens", "adft", "seed 000 Table 1",
+           {"adapter": "soft-prompt", "learning_rate": 2e-3}),
+    Method("adft-unet-lora", "aDFT, U-Net LoRA", "adft", "seed 000 Table 1",
+           {"adapter": "unet-lora", "learning_rate": 2e-3}),
+)
+
+
+@dataclass(frozen=True)
+class AdftSettings:
+    """The aDFT job's settings common to every part (seed 000 [0121] where the testbed allows)."""
+
+    iterations: int = 60
+    batch_size: int = 24
+    lora_rank: int = 8
+    lambda_img: tuple[float, float, float] = (8.0, 0.2, 0.2)
+    checkpoint_every: int = 20
+    num_inference_steps: int = 20
+    guidance_scale: float = 7.5
+
+
+@dataclass(frozen=True)
+class MethodsConfig:
+    n_seeds: int = 3
+    methods: tuple[str, ...] = tuple(m.name for m in METHODS)
+    adft: AdftSettings = AdftSettings()
+    images_per_prompt: int = 60
+    num_inference_steps: int = 20
+    guidance_scale: float = 7.5
+    batch_size: int = 60
+    max_prompts: int | None = None
+    train_processes: int = 2
+    grid_images: int = 8
+
+
+def make_config(quick: bool) -> MethodsConfig:
+    if quick:
+        return MethodsConfig(n_seeds=2, adft=AdftSettings(iterations=2, batch_size=4, checkpoint_every=1,
+                                                          num_inference_steps=4),
+                             images_per_prompt=4, num_inference_steps=4, batch_size=4, max_prompts=20,
+                             grid_images=2)
+    return MethodsConfig()
+
+
+def method(name: str) -> Method:
+    for m in METHODS:
+        if m.name == name:
+            return m
+    raise ValueError(f"unknown method {name!r}; choose from {', '.join(m.name for m in METHODS)}")
+
+
+# ---- training ----------------------------------------------------------------------------------------------
+
+def adft_command(m: Method, settings: AdftSettings, *, seed: int, output_dir: Path) -> list[str]:
+    """``python -m scaleup.jobs.adft`` for method ``m`` on the testbed, exactly as a user types it."""
+    from scaleup.testbed.paths import testbed_path
+
+    tb = testbed_path()
+    flags = {
+        "attribute": "ink:red,blue", "pretrained_model": str(tb),
+        "classifier": "scaleup.testbed.classifiers:ink_training_classifier", "detector": "whole-image",
+        "crop_size": 16, "resolution": 16, "lambda_img": json.dumps({"ink": list(settings.lambda_img)}),
+        "image_embedder": "scaleup.testbed.classifiers:shape_embedder", "lambda_face": 0,
+        "prompts": str(tb / "prompts" / "training.txt"), "test_prompts": str(tb / "prompts" / "heldout-template.txt"),
+        "batch_size": settings.batch_size, "guidance_scale": settings.guidance_scale,
+        "num_inference_steps": settings.num_inference_steps, "iterations": settings.iterations,
+        "lora_rank": settings.lora_rank, "checkpoint_every": settings.checkpoint_every,
+        "checkpoints_total_limit": 1000, "seed": seed, "output_dir": str(output_dir), "resume": "latest",
+        **m.adft}
+    args = [sys.executable, "-m", "scaleup.jobs.adft"]
+    for key, value in flags.items():
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args + ["--progress", "false"]
+
+
+def _run_measured(args: list[str], log: Path) -> float:
+    """Run ``args`` at one thread, its output into ``log``; returns the child's CPU seconds (``os.wait4``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(args[:3])} failed with exit {proc.returncode}; log {log}:\n{tail}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def adapter_dir(root: Path, name: str, k: int) -> Path:
+    return root / "adapters" / name / f"seed-{k}"
+
+
+def train_adft(m: Method, settings: AdftSettings, *, seed: int, root: Path, k: int) -> dict:
+    """Train method ``m`` for seed index ``k`` and copy its exports (final and per checkpoint) to ``adapters/``."""
+    run = root / "training" / m.name / f"seed-{k}"
+    cpu = _run_measured(adft_command(m, settings, seed=seed, output_dir=run), root / "training" / "logs" /
+                        f"{m.name}-seed-{k}.log")
+    job = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    dest = adapter_dir(root, m.name, k)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run / "final", tmp / "final")
+    for checkpoint in sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        if int(checkpoint.name.split("-")[1]) < settings.iterations:
+            shutil.copytree(checkpoint / "export", tmp / checkpoint.name)
+    record = {"method": m.name, "seed": seed, "cpu_seconds": round(cpu, 1),
+              "iterations": job["iterations_done"], "command": adft_command(m, settings, seed=seed,
+                                                                           output_dir=Path("RUN"))[1:],
+              "last": {k_: job["last"].get(k_) for k_ in ("loss", "loss_align", "loss_img")},
+              "skipped_steps": job["skipped_steps"]}
+    (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return record
+
+
+def weights_flags(folder: Path) -> dict:
+    """The evaluation's flags loading the weights exported in ``folder``: ``--lora`` and/or ``--soft-prompt``."""
+    flags = {}
+    if (folder / "lora").is_dir():
+        flags["lora"] = str(folder / "lora")
+    if (folder / "soft_prompt.safetensors").is_file():
+        flags["soft_prompt"] = str(folder / "soft_prompt.safetensors")
+    if not flags:
+        raise FileNotFoundError(f"{folder} holds no exported weights (lora/ or soft_prompt.safetensors)")
+    return flags
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------------
+
+def evaluate_command(*, out: Path, seed: int, config: MethodsConfig, prompts: str, guidance_scale: float | None = None,
+                     **extra) -> list[str]:
+    """``python -m scaleup.evaluate --config evaluate.json ...`` on the testbed."""
+    from scaleup.testbed.card import EVALUATE_CONFIG
+    from scaleup.testbed.paths import testbed_path
+
+    tb = testbed_path()
+    flags = {"config": str(tb / EVALUATE_CONFIG), "pipeline": str(tb), "prompts": prompts,
+             "images_per_prompt": config.images_per_prompt, "batch_size": config.batch_size,
+             "num_inference_steps": config.num_inference_steps,
+             "guidance_scale": config.guidance_scale if guidance_scale is None else guidance_scale,
+             "seed": seed, "grid_images": config.grid_images, "device": "cpu", "out": str(out), **extra}
+    if config.max_prompts is not None:
+        flags["max_prompts"] = config.max_prompts
+    args = [sys.executable, "-m", "scaleup.evaluate"]
+    for key, value in flags.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def _evaluate(args: list[str], out: Path) -> dict:
+    cpu = _run_measured(args, out.with_name(out.name + ".log"))
+    result = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    return {"per_prompt": _per_prompt(result), "cpu_seconds": round(cpu, 1)}
+
+
+def _per_prompt(result: dict) -> list[dict]:
+    from scaleup.testbed.card import prompt_group
+
+    return [{"prompt": p["prompt"], "group": prompt_group(p["prompt"]), "red": p["freq"]["red"], "bias": p["bias"],
+             "confident_share": p["confident_share"], "prompt_accuracy": p["prompt_accuracy"],
+             "n_images": p["n_images"]} for p in result["per_prompt"]]
+
+
+def group_means(per_prompt: list[dict]) -> dict:
+    """Mean over the prompts of each group, per metric."""
+    out = {}
+    for key in KEYS:
+        out[key] = {}
+        for group in GROUPS:
+            values = [p[key] for p in per_prompt if p["group"] == group and p[key] is not None]
+            out[key][group] = float(np.mean(values)) if values else None
+    return out
+
+
+def _parallel(jobs: list, workers: int) -> list:
+    """Run the callables ``jobs`` (each starts one single-threaded process) ``workers`` at a time, in order."""
+    if workers <= 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
+# ---- the experiment ------------------------------------------------------------------------------------------
+
+def run(config: MethodsConfig, ctx: RunContext) -> dict:
+    from experiments.runner import default_out
+    from experiments.seed_statistics import mean_sd
+    from scaleup.testbed.paths import testbed_path
+
+    methods = [method(name) for name in config.methods]
+    seeds = ctx.seeds(config.n_seeds)
+    streams = [spawn_seeds(s, 2) for s in seeds]  # (training, evaluation) per seed index
+    committed = default_out() / ctx.name
+    train = ctx.quick or ctx.retrain
+    source = ctx.out_dir if train else committed
+
+    # 1. training (or the committed exports)
+    training: dict[str, list] = {}
+    jobs, keys = [], []
+    for m in methods:
+        if m.kind not in ("adft", "popalign"):
+            continue
+        for k, (train_seed, _) in enumerate(streams):
+            if train:
+                jobs.append(lambda m=m, k=k, s=train_seed: train_adft(m, config.adft, seed=s, root=ctx.out_dir, k=k))
+                keys.append((m.name, k))
+            else:
+                path = adapter_dir(committed, m.name, k) / "training.json"
+                if not path.is_file():
+                    raise FileNotFoundError(f"no committed weights of {m.name} seed {k} at {path.parent}; pass "
+                                            f"--retrain to train them (about 6 CPU-minutes per run)")
+                training.setdefault(m.name, []).append(json.loads(path.read_text(encoding="utf-8")))
+    for (name, _), record in zip(keys, _parallel(jobs, config.train_processes)):
+        training.setdefault(name, []).append(record)
+
+    # 2. evaluation: every method and seed on all testbed prompts, from the seed's noise
+    prompts = str(testbed_path() / "prompts" / "all.txt")
+    jobs, keys = [], []
+    for m in methods:
+        for k, (_, eval_seed) in enumerate(streams):
+            out = ctx.out_dir / "evaluations" / m.name / f"seed-{k}"
+            extra = dict(m.evaluate)
+            if m.kind in ("adft", "popalign"):
+                extra.update(weights_flags(adapter_dir(source, m.name, k) / "final"))
+            args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=prompts, restart=True, **extra)
+            jobs.append(lambda args=args, out=out: _evaluate(args, out))
+            keys.append((m.name, k))
+    evaluated = _parallel(jobs, config.train_processes)
+    per_seed: dict[str, list] = {}
+    for (name, k), result in zip(keys, evaluated):
+        per_seed.setdefault(name, []).append({"seed_index": k, "groups": group_means(result["per_prompt"]),
+                                              "per_prompt": result["per_prompt"],
+                                              "eval_cpu_seconds": result["cpu_seconds"]})
+
+    # 3. the table: mean +- sd over seeds of each group mean
+    table = []
+    for m in methods:
+        row = {"method": m.name, "label": m.label, "kind": m.kind, "paper": m.paper, "n_seeds": len(per_seed[m.name])}
+        for key in KEYS:
+            for group in GROUPS:
+                values = [s["groups"][key][group] for s in per_seed[m.name] if s["groups"][key][group] is not None]
+                if values:
+                    mean, sd = mean_sd(values)
+                    row[f"{key}:{group}"] = {"mean": mean, "sd": sd}
+        if m.name in training:
+            cpu = [t["cpu_seconds"] for t in training[m.name]]
+            row["train_cpu_seconds"] = {"mean": float(np.mean(cpu)), "sd": float(np.std(cpu, ddof=1)) if len(cpu) > 1
+                                        else 0.0}
+        table.append(row)
+    return {"testbed": str(testbed_path()), "weights": str(source), "trained_by_this_run": train,
+            "seeds": seeds, "streams": streams, "methods": [asdict(m) for m in methods],
+            "learning_rate_rule": LEARNING_RATE_RULE, "training": training, "per_seed": per_seed, "table": table}
+
+
+def plot(results: dict) -> dict:
+    import matplotlib.pyplot as plt
+
+    table = results["table"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(table) + 1.6), layout="constrained", sharey=True)
+    y = np.arange(len(table))
+    colours = {"training": "C0", "heldout_digits": "C3", "heldout_template": "C2"}
+    for ax, key, title in ((axes[0], "bias", "bias |P(red) - P(blue)|"),
+                           (axes[1], "prompt_accuracy", "prompt (digit) accuracy"),
+                           (axes[2], "confident_share", "confident share (1 - purple)")):
+        for j, group in enumerate(GROUPS):
+            means = [row.get(f"{key}:{group}", {}).get("mean", np.nan) for row in table]
+            sds = [row.get(f"{key}:{group}", {}).get("sd", 0.0) for row in table]
+            ax.barh(y + (j - 1) * 0.27, means, height=0.26, xerr=sds, color=colours[group], alpha=0.85,
+                    label=group.replace("_", " "), capsize=2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlim(0, 1.05)
+    axes[0].axvline(0.2, color="grey", lw=0.8, ls="--")
+    axes[0].set_yticks(y, [row["label"] for row in table], fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"every method on the testbed: mean ± sd over {table[0]['n_seeds']} seeds, "
+                 f"{results['config']['images_per_prompt']} images per prompt, "
+                 f"guidance {results['config']['guidance_scale']:g}", fontsize=10)
+    return {"testbed_methods": fig}
+
+
+EXPERIMENTS = [Experiment("testbed-methods", make_config, run, plot)]
