@@ -14,6 +14,12 @@ Detector, attribute and classifier are named as in :mod:`scaleup.perception.fact
 jobs: ``--detector whole-image`` classifies the whole image (models whose images hold no face), ``--attribute
 ink:red,blue`` is a user-defined attribute, ``--classifier package.module:factory`` a user's own classifier.
 
+Inference-time debiasing baselines (:mod:`scaleup.evaluation.debiasing`), each image asked for a class drawn from
+``--target`` (default uniform) on a stream of its own seed: ``--augment-template "{prompt}, {cls}"`` (prompt
+augmentation) and ``--edit-template "{cls} person"`` (Fair Diffusion's semantic guidance, SEGA, with
+``--edit-guidance-scale``, ``--edit-threshold``, ``--edit-warmup-steps``); records keep the base prompt and name the
+requested class.
+
 Runs resume prompt by prompt; ``accelerate launch`` splits the prompts over processes. Real weights need only a
 path: ``--pipeline /path/to/sd15`` (or ``FAIRDIFF_SD15``) and ``--clip /path/to/clip`` (or ``FAIRDIFF_CLIP``).
 """
