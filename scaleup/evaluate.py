@@ -14,6 +14,12 @@ Detector, attribute and classifier are named as in :mod:`scaleup.perception.fact
 jobs: ``--detector whole-image`` classifies the whole image (models whose images hold no face), ``--attribute
 ink:red,blue`` is a user-defined attribute, ``--classifier package.module:factory`` a user's own classifier.
 
+Inference-time debiasing baselines (:mod:`scaleup.evaluation.debiasing`), each image asked for a class drawn from
+``--target`` (default uniform) on a stream of its own seed: ``--augment-template "{prompt}, {cls}"`` (prompt
+augmentation) and ``--edit-template "{cls} person"`` (Fair Diffusion's semantic guidance, SEGA, with
+``--edit-guidance-scale``, ``--edit-threshold``, ``--edit-warmup-steps``); records keep the base prompt and name the
+requested class.
+
 Runs resume prompt by prompt; ``accelerate launch`` splits the prompts over processes. Real weights need only a
 path: ``--pipeline /path/to/sd15`` (or ``FAIRDIFF_SD15``) and ``--clip /path/to/clip`` (or ``FAIRDIFF_CLIP``).
 """
@@ -81,6 +87,24 @@ class EvalConfig:
     crop_size: int = 224
     seed: int = 0
     target: Optional[tuple[float, ...]] = field(default=None, metadata={"help": "target distribution (default uniform)"})
+    augment_template: Optional[str] = field(
+        default=None, metadata={"help": "prompt augmentation: each image's prompt is this template with {prompt} and "
+                                        "{cls}, the class drawn for it from --target, e.g. '{prompt}, {cls}' or "
+                                        "'{prompt} in {cls} ink'"})
+    edit_template: Optional[str] = field(
+        default=None, metadata={"help": "semantic guidance (Fair Diffusion / SEGA): one edit prompt per class, this "
+                                        "template with {cls}, e.g. '{cls} person' or '{cls} ink'; each image is "
+                                        "guided toward the class drawn for it from --target, away from the others"})
+    class_phrases: Optional[tuple[str, ...]] = field(
+        default=None, metadata={"help": "what {cls} becomes in the templates, one per class (default the class names)"})
+    edit_guidance_scale: Optional[float] = field(
+        default=None, metadata={"help": "SEGA's s_e (default 4, Fair Diffusion's)"})
+    edit_threshold: Optional[float] = field(
+        default=None, metadata={"help": "SEGA's lambda in [0, 1): the share of each latent channel left unedited "
+                                        "(default 0.95, Fair Diffusion's)"})
+    edit_warmup_steps: Optional[int] = field(
+        default=None, metadata={"help": "steps before the edit applies (default round(0.2 x steps): Fair "
+                                        "Diffusion's 10 of 50, 4 of 20)"})
     grid_images: int = 16
     out: str = "runs/sd-eval"
     restart: bool = field(default=False, metadata={"help": "discard records of an earlier run in --out"})
@@ -115,11 +139,54 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
                          f"of {attribute.name}; got {config.confident}")
     if config.target is not None:
         check_distribution(config.target, len(names), name="target")
+    config = _check_debiasing(config, names)
     load_prompt_set(config.prompts)  # an empty, missing or non-UTF-8 prompt file fails here
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a folder for the evaluation's results")
     return replace(config, images_per_prompt=n), names
+
+
+def _check_debiasing(config: EvalConfig, names: Sequence[str]) -> EvalConfig:
+    """Checks of the debiasing options (scaleup.evaluation.debiasing); fills SEGA's defaults when it is on."""
+    from scaleup.evaluation.debiasing import (FAIR_DIFFUSION_EDIT_SCALE, FAIR_DIFFUSION_THRESHOLD, check_template,
+                                              default_warmup_steps)
+
+    if config.augment_template is not None:
+        check_template("augment_template", config.augment_template, ("prompt", "cls"), "{prompt}, {cls}")
+    sega_options = ("edit_guidance_scale", "edit_threshold", "edit_warmup_steps")
+    if config.edit_template is None:
+        given = [k for k in sega_options if getattr(config, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} set semantic guidance, which needs --edit-template (e.g. "
+                             "'{cls} person'); got none")
+    else:
+        check_template("edit_template", config.edit_template, ("cls",), "{cls} person")
+        if config.soft_prompt is not None:
+            raise ValueError("edit_template (semantic guidance) cannot be combined with soft_prompt")
+        if config.family == "sdxl":
+            raise ValueError("edit_template (semantic guidance) supports SD 1.x/2.x pipelines only, not family sdxl")
+        scale = FAIR_DIFFUSION_EDIT_SCALE if config.edit_guidance_scale is None else config.edit_guidance_scale
+        threshold = FAIR_DIFFUSION_THRESHOLD if config.edit_threshold is None else config.edit_threshold
+        warmup = (default_warmup_steps(config.num_inference_steps) if config.edit_warmup_steps is None
+                  else config.edit_warmup_steps)
+        if not (np.isfinite(scale) and scale >= 0):
+            raise ValueError(f"edit_guidance_scale (SEGA's s_e) must be a finite number >= 0; got {scale}")
+        if not 0 <= threshold < 1:
+            raise ValueError(f"edit_threshold (SEGA's lambda) must lie in [0, 1); got {threshold}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < config.num_inference_steps:
+            raise ValueError(f"edit_warmup_steps must be an integer in [0, num_inference_steps) = [0, "
+                             f"{config.num_inference_steps}); got {warmup!r}")
+        config = replace(config, edit_guidance_scale=float(scale), edit_threshold=float(threshold),
+                         edit_warmup_steps=warmup)
+    if config.class_phrases is not None:
+        if config.augment_template is None and config.edit_template is None:
+            raise ValueError("class_phrases fill {cls} of --augment-template or --edit-template; neither is given")
+        phrases = config.class_phrases
+        if len(phrases) != len(names) or not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise ValueError(f"class_phrases must give one non-empty phrase per class ({', '.join(names)}); got "
+                             f"{list(phrases)}")
+    return config
 
 
 def _device(config: EvalConfig, state=None) -> torch.device:
@@ -142,10 +209,36 @@ def perceive_faces(images: torch.Tensor, detector, classifier, *, crop_size: int
     return Perceived(has_face=found, boxes=boxes, probs=torch.softmax(logits.double(), dim=1).cpu().numpy())
 
 
+def _requests(config: EvalConfig, names: Sequence[str]):
+    """seed -> the class index asked of that image, or None when no debiasing option asks for classes."""
+    from scaleup.evaluation.debiasing import requested_class
+
+    if config.augment_template is None and config.edit_template is None:
+        return None
+    target = config.target if config.target is not None else [1.0 / len(names)] * len(names)
+    return lambda seed: requested_class(seed, target)
+
+
+def debiasing_note(config: EvalConfig, names: Sequence[str]) -> dict:
+    """What results.json records of the debiasing options (the method, its templates and settings)."""
+    method = " + ".join(m for m, on in (("prompt augmentation", config.augment_template is not None),
+                                        ("semantic guidance", config.edit_template is not None)) if on)
+    note = {"method": method, "class_phrases": list(config.class_phrases or names),
+            "requested_from": "target" if config.target is not None else "uniform"}
+    if config.augment_template is not None:
+        note["augment_template"] = config.augment_template
+    if config.edit_template is not None:
+        note.update(edit_template=config.edit_template, edit_guidance_scale=config.edit_guidance_scale,
+                    edit_threshold=config.edit_threshold, edit_warmup_steps=config.edit_warmup_steps,
+                    edit_momentum="none (SEGA eqs. 6-7 not implemented)")
+    return note
+
+
 def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: torch.device | None = None,
                 ) -> tuple[EvaluationParts, dict]:
     """Load (or take) the pipeline and build detector, classifier and embedders; returns the parts and a note of
     what was used (recorded in ``results.json``)."""
+    from scaleup.evaluation.debiasing import fill, generate_with_semantic_guidance
     from scaleup.models import load_clip, load_dinov2, load_pipeline
     from scaleup.models.adapters import adapters_disabled, load_lora
     from scaleup.models.pipelines import generate
@@ -176,20 +269,39 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
     detector = make_detector(config.detector)
     used.update(classifier=config.classifier, classifier_class=type(classifier).__name__, detector=config.detector)
 
+    request = _requests(config, names)
+    phrases = list(config.class_phrases or names)
+
+    def _sample(prompt: str, seeds: Sequence[int], soft) -> torch.Tensor:
+        if request is None:  # the plain path: the pipeline itself
+            return generate(pipe, prompt, seeds, soft_prompt=soft, num_inference_steps=config.num_inference_steps,
+                            guidance_scale=config.guidance_scale, height=config.height, width=config.width,
+                            batch_size=len(seeds), progress=False)
+        classes = [request(s) for s in seeds]
+        prompts = [prompt if config.augment_template is None else fill(config.augment_template, phrases[c], prompt)
+                   for c in classes]
+        if config.edit_template is None:
+            return generate(pipe, prompts, seeds, soft_prompt=soft, num_inference_steps=config.num_inference_steps,
+                            guidance_scale=config.guidance_scale, height=config.height, width=config.width,
+                            batch_size=len(seeds), progress=False)
+        return generate_with_semantic_guidance(
+            pipe, prompts, seeds, classes, [fill(config.edit_template, p) for p in phrases],
+            edit_scale=config.edit_guidance_scale, threshold=config.edit_threshold,
+            warmup_steps=config.edit_warmup_steps, num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale, height=config.height, width=config.width)
+
     def _generate(prompt: str, seeds: Sequence[int], original: bool = False) -> torch.Tensor:
-        kwargs = dict(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-                      height=config.height, width=config.width, batch_size=len(seeds), progress=False)
         if not original:
-            return generate(pipe, prompt, seeds, soft_prompt=soft_prompt, **kwargs)
+            return _sample(prompt, seeds, soft_prompt)
         modules = [m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None),
                                getattr(pipe, "unet", None)) if m is not None]
         with adapters_disabled(*modules):
-            return generate(pipe, prompt, seeds, soft_prompt=None, **kwargs)
+            return _sample(prompt, seeds, None)
 
     def _perceive(images: torch.Tensor) -> Perceived:
         return perceive_faces(images, detector, classifier, crop_size=config.crop_size, device=device)
 
-    parts = EvaluationParts(generate=_generate, perceive=_perceive, class_names=names)
+    parts = EvaluationParts(generate=_generate, perceive=_perceive, class_names=names, request=request)
     if config.content_classifier is not None:
         from scaleup.perception.factory import make_content_classifier
 
@@ -260,6 +372,8 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
         "models": used,
         "overall": overall_summary(per_prompt, records, names, config.target, confident=config.confident),
         "per_prompt": per_prompt, "versions": _versions(), "processes": state.num_processes,
+        "debiasing": (debiasing_note(config, names)
+                      if config.augment_template is not None or config.edit_template is not None else None),
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds_this_run": round(time.perf_counter() - started, 3),
     }

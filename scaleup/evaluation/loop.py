@@ -39,7 +39,9 @@ class EvaluationParts:
 
     ``embed_images`` / ``embed_texts`` give CLIP-T; with ``generate_original`` (the frozen model, same seeds) they
     give CLIP-I, and ``embed_images_dino`` the DINO similarity (seed 000 Table 1). ``classify_content`` names each
-    image's content class (e.g. which digit), for the prompt accuracy.
+    image's content class (e.g. which digit), for the prompt accuracy. ``request`` maps an image's seed to the class
+    a debiasing option asked of it (:mod:`scaleup.evaluation.debiasing`; ``generate`` must ask the same), recorded
+    with the image.
     """
 
     generate: Generate
@@ -50,6 +52,7 @@ class EvaluationParts:
     generate_original: Generate | None = None
     embed_images_dino: Callable[[torch.Tensor], torch.Tensor] | None = None
     classify_content: Callable[[torch.Tensor], Sequence[str]] | None = None
+    request: Callable[[int], int] | None = None
 
 
 def image_seed(base_seed: int, prompt: str, image_index: int) -> int:
@@ -107,7 +110,8 @@ def evaluate_prompt(parts: EvaluationParts, prompt_index: int, prompt: str, *, n
                 prompt_index=prompt_index, prompt=prompt, image_index=start + j, seed=seed, has_face=face,
                 box=[float(v) for v in perceived.boxes[j]] if face else None,
                 probs=[float(v) for v in perceived.probs[j]] if face else None,
-                clip_t=clip_t[j], clip_i=clip_i[j], dino=dino[j], content=content[j]))
+                clip_t=clip_t[j], clip_i=clip_i[j], dino=dino[j], content=content[j],
+                requested=None if parts.request is None else parts.class_names[parts.request(seed)]))
         kept_images.append(images.detach().float().cpu())
         kept.append(perceived)
     images = torch.cat(kept_images)

@@ -43,6 +43,8 @@ class ImageRecord:
     dino: float | None = None
     content: str | None = None
     extra: dict = field(default_factory=dict)
+    #: the class a debiasing option (prompt augmentation, semantic guidance) asked of the image; None without one
+    requested: str | None = None
 
     @property
     def label(self) -> int:
