@@ -40,13 +40,15 @@ import numpy as np
 from experiments.experiment import Experiment, RunContext, spawn_seeds
 
 GROUPS = ("training", "heldout_digits", "heldout_template")
-KEYS = ("bias", "red", "confident_share", "prompt_accuracy")
+KEYS = ("bias", "red", "confident_share", "prompt_accuracy", "similarity")
 REPO = Path(__file__).resolve().parent.parent
+#: L_img's embedder on the testbed (colour-blind stroke shape), and the evaluation's same-noise similarity
+SHAPE_EMBEDDER = "scaleup.testbed.classifiers:shape_embedder"
 
 LEARNING_RATE_RULE = (
-    "per finetuned part, the largest learning rate of a grid (factors of 2-2.5) whose run, on the training prompts "
-    "only and with the selection's own evaluation noise, keeps the prompt accuracy within 2 points of the original "
-    "model's; iterations fixed at the budget")
+    "on the text-encoder LoRA: the learning rate of a grid (1e-3, 2e-3, 5e-3) with the lowest bias on the training "
+    "prompts (60 images each, the selection's own noise) among those keeping the prompt accuracy within 2 points of "
+    "the original model's; the same rate for every part; iterations fixed at the budget (60)")
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,43 @@ class Method:
     """Flags of ``python -m scaleup.jobs.adft`` beyond :func:`adft_command`'s common ones."""
     evaluate: dict = field(default_factory=dict)
     """Settings of the evaluation beyond the common ones (the inference-time baselines)."""
+    seeds: int | None = None
+    """Run on the first ``seeds`` seeds only (ablations, for compute); None: every seed of the run."""
 
+
+#: aDFT's learning rate on the testbed, chosen by :data:`LEARNING_RATE_RULE` on the text-encoder LoRA (1e-3, 2e-3,
+#: 5e-3 over 60 iterations: training-prompt bias 0.72 (beta1 0) / 0.58 / 0.55, prompt accuracy within 2 points at
+#: every rate) and used for every part: a selection per part did not fit the compute.
+ADFT_LR = 5e-3
+
+#: Semantic guidance's settings on the testbed: Fair Diffusion's (s_e 4, threshold 0.95) barely move it, so the edit
+#: scale was raised until the training prompts' bias stopped falling (s_e 10 / 20 / 30 at threshold 0.5), on the
+#: training prompts only; the row with Fair Diffusion's own settings is kept beside it.
+SEGA_TESTBED = {"edit_template": "{cls} ink", "edit_guidance_scale": 30.0, "edit_threshold": 0.5,
+                "edit_warmup_steps": 4}
+SEGA_FAIR_DIFFUSION = {"edit_template": "{cls} ink", "edit_guidance_scale": 4.0, "edit_threshold": 0.95,
+                       "edit_warmup_steps": 4}
 
 METHODS: tuple[Method, ...] = (
     Method("original", "original testbed", "base", "-"),
+    Method("prompt-augmentation", "prompt augmentation (ink named at random)", "inference", "seed 001 Sec. 3.1",
+           evaluate={"augment_template": "{prompt} in {cls} ink"}),
+    Method("semantic-guidance", "semantic guidance, s_e 30 (Fair Diffusion)", "inference", "Fair Diffusion / SEGA",
+           evaluate=SEGA_TESTBED),
+    Method("semantic-guidance-fd", "semantic guidance, Fair Diffusion's s_e 4", "inference", "Fair Diffusion / SEGA",
+           evaluate=SEGA_FAIR_DIFFUSION),
     Method("adft-text-lora", "aDFT, text-encoder LoRA", "adft", "seed 000 Table 1",
-           {"adapter": "text-encoder-lora", "learning_rate": 2e-3}),
+           {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR}),
     Method("adft-soft-prompt", "aDFT, 5 soft tokens", "adft", "seed 000 Table 1",
-           {"adapter": "soft-prompt", "learning_rate": 2e-3}),
+           {"adapter": "soft-prompt", "learning_rate": ADFT_LR}),
     Method("adft-unet-lora", "aDFT, U-Net LoRA", "adft", "seed 000 Table 1",
-           {"adapter": "unet-lora", "learning_rate": 2e-3}),
+           {"adapter": "unet-lora", "learning_rate": ADFT_LR}),
+    Method("adft-both-lora", "aDFT, text-encoder + U-Net LoRA", "adft", "seed 000 Table 1",
+           {"adapter": "both-lora", "learning_rate": ADFT_LR}, seeds=1),
+    Method("adft-text-lora-exact", "aDFT, text-encoder LoRA, exact gradient", "adft", "seed 000 eq. 9 vs Alg. A.1",
+           {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "gradient": "exact"}, seeds=1),
+    Method("adft-text-lora-75-25", "aDFT, text-encoder LoRA, target 75 % red", "adft", "seed 000 [0132]",
+           {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "targets": {"ink": [0.75, 0.25]}}, seeds=1),
 )
 
 
@@ -129,7 +158,7 @@ def adft_command(m: Method, settings: AdftSettings, *, seed: int, output_dir: Pa
         "attribute": "ink:red,blue", "pretrained_model": str(tb),
         "classifier": "scaleup.testbed.classifiers:ink_training_classifier", "detector": "whole-image",
         "crop_size": 16, "resolution": 16, "lambda_img": json.dumps({"ink": list(settings.lambda_img)}),
-        "image_embedder": "scaleup.testbed.classifiers:shape_embedder", "lambda_face": 0,
+        "image_embedder": SHAPE_EMBEDDER, "lambda_face": 0,
         "prompts": str(tb / "prompts" / "training.txt"), "test_prompts": str(tb / "prompts" / "heldout-template.txt"),
         "batch_size": settings.batch_size, "guidance_scale": settings.guidance_scale,
         "num_inference_steps": settings.num_inference_steps, "iterations": settings.iterations,
@@ -232,7 +261,7 @@ def _per_prompt(result: dict) -> list[dict]:
 
     return [{"prompt": p["prompt"], "group": prompt_group(p["prompt"]), "red": p["freq"]["red"], "bias": p["bias"],
              "confident_share": p["confident_share"], "prompt_accuracy": p["prompt_accuracy"],
-             "n_images": p["n_images"]} for p in result["per_prompt"]]
+             "similarity": p.get("similarity"), "n_images": p["n_images"]} for p in result["per_prompt"]]
 
 
 def group_means(per_prompt: list[dict]) -> dict:
@@ -274,7 +303,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
     for m in methods:
         if m.kind not in ("adft", "popalign"):
             continue
-        for k, (train_seed, _) in enumerate(streams):
+        for k, (train_seed, _) in enumerate(streams[:m.seeds]):
             if train:
                 jobs.append(lambda m=m, k=k, s=train_seed: train_adft(m, config.adft, seed=s, root=ctx.out_dir, k=k))
                 keys.append((m.name, k))
@@ -291,11 +320,13 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
     prompts = str(testbed_path() / "prompts" / "all.txt")
     jobs, keys = [], []
     for m in methods:
-        for k, (_, eval_seed) in enumerate(streams):
+        for k, (_, eval_seed) in enumerate(streams[:m.seeds]):
             out = ctx.out_dir / "evaluations" / m.name / f"seed-{k}"
             extra = dict(m.evaluate)
             if m.kind in ("adft", "popalign"):
-                extra.update(weights_flags(adapter_dir(source, m.name, k) / "final"))
+                # content kept: the same-noise similarity to the original's image (seed 000 Table 1's CLIP-I / DINO)
+                extra.update(weights_flags(adapter_dir(source, m.name, k) / "final"), compare_original="true",
+                             image_embedder=SHAPE_EMBEDDER)
             args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=prompts, restart=True, **extra)
             jobs.append(lambda args=args, out=out: _evaluate(args, out))
             keys.append((m.name, k))

@@ -75,6 +75,10 @@ class EvalConfig:
     dinov2: Optional[str] = field(default=None, metadata={"help": "DINOv2 folder or id (with --compare-original)"})
     clip_t: bool = field(default=True, metadata={"help": "compute CLIP-T (needs CLIP)"})
     compare_original: bool = field(default=False, metadata={"help": "CLIP-I and DINO against the original model"})
+    image_embedder: Optional[str] = field(
+        default=None, metadata={"help": "package.module:factory of your own image embedder: with --compare-original, "
+                                        "its cosine to the original model's image from the same noise replaces "
+                                        "DINOv2's (the analogue of CLIP-I / DINO for models without them)"})
     images_per_prompt: Optional[int] = field(default=None, metadata={"help": "default 60/80/160 for K = 2/4/8"})
     max_prompts: Optional[int] = field(default=None, metadata={"help": "evaluate only the first N prompts"})
     num_inference_steps: int = 20
@@ -134,6 +138,13 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
     check_classifier_spec(config.classifier, attribute)
     if config.content_classifier is not None:
         check_content_classifier_spec(config.content_classifier)
+    if config.image_embedder is not None:
+        from scaleup.perception.factory import check_image_embedder_spec
+
+        if not config.compare_original:
+            raise ValueError("image_embedder is used with --compare-original only (the similarity to the original "
+                             "model's image); pass --compare-original true or leave --image-embedder out")
+        check_image_embedder_spec(config.image_embedder)
     if config.confident is not None and not (1 / len(names) < config.confident <= 1):
         raise ValueError(f"confident must lie in (1/K, 1] = ({1 / len(names):.3g}, 1] for the {len(names)} classes "
                          f"of {attribute.name}; got {config.confident}")
@@ -316,6 +327,13 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
         if config.lora is None and config.soft_prompt is None and not finetuned_in_memory:
             raise ValueError("--compare-original needs a finetuned model (--lora or --soft-prompt) to compare with")
         parts.generate_original = lambda prompt, seeds: _generate(prompt, seeds, original=True)
+    if config.compare_original and config.image_embedder is not None:
+        from scaleup.perception.factory import make_image_embedder
+
+        embedder = make_image_embedder(config.image_embedder, device=device)
+        parts.embed_images_similarity = lambda images: embedder(images.to(device))
+        used["image_embedder"] = config.image_embedder
+    elif config.compare_original:
         dino_model, dino_processor = load_dinov2(config.dinov2, device=device)
         dino = Dinov2Embedder(dino_model, dino_processor)
         parts.embed_images_dino = lambda images: dino(images.to(device))

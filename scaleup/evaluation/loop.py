@@ -51,6 +51,8 @@ class EvaluationParts:
     embed_texts: Callable[[Sequence[str]], torch.Tensor] | None = None
     generate_original: Generate | None = None
     embed_images_dino: Callable[[torch.Tensor], torch.Tensor] | None = None
+    embed_images_similarity: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """The user's own image embedder (``--image-embedder``): same-noise similarity for models without CLIP / DINO."""
     classify_content: Callable[[torch.Tensor], Sequence[str]] | None = None
     request: Callable[[int], int] | None = None
 
@@ -89,7 +91,7 @@ def evaluate_prompt(parts: EvaluationParts, prompt_index: int, prompt: str, *, n
         if perceived.probs.shape[1] != len(parts.class_names):
             raise ValueError(f"the classifier returns {perceived.probs.shape[1]} classes but the attribute has "
                              f"{len(parts.class_names)} ({', '.join(parts.class_names)})")
-        clip_t = clip_i = dino = [None] * len(batch_seeds)
+        clip_t = clip_i = dino = similarity = [None] * len(batch_seeds)
         if text_embedding is not None:
             with torch.no_grad():
                 clip_t = paired_cosine(parts.embed_images(images).double().cpu().numpy(), text_embedding).tolist()
@@ -100,6 +102,8 @@ def evaluate_prompt(parts: EvaluationParts, prompt_index: int, prompt: str, *, n
                 clip_i = _cosines(parts.embed_images, images, originals).tolist()
             if parts.embed_images_dino is not None:
                 dino = _cosines(parts.embed_images_dino, images, originals).tolist()
+            if parts.embed_images_similarity is not None:
+                similarity = _cosines(parts.embed_images_similarity, images, originals).tolist()
         content = [None] * len(batch_seeds)
         if parts.classify_content is not None:
             with torch.no_grad():
@@ -110,7 +114,7 @@ def evaluate_prompt(parts: EvaluationParts, prompt_index: int, prompt: str, *, n
                 prompt_index=prompt_index, prompt=prompt, image_index=start + j, seed=seed, has_face=face,
                 box=[float(v) for v in perceived.boxes[j]] if face else None,
                 probs=[float(v) for v in perceived.probs[j]] if face else None,
-                clip_t=clip_t[j], clip_i=clip_i[j], dino=dino[j], content=content[j],
+                clip_t=clip_t[j], clip_i=clip_i[j], dino=dino[j], content=content[j], similarity=similarity[j],
                 requested=None if parts.request is None else parts.class_names[parts.request(seed)]))
         kept_images.append(images.detach().float().cpu())
         kept.append(perceived)

@@ -64,7 +64,8 @@ class RecordStore:
 def write_table(path: Path, records: Sequence[ImageRecord], class_names: Sequence[str]) -> None:
     """One CSV row per image (prompt, seed, face box, class probabilities, scores): every metric can be recomputed."""
     columns = ["prompt_index", "prompt", "image_index", "seed", "has_face", "box_x0", "box_y0", "box_x1", "box_y1",
-               *[f"p_{name}" for name in class_names], "label", "clip_t", "clip_i", "dino", "content", "requested"]
+               *[f"p_{name}" for name in class_names], "label", "clip_t", "clip_i", "dino", "content", "requested",
+               "similarity"]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(columns)
@@ -73,6 +74,7 @@ def write_table(path: Path, records: Sequence[ImageRecord], class_names: Sequenc
         probs = r.probs if r.probs is not None else [None] * len(class_names)
         label = class_names[r.label] if r.label >= 0 else ""
         writer.writerow([r.prompt_index, r.prompt, r.image_index, r.seed, int(r.has_face), *box, *probs, label,
-                         r.clip_t, r.clip_i, r.dino, r.content, r.requested])
+                         r.clip_t, r.clip_i, r.dino, r.content, r.requested,
+                         r.similarity])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, buffer.getvalue())

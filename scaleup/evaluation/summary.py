@@ -9,6 +9,7 @@ can be recomputed from ``records.csv`` without regenerating an image:
 - ``no_face_share`` — the share of images in which the detector found no face (they carry no class);
 - ``clip_t`` / ``clip_score`` — CLIP-T of image and prompt as a cosine and as seed 001's x100 score;
 - ``clip_i`` / ``dino`` — cosine to the original model's image from the same noise (seed 000 Table 1), when given;
+- ``similarity`` — the same cosine under the user's own ``--image-embedder`` (models without CLIP / DINOv2);
 - ``confident_share`` — the share of face images whose most probable class has probability >= the run's
   ``confident`` threshold; on an attribute that can be blended (ink colour, skin tone) a model can "balance" by
   drawing the boundary case, which the bias alone would not show;
@@ -45,6 +46,8 @@ class ImageRecord:
     extra: dict = field(default_factory=dict)
     #: the class a debiasing option (prompt augmentation, semantic guidance) asked of the image; None without one
     requested: str | None = None
+    #: cosine to the original model's image from the same noise under the user's ``--image-embedder``; None without
+    similarity: float | None = None
 
     @property
     def label(self) -> int:
@@ -82,6 +85,7 @@ def prompt_summary(records: Sequence[ImageRecord], class_names: Sequence[str],
         "clip_score": None,
         "clip_i": _mean([r.clip_i for r in records]),
         "dino": _mean([r.dino for r in records]),
+        "similarity": _mean([r.similarity for r in records]),
         "freq": None, "bias": None, "discrepancy": None, "confident_share": None,
         "prompt_accuracy": prompt_accuracy(records),
     }
@@ -104,8 +108,8 @@ def overall_summary(per_prompt: Sequence[dict], records: Sequence[ImageRecord], 
     """Mean and standard deviation over prompts of each per-prompt number, and the numbers of all images pooled."""
     out: dict = {"n_prompts": len(per_prompt)}
     for key in ("bias", "discrepancy", "no_face_share", "confident_share", "prompt_accuracy", "clip_t", "clip_score",
-                "clip_i", "dino"):
-        values = np.array([p[key] for p in per_prompt if p[key] is not None], dtype=np.float64)
+                "clip_i", "dino", "similarity"):
+        values = np.array([p[key] for p in per_prompt if p.get(key) is not None], dtype=np.float64)
         out[key] = ({"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0,
                      "n_prompts": int(values.size)} if values.size else None)
     pooled = prompt_summary(records, class_names, target, confident=confident)

@@ -163,6 +163,9 @@ class AdftConfig:
     iterations: Optional[int] = None
     learning_rate: Optional[float] = None
     weight_decay: float = 1e-2
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW's beta1 (diffusers' --adam_beta1)"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW's beta2 (diffusers' --adam_beta2)"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW's epsilon (diffusers' --adam_epsilon)"})
     lr_scheduler: str = field(default="constant", metadata={"help": ", ".join(LR_SCHEDULERS)})
     lr_warmup_steps: int = 0
     max_grad_norm: Optional[float] = None
@@ -391,6 +394,12 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     learning_rate = _finite("learning_rate", paper.learning_rate if config.learning_rate is None
                             else config.learning_rate, strict=True)
     _finite("weight_decay", config.weight_decay)
+    for name in ("adam_beta1", "adam_beta2"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise _fail(name, f"got {value!r}", "a number in [0, 1)")
+    if not (isinstance(config.adam_epsilon, (int, float)) and 0 < config.adam_epsilon < 1):
+        raise _fail("adam_epsilon", f"got {config.adam_epsilon!r}", "a number in (0, 1)")
     if config.lr_scheduler not in LR_SCHEDULERS:
         raise _fail("lr_scheduler", f"unknown schedule {config.lr_scheduler!r}", f"one of {', '.join(LR_SCHEDULERS)}")
     _positive_int("lr_warmup_steps", config.lr_warmup_steps, minimum=0)

@@ -105,7 +105,8 @@ def run_job(config: AdftConfig, *, components: Components | None = None, timer=N
         components = build_components(config, plan, accelerator.device)
 
     trainable = components.trainable
-    optimizer = torch.optim.AdamW(trainable, lr=plan.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=plan.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                  eps=config.adam_epsilon, weight_decay=config.weight_decay)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
                                  num_training_steps=plan.iterations)
     # the scheduler is registered, not prepared: a prepared scheduler steps once per process per iteration
