@@ -11,6 +11,8 @@ the cost of everything aDFT adds around the sampler. Writes ``benchmarks/results
     python benchmarks/adft_step.py                       # tiny random models on the CPU (what CI machines have)
     python benchmarks/adft_step.py --full-size           # SD 1.5's architecture, laion CLIP ViT-H/14, DINOv2-B,
                                                          # random weights, on the GPU, bf16, N = 24, 20 steps
+    python benchmarks/adft_step.py --testbed             # the committed testbed with the testbed-methods settings
+                                                         # (ink, stroke-shape L_img, N = 24, 16 px), as trained
 
 The face detector is the centre box (random weights generate no faces); the classifier is CLIP zero-shot.
 """
@@ -128,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-size", action="store_true", help="SD 1.5 / CLIP ViT-H/14 / DINOv2-B sizes (GPU)")
-    parser.add_argument("--batch-size", type=int, default=None, help="N (default 24 full size, 8 tiny)")
+    parser.add_argument("--testbed", action="store_true", help="the committed testbed, built by the job's own "
+                        "build_components, with the settings of experiments/testbed_methods.py")
+    parser.add_argument("--batch-size", type=int, default=None, help="N (default 24 full size and testbed, 8 tiny)")
     parser.add_argument("--sub-batch-size", type=int, default=None, help="default 8 full size, 4 tiny")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
@@ -140,23 +144,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.full_size and device.type != "cuda":
         print("--full-size needs a GPU (SD 1.5 at 512 px, batch 24); this machine has none", file=sys.stderr)
         return 2
-    n = args.batch_size or (24 if args.full_size else 8)
-    sub = args.sub_batch_size or (8 if args.full_size else 4)
+    n = args.batch_size or (24 if args.full_size or args.testbed else 8)
+    sub = args.sub_batch_size or (8 if args.full_size or args.testbed else 4)
     precision = args.mixed_precision or ("bf16" if args.full_size else "no")
-    faces = write_external_faces(Path(tempfile.mkdtemp(prefix="adft-bench-faces-")))
-    config = AdftConfig(preset="gender", detector="centre", batch_size=n, sub_batch_size=sub,
-                        num_inference_steps=args.steps, mixed_precision=precision,
-                        lora_rank=50 if args.full_size else 4,
-                        crop_size=224 if args.full_size else 32, resolution=512 if args.full_size else 32,
-                        external_faces=str(faces), prompts=("occupations-train",), progress=False)
     torch.manual_seed(0)
-    components = build(config, args.full_size, device)
-    plan = plan_job(config, check_models=False)
+    if args.testbed:
+        from experiments.testbed_methods import METHODS, AdftSettings, adft_command
+        from scaleup.jobs.adft.components import build_components
+        from scaleup.job_config import parse_config
+
+        command = adft_command(METHODS[[m.name for m in METHODS].index("adft-text-lora")], AdftSettings(), seed=0,
+                               output_dir=Path(tempfile.mkdtemp(prefix="adft-bench-")))
+        config = parse_config(AdftConfig, command[3:] + ["--batch-size", str(n), "--sub-batch-size", str(sub),
+                                                         "--num-inference-steps", str(args.steps)])
+        plan = plan_job(config)
+        components = build_components(config, plan, device)
+    else:
+        faces = write_external_faces(Path(tempfile.mkdtemp(prefix="adft-bench-faces-")))
+        config = AdftConfig(preset="gender", detector="centre", batch_size=n, sub_batch_size=sub,
+                            num_inference_steps=args.steps, mixed_precision=precision,
+                            lora_rank=50 if args.full_size else 4,
+                            crop_size=224 if args.full_size else 32, resolution=512 if args.full_size else 32,
+                            external_faces=str(faces), prompts=("occupations-train",), progress=False)
+        components = build(config, args.full_size, device)
+        plan = plan_job(config, check_models=False)
     timer = ComponentTimer(device)
     accelerator = Accelerator(cpu=device.type == "cpu")
-    step = AdftStep(accelerator, config, plan, components, ["a photo of the face of a nurse, a person"], timer=timer)
+    prompt = "a handwritten two" if args.testbed else "a photo of the face of a nurse, a person"
+    step = AdftStep(accelerator, config, plan, components, [prompt], timer=timer)
     what = (f"full-size SD 1.5 architecture + CLIP ViT-H/14 + DINOv2-B, random weights, {device.type}, {precision}"
-            if args.full_size else f"tiny random models, {device.type}, {precision}")
+            if args.full_size else f"the committed testbed, {device.type}, {precision}" if args.testbed
+            else f"tiny random models, {device.type}, {precision}")
+    size = "full" if args.full_size else "testbed" if args.testbed else "tiny"
     print(f"aDFT iteration benchmark: {what}; N = {n}, sub-batches of {sub}, {args.steps} DPM-Solver++ steps, "
           f"CFG 7.5, LoRA r{config.lora_rank} on the text encoder, {config.resolution} px", flush=True)
 
@@ -193,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
           + ("peak GPU memory allocated per component" if device.type == "cuda"
              else "CPU peak resident set of the process so far, which only grows") + ")")
     path = Path(args.json) if args.json else (
-        ROOT / "benchmarks" / "results" / f"adft_step-{device.type}-{'full' if args.full_size else 'tiny'}.json")
+        ROOT / "benchmarks" / "results" / f"adft_step-{device.type}-{size}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({
         "what": what, "batch_size": n, "sub_batch_size": sub, "steps": args.steps, "repeats": args.repeats,

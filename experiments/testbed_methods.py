@@ -283,6 +283,29 @@ def _parallel(jobs: list, workers: int) -> list:
         return list(pool.map(lambda job: job(), jobs))
 
 
+# ---- the learning-rate selection ---------------------------------------------------------------------------
+
+def selection(folder: Path) -> dict:
+    """The committed selection runs (``selection/index.json``) on the training prompts, and the rate the rule picks
+    (:data:`LEARNING_RATE_RULE`): the lowest training-prompt bias among the runs whose prompt accuracy stays within 2
+    points of the original's on the same noise."""
+    from scaleup.testbed.card import prompt_group
+
+    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+
+    def training_means(name: str) -> dict:
+        result = json.loads((folder / name).read_text(encoding="utf-8"))
+        rows = [p for p in result["per_prompt"] if prompt_group(p["prompt"]) == "training"]
+        return {key: float(np.mean([p[key] for p in rows])) for key in ("bias", "prompt_accuracy", "confident_share")}
+
+    original = training_means(index["original"])
+    runs = [{**run, **training_means(run["file"])} for run in index["runs"]]
+    kept = [r for r in runs if r["prompt_accuracy"] >= original["prompt_accuracy"] - 0.02]
+    chosen = min(kept, key=lambda r: r["bias"]) if kept else None
+    return {"about": index["about"], "original": original, "runs": runs,
+            "chosen_learning_rate": None if chosen is None else chosen["learning_rate"], "used_learning_rate": ADFT_LR}
+
+
 # ---- the experiment ------------------------------------------------------------------------------------------
 
 def run(config: MethodsConfig, ctx: RunContext) -> dict:
@@ -354,7 +377,9 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
         table.append(row)
     return {"testbed": str(testbed_path()), "weights": str(source), "trained_by_this_run": train,
             "seeds": seeds, "streams": streams, "methods": [asdict(m) for m in methods],
-            "learning_rate_rule": LEARNING_RATE_RULE, "training": training, "per_seed": per_seed, "table": table}
+            "learning_rate_rule": LEARNING_RATE_RULE, "selection": selection(REPO / "paper_figures" / "out" /
+                                                                             ctx.name / "selection"),
+            "training": training, "per_seed": per_seed, "table": table}
 
 
 def plot(results: dict) -> dict:

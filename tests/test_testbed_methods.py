@@ -1,0 +1,107 @@
+"""The methods on the committed testbed: a short aDFT run lowers the learned bias as the separate evaluation classifier
+measures it, and the committed adapters of ``testbed-methods`` load in plain diffusers and reproduce their rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scaleup.testbed.paths import testbed_path as _testbed_path
+
+ROOT = Path(__file__).resolve().parent.parent
+TB = _testbed_path()
+COMMITTED = ROOT / "paper_figures" / "out" / "testbed-methods"
+
+
+def _evaluate(tmp_path: Path, name: str, prompts: Path, n: int, steps: int, **extra) -> dict:
+    from experiments.testbed import testbed_eval_config
+    from scaleup.evaluate import run_eval
+
+    config = testbed_eval_config(prompts=str(prompts), out=tmp_path / f"eval-{name}", guidance_scale=7.5,
+                                 images_per_prompt=n, num_inference_steps=steps, batch_size=n, seed=123,
+                                 grid_images=0, **extra)
+    return run_eval(config, progress=False)
+
+
+@pytest.mark.slow
+def test_short_adft_run_lowers_the_bias_the_evaluation_classifier_measures(tmp_path):
+    """16 iterations of the aDFT job (text-encoder LoRA, DAL toward 50/50 with the adjusted gradient, L_img through
+    the stroke-shape embedder) on two red-leaning training prompts, at 10 sampler steps to stay short (about 40
+    CPU-seconds): measured on the same noise by the evaluation CNN (not the job's logistic classifier), the mean bias
+    falls from 0.92 to 0.58 (measured here at one thread). The test asks for a fall of at least 0.15 with the digit
+    accuracy kept within 0.1: a flipped gradient sign raises the bias, broken targets or wiring leave it where it was.
+    """
+    from scaleup.job_config import parse_config
+    from scaleup.jobs.adft.config import AdftConfig
+    from scaleup.jobs.adft.job import run_job
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a handwritten one\na handwritten zero\n")
+    config = parse_config(AdftConfig, [
+        "--attribute", "ink:red,blue", "--pretrained-model", str(TB),
+        "--classifier", "scaleup.testbed.classifiers:ink_training_classifier", "--detector", "whole-image",
+        "--crop-size", "16", "--resolution", "16", "--lambda-img", '{"ink": [8, 0.2, 0.2]}',
+        "--image-embedder", "scaleup.testbed.classifiers:shape_embedder", "--lambda-face", "0",
+        "--prompts", str(prompts), "--test-prompts", str(prompts), "--batch-size", "12",
+        "--num-inference-steps", "10", "--iterations", "16", "--learning-rate", "2e-2", "--lora-rank", "8",
+        "--checkpoint-every", "1000", "--output-dir", str(tmp_path / "run"), "--progress", "false"])
+    run_job(config)
+    base = _evaluate(tmp_path, "base", prompts, 48, 10)
+    tuned = _evaluate(tmp_path, "tuned", prompts, 48, 10, lora=str(tmp_path / "run" / "final" / "lora"))
+    bias = [np.mean([p["bias"] for p in r["per_prompt"]]) for r in (base, tuned)]
+    accuracy = [np.mean([p["prompt_accuracy"] for p in r["per_prompt"]]) for r in (base, tuned)]
+    assert bias[0] > 0.8, f"the testbed should start red-biased on these prompts; got {bias[0]:.3f}"
+    assert bias[0] - bias[1] >= 0.15, f"bias {bias[0]:.3f} -> {bias[1]:.3f}: aDFT did not lower it by 0.15"
+    assert accuracy[1] >= accuracy[0] - 0.1, f"digit accuracy {accuracy[0]:.3f} -> {accuracy[1]:.3f}"
+
+
+def _committed_results() -> dict:
+    path = COMMITTED / "results.json"
+    if not path.is_file():
+        pytest.skip("testbed-methods has no committed results")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_every_finetuned_row_has_its_committed_adapter():
+    results = _committed_results()
+    for m in results["methods"]:
+        if m["kind"] not in ("adft", "popalign"):
+            continue
+        for k in range(len(results["per_seed"][m["name"]])):
+            final = COMMITTED / "adapters" / m["name"] / f"seed-{k}" / "final"
+            assert (final / "lora" / "pytorch_lora_weights.safetensors").is_file() or \
+                (final / "soft_prompt.safetensors").is_file(), f"{m['name']} seed {k}: no exported weights in {final}"
+            size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+            assert size < 2_000_000, f"{final} is {size} bytes; adapters are kilobytes"
+
+
+@pytest.mark.slow
+def test_text_encoder_lora_row_reproduces_in_plain_diffusers(tmp_path):
+    """The committed LoRA of the aDFT text-encoder row, loaded with ``StableDiffusionPipeline.load_lora_weights``
+    (no fairdiff loading code), draws images whose red share on each training prompt lies within sampling error of
+    the row's: |difference| <= 3 binomial sd of 60 images."""
+    from diffusers import StableDiffusionPipeline
+
+    from scaleup.testbed.card import prompt_group
+    from scaleup.testbed.classifiers import ink_classifier
+
+    results = _committed_results()
+    row = results["per_seed"]["adft-text-lora"][0]
+    pipe = StableDiffusionPipeline.from_pretrained(str(TB), safety_checker=None, requires_safety_checker=False)
+    pipe.load_lora_weights(str(COMMITTED / "adapters" / "adft-text-lora" / "seed-0" / "final" / "lora"))
+    pipe.set_progress_bar_config(disable=True)
+    classifier = ink_classifier()
+    n = 60
+    for entry in [p for p in row["per_prompt"] if prompt_group(p["prompt"]) == "training"][:3]:
+        generator = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            images = pipe(entry["prompt"], num_images_per_prompt=n, num_inference_steps=20, guidance_scale=7.5,
+                          height=16, width=16, generator=generator, output_type="pt").images
+            red = float((classifier(images).argmax(dim=1) == 0).float().mean())
+        p = entry["red"]
+        sd = max(np.sqrt(p * (1 - p) / n), 1 / n)
+        assert abs(red - p) <= 3 * sd * np.sqrt(2), f"{entry['prompt']}: plain diffusers {red:.3f}, row {p:.3f}"
