@@ -1,0 +1,350 @@
+"""PopAlign (seed 001) and its SFT baseline on the committed testbed, run as the job runs on Stable Diffusion.
+
+:func:`run_popalign_on_testbed` runs ``python -m scaleup.jobs.popalign generate``, ``build-sets`` and ``train``
+(the same flag parsing, :func:`scaleup.job_config.parse_config`, and the same stage functions) on the testbed
+``scaleup/testbed/digits-ink`` with the testbed's own attribute and classifiers, read from its card:
+
+- identity-augmented prompts: the card's ``ink_prompt`` with the attribute's classes as keywords, "a handwritten
+  zero" + " in red ink" / " in blue ink" (``--keywords red,blue --keyword-attribute ink:red,blue
+  --augment-template "{prompt} in {keyword} ink"``);
+- the sanity filter: the whole image (``--detector whole-image``) and the *training-side* ink classifier
+  (``scaleup.testbed.classifiers:ink_training_classifier``); the evaluation classifier, the separate CNN of the
+  card's ``evaluate.json``, never sees the training data;
+- the training prompts only (``prompts/training.txt``: 8 digits under "a handwritten {}"); a prompt file holding a
+  held-out digit (four, seven) or the held-out template is refused.
+
+Every repeat's seed is a root seed; its stages draw from independent streams
+(:func:`experiments.experiment.spawn_seeds`, ``numpy.random.SeedSequence(seed).spawn``), and repeats take their
+root seeds from :func:`repeat_seeds` (also ``SeedSequence.spawn``), never ``seed + i``.
+
+Hyper-parameters (:class:`TestbedPopAlignSettings`), by one rule fixed before any evaluation and using the training
+prompts only: keep every dimensionless setting of seed 001 and rescale only what depends on the model's size.
+
+- beta' = 5000 and alpha = 0.5 (seed 001, App. A.3): r is a mean over latent elements, so beta' r does not depend
+  on the latent's size; N = 5 images per set (the public code), uniform target over the two inks.
+- Preference images at the testbed's evaluation settings (guidance 7.5, 20 DPM++ steps: seed 001 generates at its
+  evaluation guidance, App. A.1). M = 100 images per neutral prompt (Sec. 5.1); per augmented prompt m = M / K = 50
+  for K = 2 inks, so that the augmented pool matches the neutral one as seed 001's 12 keywords x 10 = 120 do.
+- LoRA rank: seed 001's rank-to-width ratio at SD 1.5's narrowest attention (64 / 320 = 0.2) applied to the
+  testbed's attention width (64 channels) gives 12.8, rounded up to a power of two: 16.
+- Learning rate: seed 001's 1e-5 (LoRA on SD 1.5) times the ratio of the two models' pretraining learning rates
+  (testbed 1e-3, card ``training.config``; SD 1.5 1e-4): 1e-4. Warm-up 50 iterations (``configs/sd15_lora.yaml``).
+- Schedule: seed 001's 750 iterations of a global batch of 8 pairs (4 GPUs x 2), on one process with 8 pairs per
+  iteration; no checkpoints. The same settings for the SFT baseline (seed 001, Sec. 5.2, trains the same way).
+
+Measured on this machine (1 thread), the chain takes about 2.5 CPU-minutes per seed (``cpu_seconds`` of the result:
+generate, build-sets, train); no loss or r was NaN (:func:`run_popalign_on_testbed` checks the training log).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: The job's stage functions per subcommand, run as ``python -m scaleup.jobs.popalign`` runs them.
+_STAGES = ("generate", "build-sets", "train")
+
+
+@dataclass(frozen=True)
+class TestbedPopAlignSettings:
+    """The chain's settings; the defaults are the rule of the module docstring."""
+
+    images_per_neutral: int = 100
+    images_per_augmented: int = 50
+    guidance_scale: float = 7.5
+    num_inference_steps: int = 20
+    generate_batch_size: int = 50
+    set_size: int = 5
+    min_confidence: float = 0.8  # the card's confident threshold: an augmented image must show its ink clearly
+    lora_rank: int = 16
+    learning_rate: float = 1e-4
+    lr_warmup_steps: int = 50
+    max_train_steps: int = 750
+    pairs_per_device: int = 8
+    beta_prime: float = 5000.0
+    alpha: float = 0.5
+    reward_accuracy_sets: int = 16
+    max_prompts: int | None = None
+
+    @classmethod
+    def tiny(cls) -> "TestbedPopAlignSettings":
+        """A few seconds end to end (tests): few images and steps, the same path."""
+        return cls(images_per_neutral=4, images_per_augmented=2, num_inference_steps=4, generate_batch_size=8,
+                   set_size=2, min_confidence=0.5, lora_rank=4, lr_warmup_steps=0, max_train_steps=3,
+                   pairs_per_device=2, reward_accuracy_sets=2, max_prompts=2)
+
+
+def repeat_seeds(root_seed: int, n: int) -> list[int]:
+    """Root seeds of ``n`` repeats: independent streams of ``numpy.random.SeedSequence(root_seed).spawn(n)``."""
+    from experiments.experiment import spawn_seeds
+
+    return spawn_seeds(root_seed, n)
+
+
+def testbed_keywords(pipeline: str | Path | None = None) -> dict:
+    """The job's keyword flags for the testbed, from its card: the attribute's classes as keywords, the attribute as
+    ``name:class1,class2`` and the card's ``ink_prompt`` as the augmentation template."""
+    from scaleup.testbed.card import read_card
+
+    card = read_card(pipeline)
+    attribute = card["attribute"]
+    template = card["ink_prompt"].replace("{" + attribute["name"] + "}", "{keyword}")
+    return {"keywords": list(attribute["classes"]), "keyword_attribute": attribute["flag"],
+            "augment_template": template}
+
+
+def check_training_prompts(prompts: str | Path) -> list[str]:
+    """The prompts of ``prompts``, refused unless every one is a testbed *training* prompt (no held-out digit, no
+    held-out template)."""
+    from scaleup.prompts import load_prompt_set
+    from scaleup.testbed.card import prompt_groups
+
+    listed = list(load_prompt_set(str(prompts)).prompts)
+    training = set(prompt_groups()["training"])
+    outside = [p for p in listed if p not in training]
+    if outside:
+        raise ValueError(f"prompts: {prompts} holds prompts that are not testbed training prompts ({outside[:3]}); "
+                         "held-out digits and the held-out template must stay out of training")
+    return listed
+
+
+def _flags(values: dict) -> list[str]:
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        argv += [flag, str(value)]
+    return argv
+
+
+def stage_arguments(out_dir: str | Path, seed: int, *, prompts: str | Path, sft: bool,
+                    settings: TestbedPopAlignSettings, pipeline: str | Path) -> dict[str, list[str]]:
+    """The command-line arguments of each stage (``python -m scaleup.jobs.popalign STAGE ARGS``)."""
+    from experiments.experiment import spawn_seeds
+
+    out_dir = Path(out_dir)
+    generate_seed, sets_seed, train_seed = spawn_seeds(seed, 3)
+    s = settings
+    generate = dict(out=out_dir / "generated", pipeline=pipeline, prompts=prompts, max_prompts=s.max_prompts,
+                    **testbed_keywords(pipeline), images_per_neutral=s.images_per_neutral,
+                    images_per_augmented=s.images_per_augmented, num_inference_steps=s.num_inference_steps,
+                    guidance_scale=s.guidance_scale, batch_size=s.generate_batch_size, torch_dtype="fp32",
+                    seed=generate_seed)
+    build = dict(generated=out_dir / "generated", out=out_dir / "data", set_size=s.set_size, filter="apply",
+                 detector="whole-image", classifier=_card_classifier(pipeline, "training"),
+                 min_confidence=s.min_confidence, seed=sets_seed)
+    train = dict(data=out_dir / "data", out=out_dir / ("sft" if sft else "popalign"), pipeline=pipeline,
+                 loss="sft" if sft else "popalign", finetune="lora", lora_rank=s.lora_rank,
+                 beta_prime=s.beta_prime, alpha=s.alpha, pairs_per_device=s.pairs_per_device,
+                 max_train_steps=s.max_train_steps, learning_rate=s.learning_rate,
+                 lr_warmup_steps=s.lr_warmup_steps, use_8bit_adam="false", checkpoint_every=0,
+                 reward_accuracy_sets=s.reward_accuracy_sets, seed=train_seed)
+    return {"generate": _flags(generate), "build-sets": _flags(build), "train": _flags(train)}
+
+
+def _card_classifier(pipeline: str | Path, role: str) -> str:
+    from scaleup.testbed.card import read_card
+
+    return read_card(pipeline)["classifiers"][role]
+
+
+def _finite_log(folder: Path) -> bool:
+    rows = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    values = [v for row in rows for k, v in row.items() if isinstance(v, float)]
+    return bool(rows) and all(math.isfinite(v) for v in values)
+
+
+def run_popalign_on_testbed(out_dir: str | Path, seed: int, *, prompts: str | Path | None = None, sft: bool = False,
+                            settings: TestbedPopAlignSettings | None = None, pipeline: str | Path | None = None,
+                            threads: int = 1, progress: bool = False) -> dict:
+    """generate -> build-sets -> train (PopAlign, or the SFT baseline with ``sft``) on the testbed.
+
+    Parameters
+    ----------
+    out_dir : folder of this seed: ``generated/``, ``data/`` (the preference dataset) and ``popalign/`` or
+        ``sft/`` (the training run; its ``lora/`` is the exported adapter). PopAlign and SFT of one seed share
+        ``generated/`` and ``data/``: a second call reuses them (generate resumes, build-sets is skipped when its
+        report shows the same settings) and their times are then those of the reuse.
+    seed : root seed; generate, build-sets and train take independent streams of it (module docstring).
+    prompts : training prompt file (default: the testbed's ``prompts/training.txt``); held-out prompts are refused.
+    settings : :class:`TestbedPopAlignSettings` (default: the stated rule); ``TestbedPopAlignSettings.tiny()`` for
+        a fast path check.
+    pipeline : the testbed folder (default: the committed one).
+    threads : torch threads (and OMP_NUM_THREADS for child libraries) for the whole chain.
+
+    Returns
+    -------
+    dict with ``lora`` (the exported LoRA folder, diffusers format: ``StableDiffusionPipeline.load_lora_weights``),
+    ``cpu_seconds`` per stage (``time.process_time``) and ``wall_seconds``, the stages' ``commands`` (the same
+    run on the command line), their summaries (``generate``, ``build_sets``, ``train``), the ``settings`` and the
+    stage ``seeds``, and ``finite`` (no NaN or infinity in the training log).
+    """
+    import torch
+
+    from scaleup.job_config import config_to_dict, parse_config
+    from scaleup.jobs.popalign.build import REPORT_FILE, run_build_sets
+    from scaleup.jobs.popalign.config import BuildSetsConfig, GenerateConfig, TrainConfig
+    from scaleup.jobs.popalign.generation import run_generate
+    from scaleup.jobs.popalign.train import run_train
+    from scaleup.testbed.card import PROMPT_FILES
+    from scaleup.testbed.paths import testbed_path
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    settings = settings or TestbedPopAlignSettings()
+    folder = Path(pipeline) if pipeline is not None else testbed_path()
+    prompts = Path(prompts) if prompts is not None else folder / "prompts" / PROMPT_FILES["training"]
+    check_training_prompts(prompts)
+    out_dir = Path(out_dir)
+    argv = stage_arguments(out_dir, seed, prompts=prompts, sft=sft, settings=settings, pipeline=folder)
+    configs = {"generate": parse_config(GenerateConfig, argv["generate"]),
+               "build-sets": parse_config(BuildSetsConfig, argv["build-sets"]),
+               "train": parse_config(TrainConfig, argv["train"])}
+    cpu, wall, summaries = {}, {}, {}
+
+    def timed(stage, fn):
+        c0, w0 = time.process_time(), time.perf_counter()
+        summaries[stage] = fn()
+        cpu[stage], wall[stage] = time.process_time() - c0, time.perf_counter() - w0
+
+    timed("generate", lambda: run_generate(configs["generate"], progress=progress))
+    report_path = out_dir / "data" / REPORT_FILE
+
+    def build():
+        if report_path.is_file():  # built by the other method's call of this seed: reuse only the same settings
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+            if report["config"] != config_to_dict(configs["build-sets"]):
+                raise ValueError(f"{report_path.parent} holds sets built with other settings; use another out_dir")
+            return dict(report, reused=True)
+        return run_build_sets(configs["build-sets"], progress=progress)
+
+    timed("build-sets", build)
+    train_out = Path(configs["train"].out)
+    if (train_out / "log.jsonl").exists():
+        raise ValueError(f"{train_out} holds an earlier training run; use another out_dir")
+    timed("train", lambda: run_train(configs["train"], progress=progress))
+    train = summaries["train"]
+    if "lora" not in train.get("weights", {}):
+        raise RuntimeError(f"training stopped before its end: {train}")
+    build_report = summaries["build-sets"]
+    return {
+        "method": "sft" if sft else "popalign", "seed": seed, "lora": train["weights"]["lora"],
+        "cpu_seconds": {**cpu, "total": sum(cpu.values())}, "wall_seconds": wall, "threads": threads,
+        "commands": {stage: shlex.join(["python", "-m", "scaleup.jobs.popalign", stage, *argv[stage]])
+                     for stage in _STAGES},
+        "seeds": {stage: int(getattr(configs[stage], "seed")) for stage in _STAGES},
+        "settings": asdict(settings), "prompts": str(prompts), "pipeline": str(folder),
+        "generate": summaries["generate"],
+        "build_sets": {k: build_report.get(k) for k in ("set_pairs", "rows", "images", "pairs_dropped",
+                                                        "prompts_without_sets", "filter", "reused")},
+        "train": {k: v for k, v in train.items() if k != "config"},
+        "finite": _finite_log(train_out),
+    }
+
+
+# ---- evaluation of base / PopAlign / SFT ------------------------------------------------------------------------
+
+def evaluate_on_testbed(out: str | Path, seed: int, *, lora: str | Path | None = None, images_per_prompt: int = 60,
+                        num_inference_steps: int = 20, guidance_scale: float = 7.5, batch_size: int = 60,
+                        max_prompts: int | None = None, progress: bool = False) -> dict:
+    """``scaleup.evaluate.run_eval`` on every testbed prompt (``all.txt``) with the card's evaluation settings (the
+    evaluation CNN), the LoRA ``lora`` loaded; per prompt and per group (training / held-out digits / held-out
+    template): bias, share of red, confident share, prompt accuracy, and the CPU seconds."""
+    from experiments.testbed import _group_stats, testbed_eval_config
+    from scaleup.evaluate import run_eval
+    from scaleup.testbed.card import PROMPT_FILES, prompt_group
+    from scaleup.testbed.paths import testbed_path
+
+    config = testbed_eval_config(prompts=str(testbed_path() / "prompts" / PROMPT_FILES["all"]), out=out,
+                                 guidance_scale=guidance_scale, images_per_prompt=images_per_prompt,
+                                 num_inference_steps=num_inference_steps, batch_size=batch_size, seed=seed,
+                                 max_prompts=max_prompts, grid_images=0, restart=True,
+                                 lora=None if lora is None else str(lora))
+    c0 = time.process_time()
+    result = run_eval(config, progress=progress)
+    cpu = time.process_time() - c0
+    per_prompt = [{"prompt": p["prompt"], "group": prompt_group(p["prompt"]), "red": p["freq"]["red"],
+                   "bias": p["bias"], "confident_share": p["confident_share"],
+                   "prompt_accuracy": p["prompt_accuracy"]} for p in result["per_prompt"]]
+    return {"per_prompt": per_prompt, "cpu_seconds": cpu, "lora": None if lora is None else str(lora),
+            "groups": {key: _group_stats(per_prompt, key)
+                       for key in ("bias", "red", "confident_share", "prompt_accuracy")}}
+
+
+def same_images_as_evaluation(lora: str | Path, *, prompt: str = "a handwritten zero", seeds=(0, 1, 2, 3),
+                              num_inference_steps: int = 20, guidance_scale: float = 7.5) -> dict:
+    """Whether plain diffusers (``StableDiffusionPipeline.from_pretrained(testbed).load_lora_weights(lora)``) draws
+    the same images as the evaluation's loading path (``scaleup.models.load_pipeline`` + ``load_lora``), both
+    sampled by ``scaleup.models.pipelines.generate`` with the same seeds; and that the LoRA changes the images."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from scaleup.models import load_pipeline
+    from scaleup.models.adapters import adapters_disabled, load_lora
+    from scaleup.models.pipelines import generate
+    from scaleup.testbed.paths import testbed_path
+
+    kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, batch_size=len(seeds),
+                  progress=False)
+    ours = load_pipeline(str(testbed_path()), torch_dtype=torch.float32, device="cpu")
+    load_lora(ours, lora)
+    plain = StableDiffusionPipeline.from_pretrained(str(testbed_path()))
+    plain.scheduler = type(ours.scheduler).from_config(ours.scheduler.config)  # the evaluation's sampler
+    plain.load_lora_weights(str(lora))
+    a = generate(ours, prompt, list(seeds), **kwargs)
+    b = generate(plain, prompt, list(seeds), **kwargs)
+    with adapters_disabled(plain.unet):
+        base = generate(plain, prompt, list(seeds), **kwargs)
+    return {"max_abs_difference": float((a - b).abs().max()), "equal": bool(torch.equal(a, b)),
+            "lora_changes_images": float((b - base).abs().max()), "adapters": plain.get_active_adapters()}
+
+
+def measure(out_dir: str | Path, root_seed: int = 0, n_seeds: int = 3, *, settings: TestbedPopAlignSettings | None =
+            None, images_per_prompt: int = 60, progress: bool = False) -> dict:
+    """Base, PopAlign and SFT for ``n_seeds`` repeats (:func:`repeat_seeds`), each evaluated on every testbed
+    prompt; writes ``OUT/measurements.json`` after each step and returns it."""
+    from experiments.experiment import spawn_seeds
+
+    out_dir = Path(out_dir)
+    path = out_dir / "measurements.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"root_seed": root_seed, "runs": {}}
+
+    def save():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    for seed in repeat_seeds(root_seed, n_seeds):
+        entry = results["runs"].setdefault(str(seed), {})
+        eval_seed = spawn_seeds(seed, 4)[3]  # a fourth stream: other seeds than the training images'
+        for method in ("popalign", "sft"):
+            if method not in entry:
+                run = run_popalign_on_testbed(out_dir / f"seed-{seed}", seed, sft=method == "sft",
+                                              settings=settings, progress=progress)
+                entry[method] = {"chain": run}
+                save()
+            if "evaluation" not in entry[method]:
+                entry[method]["evaluation"] = evaluate_on_testbed(
+                    out_dir / f"seed-{seed}" / "eval" / method, eval_seed, lora=entry[method]["chain"]["lora"],
+                    images_per_prompt=images_per_prompt, progress=progress)
+                save()
+        if "base" not in entry:
+            entry["base"] = {"evaluation": evaluate_on_testbed(out_dir / f"seed-{seed}" / "eval" / "base", eval_seed,
+                                                               images_per_prompt=images_per_prompt,
+                                                               progress=progress)}
+            save()
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(measure(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+                             int(sys.argv[3]) if len(sys.argv) > 3 else 3, progress=True), indent=2, default=str)[:4000])
