@@ -45,6 +45,7 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 #: The job's stage functions per subcommand, run as ``python -m scaleup.jobs.popalign`` runs them.
 _STAGES = ("generate", "build-sets", "train")
@@ -126,7 +127,8 @@ def _flags(values: dict) -> list[str]:
 
 
 def stage_arguments(out_dir: str | Path, seed: int, *, prompts: str | Path, sft: bool,
-                    settings: TestbedPopAlignSettings, pipeline: str | Path) -> dict[str, list[str]]:
+                    settings: TestbedPopAlignSettings, pipeline: str | Path,
+                    run_name: str | None = None) -> dict[str, list[str]]:
     """The command-line arguments of each stage (``python -m scaleup.jobs.popalign STAGE ARGS``)."""
     from experiments.experiment import spawn_seeds
 
@@ -141,7 +143,7 @@ def stage_arguments(out_dir: str | Path, seed: int, *, prompts: str | Path, sft:
     build = dict(generated=out_dir / "generated", out=out_dir / "data", set_size=s.set_size, filter="apply",
                  detector="whole-image", classifier=_card_classifier(pipeline, "training"),
                  min_confidence=s.min_confidence, seed=sets_seed)
-    train = dict(data=out_dir / "data", out=out_dir / ("sft" if sft else "popalign"), pipeline=pipeline,
+    train = dict(data=out_dir / "data", out=out_dir / (run_name or ("sft" if sft else "popalign")), pipeline=pipeline,
                  loss="sft" if sft else "popalign", finetune="lora", lora_rank=s.lora_rank,
                  beta_prime=s.beta_prime, alpha=s.alpha, pairs_per_device=s.pairs_per_device,
                  max_train_steps=s.max_train_steps, learning_rate=s.learning_rate,
@@ -164,7 +166,7 @@ def _finite_log(folder: Path) -> bool:
 
 def run_popalign_on_testbed(out_dir: str | Path, seed: int, *, prompts: str | Path | None = None, sft: bool = False,
                             settings: TestbedPopAlignSettings | None = None, pipeline: str | Path | None = None,
-                            threads: int = 1, progress: bool = False) -> dict:
+                            threads: int = 1, run_name: str | None = None, progress: bool = False) -> dict:
     """generate -> build-sets -> train (PopAlign, or the SFT baseline with ``sft``) on the testbed.
 
     Parameters
@@ -179,6 +181,8 @@ def run_popalign_on_testbed(out_dir: str | Path, seed: int, *, prompts: str | Pa
         a fast path check.
     pipeline : the testbed folder (default: the committed one).
     threads : torch threads (and OMP_NUM_THREADS for child libraries) for the whole chain.
+    run_name : the training run's folder under ``out_dir`` (default ``popalign`` / ``sft``), e.g. one per
+        learning rate of :func:`select_learning_rate`.
 
     Returns
     -------
@@ -204,7 +208,8 @@ def run_popalign_on_testbed(out_dir: str | Path, seed: int, *, prompts: str | Pa
     prompts = Path(prompts) if prompts is not None else folder / "prompts" / PROMPT_FILES["training"]
     check_training_prompts(prompts)
     out_dir = Path(out_dir)
-    argv = stage_arguments(out_dir, seed, prompts=prompts, sft=sft, settings=settings, pipeline=folder)
+    argv = stage_arguments(out_dir, seed, prompts=prompts, sft=sft, settings=settings, pipeline=folder,
+                           run_name=run_name)
     configs = {"generate": parse_config(GenerateConfig, argv["generate"]),
                "build-sets": parse_config(BuildSetsConfig, argv["build-sets"]),
                "train": parse_config(TrainConfig, argv["train"])}
@@ -248,6 +253,76 @@ def run_popalign_on_testbed(out_dir: str | Path, seed: int, *, prompts: str | Pa
         "train": {k: v for k, v in train.items() if k != "config"},
         "finite": _finite_log(train_out),
     }
+
+
+# ---- the learning rate, chosen on the training prompts with the training classifier ---------------------------
+
+#: Candidates of :func:`select_learning_rate`: from the rescaled 1e-4 up to the testbed's own pretraining learning
+#: rate 1e-3, in half-decade steps.
+LEARNING_RATES = (1e-4, 3e-4, 1e-3)
+
+
+def validate_on_training_prompts(out: str | Path, seed: int, *, lora: str | Path | None = None,
+                                 images_per_prompt: int = 60, progress: bool = False) -> dict:
+    """``run_eval`` on the training prompts only, judged by the *training* ink classifier (never the evaluation
+    CNN) and the digit classifier: mean bias, red share and prompt accuracy over the 8 training prompts."""
+    import numpy as np
+
+    from experiments.testbed import testbed_eval_config
+    from scaleup.evaluate import run_eval
+    from scaleup.testbed.card import PROMPT_FILES
+    from scaleup.testbed.paths import testbed_path
+
+    settings = TestbedPopAlignSettings()
+    config = testbed_eval_config(prompts=str(testbed_path() / "prompts" / PROMPT_FILES["training"]), out=out,
+                                 guidance_scale=settings.guidance_scale, images_per_prompt=images_per_prompt,
+                                 num_inference_steps=settings.num_inference_steps, batch_size=images_per_prompt,
+                                 seed=seed, grid_images=0, restart=True, confident=None,
+                                 classifier=_card_classifier(testbed_path(), "training"),
+                                 lora=None if lora is None else str(lora))
+    result = run_eval(config, progress=progress)
+    rows = result["per_prompt"]
+    return {"bias": float(np.mean([p["bias"] for p in rows])), "red": float(np.mean([p["freq"]["red"] for p in rows])),
+            "prompt_accuracy": float(np.mean([p["prompt_accuracy"] for p in rows])),
+            "per_prompt_bias": {p["prompt"]: p["bias"] for p in rows}}
+
+
+def select_learning_rate(out_dir: str | Path, seed: int, *, candidates=LEARNING_RATES,
+                         settings: TestbedPopAlignSettings | None = None, max_accuracy_drop: float = 0.05,
+                         images_per_prompt: int = 60, progress: bool = False) -> dict:
+    """The learning rate of PopAlign on the testbed, chosen with the training prompts only.
+
+    Rule: train PopAlign (all other settings as :class:`TestbedPopAlignSettings`) at each candidate learning rate
+    on the preference data of ``seed`` (a selection stream, not one of the measured repeats), generate 60 images of
+    each *training* prompt at the evaluation settings with another stream, and keep the learning rate with the
+    lowest mean bias by the *training* ink classifier among those whose run stayed finite and whose prompt
+    accuracy (digit classifier) is at most ``max_accuracy_drop`` below the base model's; ties go to the smaller
+    rate. Held-out prompts and the evaluation classifier play no part.
+    """
+    from dataclasses import replace
+
+    from experiments.experiment import spawn_seeds
+
+    settings = settings or TestbedPopAlignSettings()
+    out_dir = Path(out_dir)
+    validation_seed = spawn_seeds(seed, 4)[3]
+    base = validate_on_training_prompts(out_dir / "validation" / "base", validation_seed,
+                                        images_per_prompt=images_per_prompt, progress=progress)
+    runs = {}
+    for lr in candidates:
+        chain = run_popalign_on_testbed(out_dir, seed, settings=replace(settings, learning_rate=lr),
+                                        run_name=f"popalign-lr{lr:g}", progress=progress)
+        runs[f"{lr:g}"] = {"learning_rate": lr, "finite": chain["finite"], "cpu_seconds": chain["cpu_seconds"],
+                           "validation": validate_on_training_prompts(
+                               out_dir / "validation" / f"lr{lr:g}", validation_seed, lora=chain["lora"],
+                               images_per_prompt=images_per_prompt, progress=progress)}
+    eligible = [r for r in runs.values() if r["finite"] and
+                r["validation"]["prompt_accuracy"] >= base["prompt_accuracy"] - max_accuracy_drop]
+    if not eligible:
+        raise RuntimeError(f"no learning rate kept the run finite and the digits recognisable: {runs}")
+    chosen = min(eligible, key=lambda r: (round(r["validation"]["bias"], 6), r["learning_rate"]))
+    return {"seed": seed, "validation_seed": validation_seed, "base": base, "runs": runs,
+            "chosen": chosen["learning_rate"]}
 
 
 # ---- evaluation of base / PopAlign / SFT ------------------------------------------------------------------------
@@ -297,7 +372,6 @@ def same_images_as_evaluation(lora: str | Path, *, prompt: str = "a handwritten 
     ours = load_pipeline(str(testbed_path()), torch_dtype=torch.float32, device="cpu")
     load_lora(ours, lora)
     plain = StableDiffusionPipeline.from_pretrained(str(testbed_path()))
-    plain.scheduler = type(ours.scheduler).from_config(ours.scheduler.config)  # the evaluation's sampler
     plain.load_lora_weights(str(lora))
     a = generate(ours, prompt, list(seeds), **kwargs)
     b = generate(plain, prompt, list(seeds), **kwargs)
@@ -308,9 +382,10 @@ def same_images_as_evaluation(lora: str | Path, *, prompt: str = "a handwritten 
 
 
 def measure(out_dir: str | Path, root_seed: int = 0, n_seeds: int = 3, *, settings: TestbedPopAlignSettings | None =
-            None, images_per_prompt: int = 60, progress: bool = False) -> dict:
+            None, images_per_prompt: int = 60, repeats: Sequence[int] | None = None, progress: bool = False) -> dict:
     """Base, PopAlign and SFT for ``n_seeds`` repeats (:func:`repeat_seeds`), each evaluated on every testbed
-    prompt; writes ``OUT/measurements.json`` after each step and returns it."""
+    prompt; writes ``OUT/measurements.json`` after each step and returns it. ``repeats``: run only these repeat
+    indices (e.g. one process per repeat, each with its own ``out_dir``)."""
     from experiments.experiment import spawn_seeds
 
     out_dir = Path(out_dir)
@@ -321,7 +396,8 @@ def measure(out_dir: str | Path, root_seed: int = 0, n_seeds: int = 3, *, settin
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
-    for seed in repeat_seeds(root_seed, n_seeds):
+    seeds = repeat_seeds(root_seed, n_seeds)
+    for seed in (seeds if repeats is None else [seeds[i] for i in repeats]):
         entry = results["runs"].setdefault(str(seed), {})
         eval_seed = spawn_seeds(seed, 4)[3]  # a fourth stream: other seeds than the training images'
         for method in ("popalign", "sft"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from scaleup.jobs.popalign.keywords import augment_prompt, keyword_set
 
@@ -52,7 +51,8 @@ def test_testbed_chain_runs_end_to_end_and_writes_a_loadable_lora(tmp_path):
     """generate -> build-sets -> train (PopAlign, then SFT on the same sets) with tiny settings, a few seconds."""
     from diffusers import StableDiffusionPipeline
 
-    from experiments.testbed_popalign import TestbedPopAlignSettings, run_popalign_on_testbed
+    from experiments.testbed_popalign import (TestbedPopAlignSettings, run_popalign_on_testbed,
+                                              same_images_as_evaluation)
     from scaleup.testbed.paths import testbed_path
 
     settings = TestbedPopAlignSettings.tiny()
@@ -69,8 +69,9 @@ def test_testbed_chain_runs_end_to_end_and_writes_a_loadable_lora(tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(str(testbed_path()))
     pipe.load_lora_weights(result["lora"])
     assert sum("lora_A" in name for name, _ in pipe.unet.named_parameters()) > 0
+    same = same_images_as_evaluation(result["lora"], seeds=(0, 1), num_inference_steps=3)
+    assert same["equal"] and same["adapters"] == ["default_0"]
     sft = run_popalign_on_testbed(tmp_path, 7, sft=True, settings=settings)
     assert sft["build_sets"]["reused"] and sft["lora"].endswith("sft/lora") and sft["finite"]
     with pytest.raises(ValueError, match="earlier training run"):
         run_popalign_on_testbed(tmp_path, 7, settings=settings)
-    torch.set_num_threads(1)
