@@ -17,18 +17,29 @@ Every repeat's seed is a root seed; its stages draw from independent streams
 (:func:`experiments.experiment.spawn_seeds`, ``numpy.random.SeedSequence(seed).spawn``), and repeats take their
 root seeds from :func:`repeat_seeds` (also ``SeedSequence.spawn``), never ``seed + i``.
 
-Hyper-parameters (:class:`TestbedPopAlignSettings`), by one rule fixed before any evaluation and using the training
-prompts only: keep every dimensionless setting of seed 001 and rescale only what depends on the model's size.
+Hyper-parameters (:class:`TestbedPopAlignSettings`), by a rule that uses the training prompts only (no held-out
+prompt and no evaluation classifier enter any choice): keep every dimensionless setting of seed 001, rescale what
+depends on the model's size, and choose the learning rate on the training prompts with the training classifier.
 
-- beta' = 5000 and alpha = 0.5 (seed 001, App. A.3): r is a mean over latent elements, so beta' r does not depend
-  on the latent's size; N = 5 images per set (the public code), uniform target over the two inks.
+- alpha = 0.5 (seed 001, App. A.3); N = 5 images per set (the public code), uniform target over the two inks.
+- beta' = 5000 x D_testbed / D_SD = 5000 x 256 / 16384 = 78.125: the public code's beta' = 5000 multiplies r as a
+  *mean* over the D latent elements, while eq. 9's log-likelihood ratio is a *sum* over them (DESIGN.md: r from
+  ||eps - eps_theta||^2), so the same KL weight beta per image needs beta' proportional to D (SD 1.5 at 512 px:
+  4 x 64 x 64 = 16384; the testbed: 4 x 8 x 8 = 256).
 - Preference images at the testbed's evaluation settings (guidance 7.5, 20 DPM++ steps: seed 001 generates at its
   evaluation guidance, App. A.1). M = 100 images per neutral prompt (Sec. 5.1); per augmented prompt m = M / K = 50
   for K = 2 inks, so that the augmented pool matches the neutral one as seed 001's 12 keywords x 10 = 120 do.
 - LoRA rank: seed 001's rank-to-width ratio at SD 1.5's narrowest attention (64 / 320 = 0.2) applied to the
   testbed's attention width (64 channels) gives 12.8, rounded up to a power of two: 16.
-- Learning rate: seed 001's 1e-5 (LoRA on SD 1.5) times the ratio of the two models' pretraining learning rates
-  (testbed 1e-3, card ``training.config``; SD 1.5 1e-4): 1e-4. Warm-up 50 iterations (``configs/sd15_lora.yaml``).
+- Learning rate: chosen by :func:`select_learning_rate` on the training prompts only, among seed 001's 1e-5 (LoRA
+  on SD 1.5) times the ratio of the models' pretraining learning rates (testbed 1e-3, card ``training.config``;
+  SD 1.5 1e-4) = 1e-4, and half-decade steps up to the testbed's own 1e-3 (:data:`LEARNING_RATES`). Warm-up 50
+  iterations (``configs/sd15_lora.yaml``). The selection (``select_learning_rate(out, repeat_seeds(0, 4)[3])``,
+  a stream apart from the measured repeats ``repeat_seeds(0, 3)``; mean bias by the training classifier over the 8
+  training prompts, 60 images each, and prompt accuracy): base 0.721 / 0.973; 1e-4: 0.646 / 0.975; 3e-4:
+  0.529 / 0.967; 1e-3: 0.508 / 0.952, so 1e-3 (the grid's top; every run finite). With beta' left at 5000 the same
+  grid gave 0.696, 0.683, 0.696: the KL term held the model at the reference, which is what led to the rescaling
+  of beta' above.
 - Schedule: seed 001's 750 iterations of a global batch of 8 pairs (4 GPUs x 2), on one process with 8 pairs per
   iteration; no checkpoints. The same settings for the SFT baseline (seed 001, Sec. 5.2, trains the same way).
 
@@ -63,11 +74,11 @@ class TestbedPopAlignSettings:
     set_size: int = 5
     min_confidence: float = 0.8  # the card's confident threshold: an augmented image must show its ink clearly
     lora_rank: int = 16
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3  # select_learning_rate on the training prompts (module docstring)
     lr_warmup_steps: int = 50
     max_train_steps: int = 750
     pairs_per_device: int = 8
-    beta_prime: float = 5000.0
+    beta_prime: float = 5000.0 * (4 * 8 * 8) / (4 * 64 * 64)  # 78.125, module docstring
     alpha: float = 0.5
     reward_accuracy_sets: int = 16
     max_prompts: int | None = None
@@ -226,7 +237,10 @@ def run_popalign_on_testbed(out_dir: str | Path, seed: int, *, prompts: str | Pa
     def build():
         if report_path.is_file():  # built by the other method's call of this seed: reuse only the same settings
             report = json.loads(report_path.read_text(encoding="utf-8"))
-            if report["config"] != config_to_dict(configs["build-sets"]):
+            def settings_of(config: dict) -> dict:  # the folders may have moved; every other setting must agree
+                return {k: v for k, v in config.items() if k not in ("generated", "out")}
+
+            if settings_of(report["config"]) != settings_of(config_to_dict(configs["build-sets"])):
                 raise ValueError(f"{report_path.parent} holds sets built with other settings; use another out_dir")
             return dict(report, reused=True)
         return run_build_sets(configs["build-sets"], progress=progress)
