@@ -445,5 +445,7 @@ def measure(out_dir: str | Path, root_seed: int = 0, n_seeds: int = 3, *, settin
 if __name__ == "__main__":
     import sys
 
-    print(json.dumps(measure(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0,
-                             int(sys.argv[3]) if len(sys.argv) > 3 else 3, progress=True), indent=2, default=str)[:4000])
+    # python -m experiments.testbed_popalign OUT [ROOT_SEED] [N_SEEDS]: writes OUT/measurements.json
+    measure(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0, int(sys.argv[3]) if len(sys.argv) > 3 else 3,
+            progress=True)
+    print(Path(sys.argv[1]) / "measurements.json")
