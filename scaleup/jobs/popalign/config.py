@@ -22,7 +22,8 @@ class GenerateConfig:
         "help": "a shipped keyword set (gender, race, gender_race, age) or >= 2 comma-separated keywords"})
     keyword_attribute: str | None = field(default=None, metadata={
         "help": "filter attribute of user keywords: a built-in one or your own as name:class1,class2"})
-    keyword_classes: tuple[str, ...] = field(default=(), metadata={"help": "class of that attribute per keyword"})
+    keyword_classes: tuple[str, ...] = field(default=(), metadata={
+        "help": "class of that attribute per keyword; may be left out when the keywords are its class names"})
     augment_template: str | None = field(default=None, metadata={
         "help": "template with {keyword} and {prompt}; None: the keyword after 'a realistic photo of '"})
     images_per_neutral: int = field(default=100, metadata={"help": "M, images per neutral prompt (Sec. 5.1: 100)"})

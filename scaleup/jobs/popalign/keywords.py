@@ -115,6 +115,10 @@ def keyword_set(keywords: str | Sequence[str], *, attribute: str | None = None,
     """A shipped keyword set by name (``"gender"``, ``"race"``, ``"gender_race"``, ``"age"``, or a one-entry list
     naming one), or a user-defined set of two or more keywords with an optional filter attribute and classes.
 
+    User keywords that are the attribute's class names need no ``classes``: ``keyword_set(["red", "blue"],
+    attribute="ink:red,blue")`` checks images of "red" against class red (a user-defined attribute, as the
+    testbed's ink, :mod:`scaleup.testbed`).
+
     Raises
     ------
     ValueError
@@ -128,8 +132,20 @@ def keyword_set(keywords: str | Sequence[str], *, attribute: str | None = None,
         return SHIPPED[items[0]]
     if any(not isinstance(k, str) for k in items):
         raise ValueError(f"keywords must be strings; got {items!r}")
-    return KeywordSet("custom", tuple(k.strip() for k in items), attribute,
-                      tuple(classes) if classes else None)
+    items = [k.strip() for k in items]
+    if attribute is not None and not classes:
+        classes = _classes_named_by_keywords(items, attribute)
+    return KeywordSet("custom", tuple(items), attribute, tuple(classes) if classes else None)
+
+
+def _classes_named_by_keywords(keywords: Sequence[str], attribute: str) -> tuple[str, ...]:
+    """The classes of user keywords that are the attribute's class names themselves (``--keywords red,blue
+    --keyword-attribute ink:red,blue``), so that naming them a second time is not needed; otherwise a clear error."""
+    names = resolve_attribute(attribute).class_names
+    if all(k in names for k in keywords):
+        return tuple(keywords)
+    raise ValueError(f"keyword_classes: give the class of {attribute!r} (one of {', '.join(names)}) for each keyword "
+                     f"{list(keywords)}; it may be left out only when every keyword is a class name")
 
 
 def augment_prompt(prompt: str, keyword: str, template: str | None = None) -> str:
