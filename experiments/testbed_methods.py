@@ -40,6 +40,9 @@ import numpy as np
 from experiments.experiment import Experiment, RunContext, spawn_seeds
 
 GROUPS = ("training", "heldout_digits", "heldout_template")
+#: Prompts whose same-noise grids (seed 0) are kept in results.json: two red-leaning and one blue-leaning training
+#: digit, a held-out digit, a training digit under the held-out template.
+GRID_PROMPTS = ("a handwritten two", "a handwritten nine", "a handwritten seven", "a drawing of the digit zero")
 KEYS = ("bias", "red", "confident_share", "prompt_accuracy", "similarity")
 REPO = Path(__file__).resolve().parent.parent
 #: L_img's embedder on the testbed (colour-blind stroke shape), and the evaluation's same-noise similarity
@@ -99,6 +102,8 @@ METHODS: tuple[Method, ...] = (
            {"adapter": "both-lora", "learning_rate": ADFT_LR}, seeds=1),
     Method("adft-text-lora-exact", "aDFT, text-encoder LoRA, exact gradient", "adft", "seed 000 eq. 9 vs Alg. A.1",
            {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "gradient": "exact"}, seeds=1),
+    Method("popalign", "PopAlign", "popalign", "seed 001 Table 1"),
+    Method("sft", "SFT on PopAlign's preferred images", "popalign", "seed 001 Table 1"),
     Method("adft-text-lora-75-25", "aDFT, text-encoder LoRA, target 75 % red", "adft", "seed 000 [0132]",
            {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "targets": {"ink": [0.75, 0.25]}}, seeds=1),
 )
@@ -216,6 +221,46 @@ def train_adft(m: Method, settings: AdftSettings, *, seed: int, root: Path, k: i
     return record
 
 
+_POPALIGN_SCRIPT = """
+import json, sys
+from experiments.testbed_popalign import TestbedPopAlignSettings, run_popalign_on_testbed
+out, seed = sys.argv[1], int(sys.argv[2])
+settings = TestbedPopAlignSettings.tiny() if sys.argv[4] == "tiny" else TestbedPopAlignSettings()
+done = {m: run_popalign_on_testbed(out, seed, sft=m == "sft", settings=settings) for m in ("popalign", "sft")}
+open(sys.argv[3], "w").write(json.dumps(done, indent=2))
+"""
+
+
+def train_popalign(*, seed: int, root: Path, k: int, tiny: bool = False) -> dict[str, dict]:
+    """PopAlign and its SFT baseline for seed index ``k`` (:func:`experiments.testbed_popalign.run_popalign_on_testbed`:
+    the job's generate -> build-sets -> train on the training prompts; SFT reuses the seed's images and sets), in one
+    single-threaded process; their LoRAs are copied to ``adapters/``."""
+    run = root / "training" / "popalign" / f"seed-{k}"
+    shutil.rmtree(run, ignore_errors=True)  # generation resumes, but a training run is never mixed with an old one
+    run.mkdir(parents=True)
+    summary_path = run / "summary.json"
+    cpu = _run_measured([sys.executable, "-c", _POPALIGN_SCRIPT, str(run), str(seed), str(summary_path),
+                         "tiny" if tiny else "full"],
+                        root / "training" / "logs" / f"popalign-seed-{k}.log")
+    done = json.loads(summary_path.read_text(encoding="utf-8"))
+    records = {}
+    for name, result in done.items():
+        if not result["finite"]:
+            raise RuntimeError(f"{name} seed {k}: the training log holds non-finite values; nothing was kept")
+        dest = adapter_dir(root, name, k)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(result["lora"], tmp / "final" / "lora")
+        records[name] = {"method": name, "seed": seed, "cpu_seconds": round(result["cpu_seconds"]["total"], 1),
+                         "cpu_seconds_by_stage": result["cpu_seconds"], "commands": result["commands"],
+                         "stage_seeds": result["seeds"], "settings": result["settings"],
+                         "build_sets": result["build_sets"], "process_cpu_seconds": round(cpu, 1)}
+        (tmp / "training.json").write_text(json.dumps(records[name], indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return records
+
+
 def weights_flags(folder: Path) -> dict:
     """The evaluation's flags loading the weights exported in ``folder``: ``--lora`` and/or ``--soft-prompt``."""
     flags = {}
@@ -322,22 +367,29 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
 
     # 1. training (or the committed exports)
     training: dict[str, list] = {}
-    jobs, keys = [], []
+    jobs = []
     for m in methods:
         if m.kind not in ("adft", "popalign"):
             continue
         for k, (train_seed, _) in enumerate(streams[:m.seeds]):
-            if train:
-                jobs.append(lambda m=m, k=k, s=train_seed: train_adft(m, config.adft, seed=s, root=ctx.out_dir, k=k))
-                keys.append((m.name, k))
-            else:
+            if train and m.kind == "adft":
+                jobs.append(lambda m=m, k=k, s=train_seed: {m.name: train_adft(m, config.adft, seed=s,
+                                                                               root=ctx.out_dir, k=k)})
+            elif train and m.name == "popalign":  # one process trains PopAlign and SFT on the same sets
+                jobs.append(lambda k=k, s=train_seed: train_popalign(seed=s, root=ctx.out_dir, k=k,
+                                                                     tiny=ctx.quick))
+            elif not train:
                 path = adapter_dir(committed, m.name, k) / "training.json"
                 if not path.is_file():
                     raise FileNotFoundError(f"no committed weights of {m.name} seed {k} at {path.parent}; pass "
                                             f"--retrain to train them (about 6 CPU-minutes per run)")
                 training.setdefault(m.name, []).append(json.loads(path.read_text(encoding="utf-8")))
-    for (name, _), record in zip(keys, _parallel(jobs, config.train_processes)):
-        training.setdefault(name, []).append(record)
+    for records in _parallel(jobs, config.train_processes):
+        for name, record in records.items():
+            if name in config.methods:
+                training.setdefault(name, []).append(record)
+    for records in training.values():
+        records.sort(key=lambda r: [s[0] for s in streams].index(r["seed"]))
 
     # 2. evaluation: every method and seed on all testbed prompts, from the seed's noise
     prompts = str(testbed_path() / "prompts" / "all.txt")
@@ -360,6 +412,18 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
                                               "per_prompt": result["per_prompt"],
                                               "eval_cpu_seconds": result["cpu_seconds"]})
 
+    # before / after from the same noise: the evaluation's grids of seed 0 (PNG, base64), for the plot step
+    import base64
+
+    all_prompts = [p["prompt"] for p in per_seed[methods[0].name][0]["per_prompt"]]
+    grids = {}
+    for m in methods:
+        folder = ctx.out_dir / "evaluations" / m.name / "seed-0" / "grids"
+        grids[m.name] = {prompt: base64.b64encode((folder / f"prompt_{all_prompts.index(prompt):05d}.png")
+                                                  .read_bytes()).decode("ascii")
+                         for prompt in GRID_PROMPTS if prompt in all_prompts
+                         and (folder / f"prompt_{all_prompts.index(prompt):05d}.png").is_file()}
+
     # 3. the table: mean +- sd over seeds of each group mean
     table = []
     for m in methods:
@@ -379,7 +443,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             "seeds": seeds, "streams": streams, "methods": [asdict(m) for m in methods],
             "learning_rate_rule": LEARNING_RATE_RULE, "selection": selection(REPO / "paper_figures" / "out" /
                                                                              ctx.name / "selection"),
-            "training": training, "per_seed": per_seed, "table": table}
+            "training": training, "per_seed": per_seed, "table": table, "grids": grids}
 
 
 def plot(results: dict) -> dict:
@@ -406,7 +470,31 @@ def plot(results: dict) -> dict:
     fig.suptitle(f"every method on the testbed: mean ± sd over {table[0]['n_seeds']} seeds, "
                  f"{results['config']['images_per_prompt']} images per prompt, "
                  f"guidance {results['config']['guidance_scale']:g}", fontsize=10)
-    return {"testbed_methods": fig}
+    figures = {"testbed_methods": fig}
+    grids = results.get("grids") or {}
+    prompts = [p for p in GRID_PROMPTS if any(p in g for g in grids.values())]
+    if prompts:
+        import base64
+        import io
+
+        names = [row["method"] for row in table if grids.get(row["method"])]
+        labels = {row["method"]: row["label"] for row in table}
+        fig2, axes2 = plt.subplots(len(names), len(prompts), figsize=(2.2 * len(prompts), 1.3 * len(names)),
+                                   layout="constrained", squeeze=False)
+        for i, name in enumerate(names):
+            for j, prompt in enumerate(prompts):
+                ax = axes2[i][j]
+                ax.set_xticks([]), ax.set_yticks([])
+                if prompt in grids[name]:
+                    ax.imshow(plt.imread(io.BytesIO(base64.b64decode(grids[name][prompt])), format="png"))
+                if j == 0:
+                    ax.set_ylabel(labels[name], fontsize=6, rotation=0, ha="right", va="center")
+                if i == 0:
+                    ax.set_title(prompt, fontsize=7)
+        fig2.suptitle("the same noise through every method (seed 0; the evaluation classifier's label on each image)",
+                      fontsize=9)
+        figures["testbed_methods_grids"] = fig2
+    return figures
 
 
 EXPERIMENTS = [Experiment("testbed-methods", make_config, run, plot)]

@@ -131,3 +131,26 @@ def test_evaluation_similarity_under_own_embedder(tmp_path):
     assert moved["overall"]["similarity"]["mean"] < 0.999
     with pytest.raises(ValueError, match="--compare-original"):
         validate(testbed_eval_config(out=tmp_path / "e2", **{**common, "compare_original": False}))
+
+
+def test_soft_prompt_as_textual_inversion_gives_the_same_images_in_plain_diffusers(tmp_path):
+    """The soft prompt's textual-inversion export, loaded with ``pipe.load_textual_inversion`` (no fairdiff code),
+    draws exactly fairdiff's soft-prompted images from the same noise (and not the plain prompt's)."""
+    from diffusers import StableDiffusionPipeline
+
+    from scaleup.models import load_pipeline
+    from scaleup.models.pipelines import generate
+    from scaleup.models.soft_prompt import TEXTUAL_INVERSION_TOKEN, SoftPrompt
+
+    pipe = load_pipeline(str(TB), torch_dtype=torch.float32, device="cpu")
+    soft = SoftPrompt.from_text_encoder(pipe.text_encoder, 5, seed=3)
+    with torch.no_grad():
+        soft.embeddings.add_(torch.randn(soft.embeddings.shape, generator=torch.Generator().manual_seed(0)) * 0.3)
+    path = soft.save_textual_inversion(tmp_path)
+    kwargs = dict(num_inference_steps=8, guidance_scale=7.5, batch_size=2, progress=False)
+    ours = generate(pipe, "a handwritten two", [1, 2], soft_prompt=soft, **kwargs)
+    plain = StableDiffusionPipeline.from_pretrained(str(TB), safety_checker=None, requires_safety_checker=False)
+    plain.load_textual_inversion(str(path), token=TEXTUAL_INVERSION_TOKEN)
+    theirs = generate(plain, f"{TEXTUAL_INVERSION_TOKEN} a handwritten two", [1, 2], **kwargs)
+    assert torch.equal(ours, theirs)
+    assert (ours - generate(pipe, "a handwritten two", [1, 2], **kwargs)).abs().max() > 0.05

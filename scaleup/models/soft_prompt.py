@@ -26,6 +26,9 @@ from torch import nn
 from scaleup.models.errors import ModelNotFoundError
 
 SOFT_PROMPT_FILE = "soft_prompt.safetensors"
+TEXTUAL_INVERSION_FILE = "textual_inversion.safetensors"
+#: The placeholder a textual-inversion export registers: write it first in the prompt ("<fairdiff> a photo of ...")
+TEXTUAL_INVERSION_TOKEN = "<fairdiff>"
 _FORMAT = "fairdiff.soft_prompt.v1"
 
 
@@ -85,6 +88,25 @@ class SoftPrompt(nn.Module):
         save_file({"embeddings": self.embeddings.detach().float().cpu().contiguous()}, str(path),
                   metadata={"format": _FORMAT, "num_tokens": str(self.num_tokens),
                             "hidden_size": str(self.hidden_size), "position": "prefix"})
+        return path
+
+    def save_textual_inversion(self, path: str | os.PathLike) -> Path:
+        """Write the K vectors as a diffusers textual-inversion file (``{token: (K, d)}``, safetensors).
+
+        ``pipe.load_textual_inversion(path, token="<fairdiff>")`` registers K tokens ("<fairdiff>", "<fairdiff>_1",
+        ...); the prompt "<fairdiff> a photo of ..." then becomes [BOS, the K vectors, the prompt, EOS], exactly the
+        ids :func:`soft_prompt_input_ids` builds, with the empty negative prompt unchanged as here: the same images
+        with no fairdiff code (the prompt's own words are cut at the context length the same way).
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / TEXTUAL_INVERSION_FILE
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({TEXTUAL_INVERSION_TOKEN: self.embeddings.detach().float().cpu().contiguous()}, str(path))
         return path
 
     @classmethod

@@ -37,6 +37,8 @@ def _write_weights(components: Components, folder: Path) -> None:
         save_lora(components.pipe, folder / "lora")
     if components.soft_prompt is not None:
         components.soft_prompt.save(folder / "soft_prompt.safetensors")
+        # the same vectors for plain diffusers: pipe.load_textual_inversion(file, token="<fairdiff>")
+        components.soft_prompt.save_textual_inversion(folder / "textual_inversion.safetensors")
 
 
 def export_weights(components: Components, folder: str | Path, *, ema=None) -> Path:
