@@ -79,10 +79,9 @@ ADFT_LR = 5e-3
 #: Semantic guidance's settings on the testbed: Fair Diffusion's (s_e 4, threshold 0.95) barely move it, so the edit
 #: scale was raised until the training prompts' bias stopped falling (s_e 10 / 20 / 30 at threshold 0.5), on the
 #: training prompts only; the row with Fair Diffusion's own settings is kept beside it.
-SEGA_TESTBED = {"edit_template": "{cls} ink", "edit_guidance_scale": 30.0, "edit_threshold": 0.5,
-                "edit_warmup_steps": 4}
-SEGA_FAIR_DIFFUSION = {"edit_template": "{cls} ink", "edit_guidance_scale": 4.0, "edit_threshold": 0.95,
-                       "edit_warmup_steps": 4}
+#: The warm-up is the evaluation's default, a fifth of the steps (Fair Diffusion's 10 of 50): 4 of 20.
+SEGA_TESTBED = {"edit_template": "{cls} ink", "edit_guidance_scale": 30.0, "edit_threshold": 0.5}
+SEGA_FAIR_DIFFUSION = {"edit_template": "{cls} ink", "edit_guidance_scale": 4.0, "edit_threshold": 0.95}
 
 METHODS: tuple[Method, ...] = (
     Method("original", "original testbed", "base", "-"),
@@ -91,7 +90,7 @@ METHODS: tuple[Method, ...] = (
     Method("semantic-guidance", "semantic guidance, s_e 30 (Fair Diffusion)", "inference", "Fair Diffusion / SEGA",
            evaluate=SEGA_TESTBED),
     Method("semantic-guidance-fd", "semantic guidance, Fair Diffusion's s_e 4", "inference", "Fair Diffusion / SEGA",
-           evaluate=SEGA_FAIR_DIFFUSION),
+           evaluate=SEGA_FAIR_DIFFUSION, seeds=1),
     Method("adft-text-lora", "aDFT, text-encoder LoRA", "adft", "seed 000 Table 1",
            {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR}),
     Method("adft-soft-prompt", "aDFT, 5 soft tokens", "adft", "seed 000 Table 1",
@@ -134,6 +133,10 @@ class MethodsConfig:
     max_prompts: int | None = None
     train_processes: int = 2
     grid_images: int = 8
+    guidance_sweep: tuple[float, ...] = (1.0, 3.0, 5.0)
+    """Guidance scales (besides the table's) at which the original and the text-encoder LoRA (seed 0) are compared."""
+    curve_method: str = "adft-text-lora"
+    """The method whose checkpoints are evaluated on the training prompts (bias against iterations)."""
 
 
 def make_config(quick: bool) -> MethodsConfig:
@@ -141,7 +144,7 @@ def make_config(quick: bool) -> MethodsConfig:
         return MethodsConfig(n_seeds=2, adft=AdftSettings(iterations=2, batch_size=4, checkpoint_every=1,
                                                           num_inference_steps=4),
                              images_per_prompt=4, num_inference_steps=4, batch_size=4, max_prompts=20,
-                             grid_images=2)
+                             grid_images=2, guidance_sweep=(1.0,))
     return MethodsConfig()
 
 
@@ -399,18 +402,67 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             out = ctx.out_dir / "evaluations" / m.name / f"seed-{k}"
             extra = dict(m.evaluate)
             if m.kind in ("adft", "popalign"):
-                # content kept: the same-noise similarity to the original's image (seed 000 Table 1's CLIP-I / DINO)
-                extra.update(weights_flags(adapter_dir(source, m.name, k) / "final"), compare_original="true",
-                             image_embedder=SHAPE_EMBEDDER)
+                extra.update(weights_flags(adapter_dir(source, m.name, k) / "final"))
+                if k == 0:  # content kept: the same-noise similarity to the original's image (seed 000 Table 1's
+                    # CLIP-I / DINO), on the first seed only: it draws every image twice
+                    extra.update(compare_original="true", image_embedder=SHAPE_EMBEDDER)
             args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=prompts, restart=True, **extra)
             jobs.append(lambda args=args, out=out: _evaluate(args, out))
             keys.append((m.name, k))
+    # the guidance sweep (original and the curve method, seed 0) and the curve method's checkpoints on the
+    # training prompts (bias against iterations): the same noise as the table's seed 0
+    extras = []
+    by_name = {m.name: m for m in methods}
+    eval_seed0 = streams[0][1]
+    for w in config.guidance_sweep:
+        for name in ("original", config.curve_method):
+            if name not in by_name:
+                continue
+            out = ctx.out_dir / "evaluations" / "guidance" / f"{name}-w{w:g}"
+            extra = weights_flags(adapter_dir(source, name, 0) / "final") if by_name[name].kind != "base" else {}
+            args = evaluate_command(out=out, seed=eval_seed0, config=config, prompts=prompts, guidance_scale=w,
+                                    restart=True, grid_images=0, **extra)
+            jobs.append(lambda args=args, out=out: _evaluate(args, out))
+            extras.append(("guidance", name, w))
+    training_prompts = str(testbed_path() / "prompts" / "training.txt")
+    if config.curve_method in by_name:
+        m = by_name[config.curve_method]
+        for k, (_, eval_seed) in enumerate(streams[:m.seeds]):
+            for checkpoint in sorted(adapter_dir(source, m.name, k).glob("checkpoint-*"),
+                                     key=lambda p: int(p.name.split("-")[1])):
+                out = ctx.out_dir / "evaluations" / "curve" / f"{m.name}-seed-{k}-{checkpoint.name}"
+                args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=training_prompts,
+                                        restart=True, grid_images=0, **weights_flags(checkpoint))
+                jobs.append(lambda args=args, out=out: _evaluate(args, out))
+                extras.append(("curve", k, int(checkpoint.name.split("-")[1])))
     evaluated = _parallel(jobs, config.train_processes)
+    extra_results = evaluated[len(keys):]
+    evaluated = evaluated[:len(keys)]
+    guidance = {}
+    curve: dict[int, dict[int, float]] = {}
+    for what, result in zip(extras, extra_results):
+        groups = group_means(result["per_prompt"])
+        if what[0] == "guidance":
+            guidance.setdefault(what[1], []).append({"guidance_scale": what[2], "groups": groups})
+        else:
+            curve.setdefault(what[1], {})[what[2]] = groups["bias"]["training"]
     per_seed: dict[str, list] = {}
     for (name, k), result in zip(keys, evaluated):
         per_seed.setdefault(name, []).append({"seed_index": k, "groups": group_means(result["per_prompt"]),
                                               "per_prompt": result["per_prompt"],
                                               "eval_cpu_seconds": result["cpu_seconds"]})
+
+    if config.curve_method in per_seed:  # the final weights close each curve
+        for k, entry in enumerate(per_seed[config.curve_method]):
+            curve.setdefault(k, {})[config.adft.iterations] = entry["groups"]["bias"]["training"]
+        for name, at_table in (("original", per_seed.get("original")), (config.curve_method,
+                                                                          per_seed.get(config.curve_method))):
+            if at_table and name in guidance:
+                guidance[name].append({"guidance_scale": config.guidance_scale, "groups": at_table[0]["groups"]})
+                guidance[name].sort(key=lambda e: e["guidance_scale"])
+    curves = [{"seed_index": k, "iterations": sorted(c), "training_bias": [c[i] for i in sorted(c)]}
+              for k, c in sorted(curve.items())]
+    reached = [next((i for i, b in zip(c["iterations"], c["training_bias"]) if b <= 0.2), None) for c in curves]
 
     # before / after from the same noise: the evaluation's grids of seed 0 (PNG, base64), for the plot step
     import base64
@@ -443,7 +495,9 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             "seeds": seeds, "streams": streams, "methods": [asdict(m) for m in methods],
             "learning_rate_rule": LEARNING_RATE_RULE, "selection": selection(REPO / "paper_figures" / "out" /
                                                                              ctx.name / "selection"),
-            "training": training, "per_seed": per_seed, "table": table, "grids": grids}
+            "training": training, "per_seed": per_seed, "table": table, "grids": grids,
+            "guidance_sweep": guidance, "iterations_curve": {"method": config.curve_method, "curves": curves,
+                                                             "iterations_to_bias_0.2": reached}}
 
 
 def plot(results: dict) -> dict:
@@ -471,6 +525,30 @@ def plot(results: dict) -> dict:
                  f"{results['config']['images_per_prompt']} images per prompt, "
                  f"guidance {results['config']['guidance_scale']:g}", fontsize=10)
     figures = {"testbed_methods": fig}
+    sweep, curve = results.get("guidance_sweep") or {}, (results.get("iterations_curve") or {}).get("curves") or []
+    if sweep or curve:
+        fig3, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+        labels = {row["method"]: row["label"] for row in table}
+        for (name, entries), colour in zip(sweep.items(), ("k", "C0")):
+            for group, line in (("training", "-"), ("heldout_digits", "--"), ("heldout_template", ":")):
+                a1.plot([e["guidance_scale"] for e in entries], [e["groups"]["bias"][group] for e in entries],
+                        color=colour, linestyle=line, marker="o", label=f"{labels.get(name, name)}: {group}")
+        a1.set_xlabel("guidance scale w")
+        a1.set_ylabel("bias (mean over the group's prompts)")
+        a1.set_title("bias against guidance, before and after finetuning (seed 0)", fontsize=9)
+        a1.legend(fontsize=6)
+        a1.set_ylim(0, 1.05)
+        for c in curve:
+            a2.plot([0] + c["iterations"], [table[0]["bias:training"]["mean"]] + c["training_bias"], marker="o",
+                    label=f"seed {c['seed_index']}")
+        a2.axhline(0.2, color="grey", lw=0.8, ls="--")
+        a2.set_xlabel("iteration")
+        a2.set_ylabel("training-prompt bias")
+        a2.set_ylim(0, 1.05)
+        a2.set_title(f"{labels.get(results['iterations_curve']['method'], '')}: training bias against iterations",
+                     fontsize=9)
+        a2.legend(fontsize=7)
+        figures["testbed_methods_guidance_iterations"] = fig3
     grids = results.get("grids") or {}
     prompts = [p for p in GRID_PROMPTS if any(p in g for g in grids.values())]
     if prompts:
