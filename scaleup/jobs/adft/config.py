@@ -23,7 +23,11 @@ Presets (``--preset``):
 0.5]}' --classifier mypackage.ink:make_classifier --detector whole-image``). Detectors, attributes and classifiers are
 named as in :mod:`scaleup.perception.factory`, as in the evaluation and PopAlign jobs. CLIP and DINOv2 are required
 only where used: DINOv2 for L_img (a non-zero lambda_img), CLIP for L_img, a CLIP-based classifier, or L_face without
-``--face-embedding-model``.
+``--face-embedding-model``. ``--image-embedder package.module:factory`` puts your own embedder in L_img instead of
+CLIP + DINOv2 (L_img = 1 - cos of its embeddings: the testbed uses ``scaleup.testbed.classifiers:shape_embedder``, the
+colour-blind stroke shape), and then neither model is needed for it. ``--gradient exact`` backpropagates through the
+whole sampler chain (eq. 9) instead of Algorithm A.1's adjusted gradient; ``--adam-beta1/2/epsilon`` as in
+diffusers' training scripts.
 
 All train with AdamW at 5e-5 ([0121]) through DPM-Solver++(2M), CFG 7.5, about 20 steps ([0119]-[0120]); the
 first three presets are :data:`theory.adft_loss.PRESETS`, the formulas' own record of [0121]-[0123].
