@@ -361,14 +361,13 @@ def selection(folder: Path) -> dict:
 # ---- the experiment ------------------------------------------------------------------------------------------
 
 def run(config: MethodsConfig, ctx: RunContext) -> dict:
-    from experiments.runner import default_out
     from experiments.seed_statistics import mean_sd
     from scaleup.testbed.paths import testbed_path
 
     methods = [method(name) for name in config.methods]
     seeds = ctx.seeds(config.n_seeds)
     streams = [spawn_seeds(s, 2) for s in seeds]  # (training, evaluation) per seed index
-    committed = default_out() / ctx.name
+    committed = REPO / "paper_figures" / "out" / ctx.name  # the runner's default_out(), where the weights are kept
     train = ctx.quick or ctx.retrain
     source = ctx.out_dir if train else committed
 
