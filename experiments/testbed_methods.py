@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.experiment import Experiment, RunContext, spawn_seeds
+from scaleup.atomic_write import atomic_replace_folder, atomic_write_text
 
 GROUPS = ("training", "heldout_digits", "heldout_template")
 #: Prompts whose same-noise grids (seed 0) are kept in results.json: two red-leaning and one blue-leaning training
@@ -221,9 +222,8 @@ def train_adft(m: Method, settings: AdftSettings, *, seed: int, root: Path, k: i
                                                                            output_dir=Path("RUN"))[1:],
               "last": {k_: job["last"].get(k_) for k_ in ("loss", "loss_align", "loss_img")},
               "skipped_steps": job["skipped_steps"]}
-    (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    atomic_write_text(tmp / "training.json", json.dumps(record, indent=2) + "\n")
+    atomic_replace_folder(tmp, dest)
     return record
 
 
@@ -261,10 +261,28 @@ def train_popalign(*, seed: int, root: Path, k: int, tiny: bool = False) -> dict
                          "cpu_seconds_by_stage": result["cpu_seconds"], "commands": result["commands"],
                          "stage_seeds": result["seeds"], "settings": result["settings"],
                          "build_sets": result["build_sets"], "process_cpu_seconds": round(cpu, 1)}
-        (tmp / "training.json").write_text(json.dumps(records[name], indent=2) + "\n", encoding="utf-8")
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+        atomic_write_text(tmp / "training.json", json.dumps(records[name], indent=2) + "\n")
+        atomic_replace_folder(tmp, dest)
     return records
+
+
+def weights_digest(flags: dict) -> str:
+    """The first 12 hex digits of the SHA-256 of the weight files the flags load ("" without weights): an
+    evaluation folder named with it belongs to exactly those weights, so a rerun resumes it (the evaluation's own
+    settings lock checks every other setting) and new weights get a new folder."""
+    import hashlib
+
+    files = []
+    for value in (flags.get("lora"), flags.get("soft_prompt")):
+        if value is not None:
+            path = Path(value)
+            files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return "-" + digest.hexdigest()[:12]
 
 
 def weights_flags(folder: Path) -> dict:
@@ -399,19 +417,21 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
 
     # 2. evaluation: every method and seed on all testbed prompts, from the seed's noise
     prompts = str(testbed_path() / "prompts" / "all.txt")
-    jobs, keys = [], []
+    jobs, keys, grid_folders = [], [], {}
     for m in methods:
         for k, (_, eval_seed) in enumerate(streams[:m.seeds]):
-            out = ctx.out_dir / "evaluations" / m.name / f"seed-{k}"
             extra = dict(m.evaluate)
             if m.kind in ("adft", "popalign"):
                 extra.update(weights_flags(adapter_dir(source, m.name, k) / "final"))
                 if k == 0:  # content kept: the same-noise similarity to the original's image (seed 000 Table 1's
                     # CLIP-I / DINO), on the first seed only: it draws every image twice
                     extra.update(compare_original="true", image_embedder=SHAPE_EMBEDDER)
-            args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=prompts, restart=True, **extra)
+            out = ctx.out_dir / "evaluations" / m.name / f"seed-{k}{weights_digest(extra)}"
+            args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=prompts, **extra)
             jobs.append(lambda args=args, out=out: _evaluate(args, out))
             keys.append((m.name, k))
+            if k == 0:
+                grid_folders[m.name] = out / "grids"
     # the guidance sweep (original and the curve method, seed 0) and the curve method's checkpoints on the
     # training prompts (bias against iterations): the same noise as the table's seed 0
     extras = []
@@ -421,10 +441,10 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
         for name in ("original", config.curve_method):
             if name not in by_name:
                 continue
-            out = ctx.out_dir / "evaluations" / "guidance" / f"{name}-w{w:g}"
             extra = weights_flags(adapter_dir(source, name, 0) / "final") if by_name[name].kind != "base" else {}
+            out = ctx.out_dir / "evaluations" / "guidance" / f"{name}-w{w:g}{weights_digest(extra)}"
             args = evaluate_command(out=out, seed=eval_seed0, config=config, prompts=prompts, guidance_scale=w,
-                                    restart=True, grid_images=0, **extra)
+                                    grid_images=0, **extra)
             jobs.append(lambda args=args, out=out: _evaluate(args, out))
             extras.append(("guidance", name, w))
     training_prompts = str(testbed_path() / "prompts" / "training.txt")
@@ -433,9 +453,11 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
         for k, (_, eval_seed) in enumerate(streams[:m.seeds]):
             for checkpoint in sorted(adapter_dir(source, m.name, k).glob("checkpoint-*"),
                                      key=lambda p: int(p.name.split("-")[1])):
-                out = ctx.out_dir / "evaluations" / "curve" / f"{m.name}-seed-{k}-{checkpoint.name}"
+                flags = weights_flags(checkpoint)
+                out = (ctx.out_dir / "evaluations" / "curve"
+                       / f"{m.name}-seed-{k}-{checkpoint.name}{weights_digest(flags)}")
                 args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=training_prompts,
-                                        restart=True, grid_images=0, **weights_flags(checkpoint))
+                                        grid_images=0, **flags)
                 jobs.append(lambda args=args, out=out: _evaluate(args, out))
                 extras.append(("curve", k, int(checkpoint.name.split("-")[1])))
     evaluated = _parallel(jobs, config.train_processes)
@@ -473,7 +495,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
     all_prompts = [p["prompt"] for p in per_seed[methods[0].name][0]["per_prompt"]]
     grids = {}
     for m in methods:
-        folder = ctx.out_dir / "evaluations" / m.name / "seed-0" / "grids"
+        folder = grid_folders[m.name]
         grids[m.name] = {prompt: base64.b64encode((folder / f"prompt_{all_prompts.index(prompt):05d}.png")
                                                   .read_bytes()).decode("ascii")
                          for prompt in GRID_PROMPTS if prompt in all_prompts

@@ -416,8 +416,10 @@ def measure(out_dir: str | Path, root_seed: int = 0, n_seeds: int = 3, *, settin
     results = json.loads(path.read_text()) if path.is_file() else {"root_seed": root_seed, "runs": {}}
 
     def save():
+        from scaleup.atomic_write import atomic_write_text
+
         out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
 
     seeds = repeat_seeds(root_seed, n_seeds)
     for seed in (seeds if repeats is None else [seeds[i] for i in repeats]):
