@@ -103,6 +103,9 @@ METHODS: tuple[Method, ...] = (
     Method("adft-text-lora-cosine", "aDFT, text-encoder LoRA, 120 it. cosine", "adft", "seed 000 Table 1",
            {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "iterations": 120, "lr_scheduler": "cosine",
             "checkpoint_every": 40}, seeds=1),
+    Method("adft-text-lora-long", "aDFT, text-encoder LoRA, 240 it. cosine", "adft", "seed 000 Table 1",
+           {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "iterations": 240, "lr_scheduler": "cosine",
+            "checkpoint_every": 40}),
     Method("adft-text-lora-exact", "aDFT, text-encoder LoRA, exact gradient", "adft", "seed 000 eq. 9 vs Alg. A.1",
            {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "gradient": "exact"}, seeds=1),
     Method("popalign", "PopAlign", "popalign", "seed 001 Table 1"),
@@ -123,6 +126,8 @@ class AdftSettings:
     checkpoint_every: int = 20
     num_inference_steps: int = 20
     guidance_scale: float = 7.5
+    iteration_cap: int | None = None
+    """Quick runs only: every method's iterations (and checkpoint interval) capped here, longer schedules included."""
 
 
 @dataclass(frozen=True)
@@ -138,15 +143,16 @@ class MethodsConfig:
     train_processes: int = 2
     grid_images: int = 8
     guidance_sweep: tuple[float, ...] = (1.0, 3.0, 5.0)
-    """Guidance scales (besides the table's) at which the original and the text-encoder LoRA (seed 0) are compared."""
-    curve_method: str = "adft-text-lora"
-    """The method whose checkpoints are evaluated on the training prompts (bias against iterations)."""
+    """Guidance scales (besides the table's) at which the original and ``sweep_method`` (seed 0) are compared."""
+    sweep_method: str = "adft-text-lora-long"
+    curve_methods: tuple[str, ...] = ("adft-text-lora", "adft-text-lora-long")
+    """The methods whose checkpoints are evaluated on the training prompts (bias against iterations)."""
 
 
 def make_config(quick: bool) -> MethodsConfig:
     if quick:
         return MethodsConfig(n_seeds=2, adft=AdftSettings(iterations=2, batch_size=4, checkpoint_every=1,
-                                                          num_inference_steps=4),
+                                                          num_inference_steps=4, iteration_cap=2),
                              images_per_prompt=4, num_inference_steps=4, batch_size=4, max_prompts=20,
                              grid_images=2, guidance_sweep=(1.0,))
     return MethodsConfig()
@@ -161,6 +167,15 @@ def method(name: str) -> Method:
 
 # ---- training ----------------------------------------------------------------------------------------------
 
+def adft_flags(m: Method, settings: AdftSettings) -> dict:
+    """The method's own aDFT flags over the common ones, its iterations capped in quick runs."""
+    flags = {"iterations": settings.iterations, "checkpoint_every": settings.checkpoint_every, **m.adft}
+    if settings.iteration_cap is not None:
+        flags["iterations"] = min(flags["iterations"], settings.iteration_cap)
+        flags["checkpoint_every"] = min(flags["checkpoint_every"], max(1, settings.iteration_cap // 2))
+    return flags
+
+
 def adft_command(m: Method, settings: AdftSettings, *, seed: int, output_dir: Path) -> list[str]:
     """``python -m scaleup.jobs.adft`` for method ``m`` on the testbed, exactly as a user types it."""
     from scaleup.testbed.paths import testbed_path
@@ -173,10 +188,9 @@ def adft_command(m: Method, settings: AdftSettings, *, seed: int, output_dir: Pa
         "image_embedder": SHAPE_EMBEDDER, "lambda_face": 0,
         "prompts": str(tb / "prompts" / "training.txt"), "test_prompts": str(tb / "prompts" / "heldout-template.txt"),
         "batch_size": settings.batch_size, "guidance_scale": settings.guidance_scale,
-        "num_inference_steps": settings.num_inference_steps, "iterations": settings.iterations,
-        "lora_rank": settings.lora_rank, "checkpoint_every": settings.checkpoint_every,
+        "num_inference_steps": settings.num_inference_steps, "lora_rank": settings.lora_rank,
         "checkpoints_total_limit": 1000, "seed": seed, "output_dir": str(output_dir), "resume": "latest",
-        **m.adft}
+        **adft_flags(m, settings)}
     args = [sys.executable, "-m", "scaleup.jobs.adft"]
     for key, value in flags.items():
         if isinstance(value, dict):
@@ -215,7 +229,7 @@ def train_adft(m: Method, settings: AdftSettings, *, seed: int, root: Path, k: i
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(run / "final", tmp / "final")
     for checkpoint in sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
-        if int(checkpoint.name.split("-")[1]) < m.adft.get("iterations", settings.iterations):
+        if int(checkpoint.name.split("-")[1]) < adft_flags(m, settings)["iterations"]:
             shutil.copytree(checkpoint / "export", tmp / checkpoint.name)
     record = {"method": m.name, "seed": seed, "cpu_seconds": round(cpu, 1),
               "iterations": job["iterations_done"], "command": adft_command(m, settings, seed=seed,
@@ -438,7 +452,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
     by_name = {m.name: m for m in methods}
     eval_seed0 = streams[0][1]
     for w in config.guidance_sweep:
-        for name in ("original", config.curve_method):
+        for name in ("original", config.sweep_method):
             if name not in by_name:
                 continue
             extra = weights_flags(adapter_dir(source, name, 0) / "final") if by_name[name].kind != "base" else {}
@@ -448,8 +462,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             jobs.append(lambda args=args, out=out: _evaluate(args, out))
             extras.append(("guidance", name, w))
     training_prompts = str(testbed_path() / "prompts" / "training.txt")
-    if config.curve_method in by_name:
-        m = by_name[config.curve_method]
+    for m in (by_name[name] for name in config.curve_methods if name in by_name):
         for k, (_, eval_seed) in enumerate(streams[:m.seeds]):
             for checkpoint in sorted(adapter_dir(source, m.name, k).glob("checkpoint-*"),
                                      key=lambda p: int(p.name.split("-")[1])):
@@ -459,35 +472,38 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
                 args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=training_prompts,
                                         grid_images=0, **flags)
                 jobs.append(lambda args=args, out=out: _evaluate(args, out))
-                extras.append(("curve", k, int(checkpoint.name.split("-")[1])))
+                extras.append(("curve", m.name, k, int(checkpoint.name.split("-")[1])))
     evaluated = _parallel(jobs, config.train_processes)
     extra_results = evaluated[len(keys):]
     evaluated = evaluated[:len(keys)]
     guidance = {}
-    curve: dict[int, dict[int, float]] = {}
+    curve: dict[str, dict[int, dict[int, float]]] = {}
     for what, result in zip(extras, extra_results):
         groups = group_means(result["per_prompt"])
         if what[0] == "guidance":
             guidance.setdefault(what[1], []).append({"guidance_scale": what[2], "groups": groups})
         else:
-            curve.setdefault(what[1], {})[what[2]] = groups["bias"]["training"]
+            curve.setdefault(what[1], {}).setdefault(what[2], {})[what[3]] = groups["bias"]["training"]
     per_seed: dict[str, list] = {}
     for (name, k), result in zip(keys, evaluated):
         per_seed.setdefault(name, []).append({"seed_index": k, "groups": group_means(result["per_prompt"]),
                                               "per_prompt": result["per_prompt"],
                                               "eval_cpu_seconds": result["cpu_seconds"]})
 
-    if config.curve_method in per_seed:  # the final weights close each curve
-        for k, entry in enumerate(per_seed[config.curve_method]):
-            curve.setdefault(k, {})[config.adft.iterations] = entry["groups"]["bias"]["training"]
-        for name, at_table in (("original", per_seed.get("original")), (config.curve_method,
-                                                                          per_seed.get(config.curve_method))):
-            if at_table and name in guidance:
-                guidance[name].append({"guidance_scale": config.guidance_scale, "groups": at_table[0]["groups"]})
-                guidance[name].sort(key=lambda e: e["guidance_scale"])
-    curves = [{"seed_index": k, "iterations": sorted(c), "training_bias": [c[i] for i in sorted(c)]}
-              for k, c in sorted(curve.items())]
-    reached = [next((i for i, b in zip(c["iterations"], c["training_bias"]) if b <= 0.2), None) for c in curves]
+    iterations_curves = []
+    for name in (name for name in config.curve_methods if name in per_seed):
+        final = adft_flags(by_name[name], config.adft)["iterations"]
+        for k, entry in enumerate(per_seed[name]):  # the final weights close each curve
+            curve.setdefault(name, {}).setdefault(k, {})[final] = entry["groups"]["bias"]["training"]
+        curves = [{"seed_index": k, "iterations": sorted(c), "training_bias": [c[i] for i in sorted(c)]}
+                  for k, c in sorted(curve[name].items())]
+        reached = [next((i for i, b in zip(c["iterations"], c["training_bias"]) if b <= 0.2), None) for c in curves]
+        iterations_curves.append({"method": name, "curves": curves, "iterations_to_bias_0.2": reached})
+    for name, at_table in (("original", per_seed.get("original")), (config.sweep_method,
+                                                                      per_seed.get(config.sweep_method))):
+        if at_table and name in guidance:
+            guidance[name].append({"guidance_scale": config.guidance_scale, "groups": at_table[0]["groups"]})
+            guidance[name].sort(key=lambda e: e["guidance_scale"])
 
     # before / after from the same noise: the evaluation's grids of seed 0 (PNG, base64), for the plot step
     import base64
@@ -521,8 +537,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             "learning_rate_rule": LEARNING_RATE_RULE, "selection": selection(REPO / "paper_figures" / "out" /
                                                                              ctx.name / "selection"),
             "training": training, "per_seed": per_seed, "table": table, "grids": grids,
-            "guidance_sweep": guidance, "iterations_curve": {"method": config.curve_method, "curves": curves,
-                                                             "iterations_to_bias_0.2": reached}}
+            "guidance_sweep": guidance, "iterations_curves": iterations_curves}
 
 
 def plot(results: dict) -> dict:
@@ -550,8 +565,8 @@ def plot(results: dict) -> dict:
                  f"{results['config']['images_per_prompt']} images per prompt, "
                  f"guidance {results['config']['guidance_scale']:g}", fontsize=10)
     figures = {"testbed_methods": fig}
-    sweep, curve = results.get("guidance_sweep") or {}, (results.get("iterations_curve") or {}).get("curves") or []
-    if sweep or curve:
+    sweep, curves = results.get("guidance_sweep") or {}, results.get("iterations_curves") or []
+    if sweep or curves:
         fig3, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
         labels = {row["method"]: row["label"] for row in table}
         for (name, entries), colour in zip(sweep.items(), ("k", "C0")):
@@ -563,16 +578,17 @@ def plot(results: dict) -> dict:
         a1.set_title("bias against guidance, before and after finetuning (seed 0)", fontsize=9)
         a1.legend(fontsize=6)
         a1.set_ylim(0, 1.05)
-        for c in curve:
-            a2.plot([0] + c["iterations"], [table[0]["bias:training"]["mean"]] + c["training_bias"], marker="o",
-                    label=f"seed {c['seed_index']}")
+        for entry, colour in zip(curves, ("C1", "C0", "C4")):
+            for c in entry["curves"]:
+                a2.plot([0] + c["iterations"], [table[0]["bias:training"]["mean"]] + c["training_bias"], marker="o",
+                        color=colour, alpha=0.8, label=f"{labels.get(entry['method'], entry['method'])}"
+                        if c["seed_index"] == 0 else None)
         a2.axhline(0.2, color="grey", lw=0.8, ls="--")
         a2.set_xlabel("iteration")
         a2.set_ylabel("training-prompt bias")
         a2.set_ylim(0, 1.05)
-        a2.set_title(f"{labels.get(results['iterations_curve']['method'], '')}: training bias against iterations",
-                     fontsize=9)
-        a2.legend(fontsize=7)
+        a2.set_title("training-prompt bias against iterations (one line per seed)", fontsize=9)
+        a2.legend(fontsize=6)
         figures["testbed_methods_guidance_iterations"] = fig3
     grids = results.get("grids") or {}
     prompts = [p for p in GRID_PROMPTS if any(p in g for g in grids.values())]

@@ -27,8 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if results:
         last = results.get("last") or {}
+        where = (f"weights in {results['final_weights']}" if results.get("final_weights") else
+                 f"stopped before the end: continue with --resume latest")
         print(f"scaleup.jobs.adft: {results['iterations_done']} iterations, last loss {last.get('loss')}; "
-              f"wrote {config.output_dir}/results.json", file=sys.stderr)
+              f"wrote {config.output_dir}/results.json; {where}", file=sys.stderr)
     return 0
 
 

@@ -181,6 +181,8 @@ class AdftConfig:
     checkpoints_total_limit: Optional[int] = 3
     resume: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
     until: Optional[int] = field(default=None, metadata={"help": "stop after this iteration (resume later)"})
+    start_over: bool = field(default=False, metadata={"help": "the output folder holds a run: move it aside (to "
+                                                                "OUTPUT_DIR.replaced-<time>) and start anew"})
     evaluate_checkpoints: bool = field(default=False, metadata={"help": "evaluate held-out bias at every checkpoint "
                                                                         "and keep the best"})
     eval_attribute: Optional[str] = field(default=None, metadata={"help": "default: the preset's, or --attribute"})

@@ -32,6 +32,7 @@ from scaleup.jobs.adft.export import evaluate_export, export_weights, read_evalu
 from scaleup.jobs.adft.step import AdftStep
 from scaleup.job_config import config_to_dict
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
+from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, check_run_folder, claim_run_folder
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
 
@@ -91,13 +92,44 @@ def run_job(config: AdftConfig, *, components: Components | None = None, timer=N
     """Run or resume the job of ``config`` (module docstring); returns the summary written to results.json (main
     process; ``{}`` elsewhere). ``components`` replaces the models loaded from ``config`` (tests, benchmarks)."""
     from accelerate import Accelerator
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
 
     started = time.perf_counter()
     accelerator = Accelerator(log_with="tensorboard" if config.tensorboard else None,
                               project_dir=config.output_dir)
     plan = plan_job(config, num_processes=accelerator.num_processes, check_models=components is None)
+    out = Path(config.output_dir)
+    run_settings = {k: v for k, v in config_to_dict(config).items() if k not in may_change_on_resume(config)}
+    check_run_folder(out, settings=run_settings, resume=config.resume, start_over=config.start_over,
+                     may_change=may_change_on_resume(config))
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one takes it
+    folder = None
+    if accelerator.is_main_process:
+        folder = claim_run_folder(out, job="scaleup.jobs.adft", settings=run_settings, resume=config.resume,
+                                  start_over=config.start_over, may_change=may_change_on_resume(config))
+    accelerator.wait_for_everyone()
+    try:
+        return _run_claimed(config, plan, accelerator, components, timer, started)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def may_change_on_resume(config: AdftConfig) -> tuple[str, ...]:
+    """The settings a resumed run may change (:mod:`scaleup.training.run_folder`): where it stops, how it
+    checkpoints, reports and evaluates its checkpoints (the evaluation draws from its own seeded generators, so the
+    weights do not depend on it: the ``adft-sd`` experiment resumes with it on and matches an uninterrupted run
+    without it bit for bit); the iteration budget only under a learning-rate schedule that does not stretch over it."""
+    free = ("output_dir", "resume", "start_over", "until", "checkpoint_every", "checkpoints_total_limit", "progress",
+            "tensorboard", "evaluate_checkpoints", "test_prompts", "eval_attribute", "eval_classifier",
+            "eval_detector", "eval_images_per_prompt", "eval_max_prompts", "eval_batch_size")
+    return free + (("iterations",) if config.lr_scheduler in BUDGET_FREE_SCHEDULES else ())
+
+
+def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Components | None, timer,
+                 started: float) -> dict:
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
     out = Path(config.output_dir)
     resume_path = resolve_resume(out, config.resume)
     prompts = pooled_prompts(plan)

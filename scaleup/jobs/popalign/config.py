@@ -96,6 +96,8 @@ class TrainConfig:
     checkpoints_total_limit: int | None = 4
     resume: str | None = field(default=None, metadata={"help": "latest or a checkpoint folder"})
     until: int | None = field(default=None, metadata={"help": "stop after this iteration (resume later)"})
+    start_over: bool = field(default=False, metadata={"help": "out holds a run: move it aside (to "
+                                                                "OUT.replaced-<time>) and start anew"})
     reward_accuracy_sets: int = field(default=16, metadata={
         "help": "set pairs on which the implied population reward accuracy (App. E) is measured at the end"})
     seed: int = 0

@@ -27,7 +27,8 @@ from scaleup.jobs.popalign.config import TrainConfig
 from scaleup.jobs.popalign.preference_data import (PreferencePair, batch_indices, load_pixels,
                                                    read_preference_pairs, set_pairs)
 from scaleup.jobs.popalign.step import lora_reference, noised_pairs, popalign_step, sft_step, unet_predictor
-from scaleup.training.checkpoints import TrainingProgress, complete_checkpoints, load_checkpoint, resolve_resume
+from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
+from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, check_run_folder, claim_run_folder
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
 from theory.popalign import diffusion_log_ratio, implied_reward_accuracy
@@ -54,8 +55,19 @@ def validate(config: TrainConfig) -> None:
     for name in ("lr_warmup_steps", "checkpoint_every", "reward_accuracy_sets"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0; got {getattr(config, name)!r}")
-    if not config.learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0; got {config.learning_rate!r}")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0 (the public code: 5e-7 full, 1e-5 LoRA); got "
+                         f"{config.learning_rate!r}")
+    if not (math.isfinite(config.max_grad_norm) and config.max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a finite number > 0 (gradients are clipped to it; 1.0 in the "
+                         f"public code); got {config.max_grad_norm!r}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1); got {getattr(config, name)!r}")
+    if not (math.isfinite(config.adam_epsilon) and config.adam_epsilon > 0):
+        raise ValueError(f"adam_epsilon must be a finite number > 0; got {config.adam_epsilon!r}")
+    if not (math.isfinite(config.adam_weight_decay) and config.adam_weight_decay >= 0):
+        raise ValueError(f"adam_weight_decay must be a finite number >= 0; got {config.adam_weight_decay!r}")
     if config.resolution is not None and (config.resolution < 8 or config.resolution % 8):
         raise ValueError(f"resolution must be a multiple of 8 (or None for the pipeline's size); got "
                          f"{config.resolution!r}")
@@ -259,16 +271,41 @@ def run_train(config: TrainConfig, *, pipe=None, progress: bool = True, return_t
     ``config.pipeline`` in float32. ``return_trainer``: also return the :class:`PopAlignTrainer` (its models).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     validate(config)
     pairs = read_preference_pairs(config.data)  # a table naming missing images fails here, before any model
     out = Path(config.out)
-    resume = resolve_resume(out, config.resume)
-    if resume is None and complete_checkpoints(out):
-        raise ValueError(f"out: {out} holds checkpoints of an earlier run; pass --resume latest to continue it or "
-                         "choose another output folder (a fresh run would overwrite its log)")
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in may_change_on_resume(config)}
+    check_run_folder(out, settings=settings, resume=config.resume, start_over=config.start_over,
+                     may_change=may_change_on_resume(config), option="--out")
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one takes it
+    folder = None
+    if accelerator.is_main_process:
+        folder = claim_run_folder(out, job="scaleup.jobs.popalign train", settings=settings, resume=config.resume,
+                                  start_over=config.start_over, may_change=may_change_on_resume(config),
+                                  option="--out")
+    accelerator.wait_for_everyone()
+    try:
+        return _train_claimed(config, accelerator, pairs, pipe, progress, return_trainer)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def may_change_on_resume(config: TrainConfig) -> tuple[str, ...]:
+    """The settings a resumed run may change (:mod:`scaleup.training.run_folder`): where it stops, how it
+    checkpoints, the end-of-run measurement; the step budget only under a schedule that does not stretch over it."""
+    free = ("out", "resume", "start_over", "until", "checkpoint_every", "checkpoints_total_limit",
+            "reward_accuracy_sets")
+    return free + (("max_train_steps",) if config.lr_scheduler in BUDGET_FREE_SCHEDULES else ())
+
+
+def _train_claimed(config: TrainConfig, accelerator, pairs, pipe, progress: bool, return_trainer: bool):
+    from accelerate.utils import set_seed
+
+    out = Path(config.out)
+    resume = resolve_resume(out, config.resume)
     set_seed(config.seed, device_specific=True)  # each process its own noise; the checkpoints keep every stream
     if pipe is None:
         from scaleup.models.loading import load_pipeline

@@ -1,0 +1,198 @@
+"""A run folder is a contract (issue 19): one run per folder, resumed only with its own settings, one writer.
+
+The unit tests drive :mod:`scaleup.training.run_folder` directly; the job tests run the aDFT job on tiny random
+models (``scaleup.jobs.adft.tiny``) and check that what an earlier run wrote is never lost or mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from scaleup.training.run_folder import (LOCK_FILE, SETTINGS_FILE, RunFolderError, check_run_folder,
+                                         claim_run_folder, settings_differences)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ---------------------------------------------------------------------------------------------- the module
+def test_differences_name_each_setting_and_skip_those_that_may_change():
+    stored = {"learning_rate": 1e-3, "seed": 0, "until": 2, "prompts": ["a", "b"]}
+    current = {"learning_rate": 5e-3, "seed": 0, "until": None, "prompts": ("a", "b")}
+    assert settings_differences(stored, current, may_change=("until",)) == ["learning_rate: 0.001 -> 0.005"]
+    assert settings_differences(stored, current, may_change=()) == ["learning_rate: 0.001 -> 0.005",
+                                                                     "until: 2 -> None"]
+
+
+def test_a_fresh_run_writes_its_settings_and_a_second_fresh_run_is_refused(tmp_path):
+    out = tmp_path / "run"
+    with claim_run_folder(out, job="test", settings={"lr": 1.0}, resume=None) as folder:
+        assert folder.fresh and json.loads((out / SETTINGS_FILE).read_text())["settings"] == {"lr": 1.0}
+        held = json.loads((out / LOCK_FILE).read_text())
+        assert held["host"] == socket.gethostname() and held["job"] == "test"
+    assert not (out / LOCK_FILE).exists()
+    with pytest.raises(RunFolderError, match="already holds a run; pass --resume latest"):
+        check_run_folder(out, settings={"lr": 1.0}, resume=None)
+    assert not check_run_folder(out, settings={"lr": 1.0}, resume="latest")  # continues
+    with pytest.raises(RunFolderError, match=r"lr: 1\.0 -> 2\.0"):
+        check_run_folder(out, settings={"lr": 2.0}, resume="latest")
+
+
+def test_start_over_moves_the_whole_old_run_aside(tmp_path):
+    out = tmp_path / "run"
+    claim_run_folder(out, job="test", settings={"lr": 1.0}, resume=None).release()
+    (out / "log.jsonl").write_text("old\n")
+    with claim_run_folder(out, job="test", settings={"lr": 2.0}, resume=None, start_over=True) as folder:
+        assert folder.fresh and folder.moved_aside.name.startswith("run.replaced-")
+        assert (folder.moved_aside / "log.jsonl").read_text() == "old\n"
+        assert json.loads((folder.moved_aside / SETTINGS_FILE).read_text())["settings"] == {"lr": 1.0}
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, SETTINGS_FILE]
+
+
+def test_a_live_holder_is_refused_and_a_dead_one_taken_over(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "job": "other",
+                                                 "started_utc": "x"}))
+        with pytest.raises(RunFolderError, match=f"in use by other \\(pid {sleeper.pid}"):
+            claim_run_folder(out, job="test", settings={}, resume=None)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    dead = _dead_pid()
+    (out / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead, "job": "other"}))
+    with claim_run_folder(out, job="test", settings={}, resume=None) as folder:
+        assert folder.took_over_lock["pid"] == dead
+
+
+def test_a_file_is_not_a_run_folder(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file; pass a folder"):
+        check_run_folder(tmp_path / "f", settings={}, resume=None)
+
+
+# ---------------------------------------------------------------------------------------------- the aDFT job
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    from scaleup.jobs.adft.tiny import write_tiny_run_inputs
+
+    return write_tiny_run_inputs(tmp_path_factory.mktemp("adft-inputs"))
+
+
+def _adft(inputs, out, **kw):
+    from scaleup.jobs.adft.config import AdftConfig
+    from scaleup.jobs.adft.job import run_job
+    from scaleup.jobs.adft.tiny import tiny_config_values
+
+    return run_job(AdftConfig(**(tiny_config_values(inputs, out) | {"iterations": 2, "checkpoint_every": 1} | kw)))
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_adft_refuses_a_fresh_run_in_a_used_folder_and_keeps_it_whole(inputs, tmp_path):
+    """Issue 19: a rerun without --resume truncated log.jsonl and replaced final/ while keeping old checkpoints."""
+    out = tmp_path / "run"
+    _adft(inputs, out)
+    before = _snapshot(out)
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        _adft(inputs, out)
+    assert _snapshot(out) == before
+
+
+def test_adft_refuses_a_resume_that_changes_the_result_and_names_the_setting(inputs, tmp_path):
+    """Issue 19: a changed learning rate was silently ignored on resume while results.json recorded it."""
+    out = tmp_path / "run"
+    _adft(inputs, out, until=1)
+    before = _snapshot(out)
+    for kw, name in ((dict(learning_rate=5e-2), "learning_rate"), (dict(seed=3), "seed"),
+                     (dict(batch_size=2), "batch_size"), (dict(lr_scheduler="cosine"), "lr_scheduler")):
+        with pytest.raises(RunFolderError, match=f"{name}: .* -> "):
+            _adft(inputs, out, resume="latest", **kw)
+        assert _snapshot(out) == before
+    done = _adft(inputs, out, resume="latest", iterations=3)  # constant schedule: the budget may grow
+    assert done["finished"] and done["iterations_done"] == 3
+
+
+def test_adft_iterations_may_not_change_under_a_decaying_schedule(inputs, tmp_path):
+    out = tmp_path / "run"
+    _adft(inputs, out, until=1, lr_scheduler="cosine")
+    with pytest.raises(RunFolderError, match="iterations: 2 -> 3"):
+        _adft(inputs, out, resume="latest", lr_scheduler="cosine", iterations=3)
+
+
+def test_adft_start_over_moves_the_old_run_aside(inputs, tmp_path):
+    out = tmp_path / "run"
+    _adft(inputs, out)
+    before = _snapshot(out)
+    _adft(inputs, out, start_over=True, seed=1)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and _snapshot(aside[0]) == before
+    assert json.loads((out / SETTINGS_FILE).read_text())["settings"]["seed"] == 1
+
+
+def test_adft_refuses_a_folder_another_live_job_holds(inputs, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "job": "x"}))
+        with pytest.raises(RunFolderError, match="two jobs never write one folder"):
+            _adft(inputs, out)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+
+
+# ---------------------------------------------------------------------------------------------- PopAlign train
+def test_popalign_refuses_a_resume_with_another_beta_and_a_fresh_run_in_a_used_folder(tmp_path):
+    """Issue 19: PopAlign resumed with another beta', alpha, loss or seed silently mixed the two runs."""
+    from scaleup.jobs.popalign.train import run_train
+    from test_popalign_job import _pipe, _train_config, _write_dataset
+
+    _write_dataset(tmp_path / "data", n_sets=3)
+    common = dict(max_train_steps=3, checkpoint_every=1, pairs_per_device=2)
+    run_train(_train_config(tmp_path, until=1, **common), pipe=_pipe(), progress=False)
+    before = _snapshot(tmp_path / "train")
+    for kw, name in ((dict(beta_prime=10.0), "beta_prime"), (dict(alpha=0.25), "alpha"), (dict(loss="sft"), "loss"),
+                     (dict(seed=2), "seed"), (dict(learning_rate=1e-2), "learning_rate")):
+        with pytest.raises(RunFolderError, match=f"{name}: .* -> "):
+            run_train(_train_config(tmp_path, resume="latest", **common, **kw), pipe=_pipe(), progress=False)
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        run_train(_train_config(tmp_path, **common), pipe=_pipe(), progress=False)
+    assert _snapshot(tmp_path / "train") == before
+    done = run_train(_train_config(tmp_path, resume="latest", **common), pipe=_pipe(), progress=False)
+    assert done["finished"]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(learning_rate=float("inf")), "learning_rate must be a finite number > 0"),
+    (dict(max_grad_norm=float("nan")), "max_grad_norm must be a finite number > 0"),
+    (dict(max_grad_norm=-1.0), "max_grad_norm must be a finite number > 0"),
+    (dict(adam_beta2=1.0), r"adam_beta2 must lie in \[0, 1\)"),
+])
+def test_popalign_refuses_settings_that_write_nan_weights_or_ascend(tmp_path, kw, message):
+    """Issue 19: --learning-rate inf and --max-grad-norm nan wrote NaN weights with exit 0; -1 ascended."""
+    from scaleup.jobs.popalign.train import run_train
+    from test_popalign_job import _train_config
+
+    with pytest.raises(ValueError, match=message):
+        run_train(_train_config(tmp_path, **kw), progress=False)
+    assert not (tmp_path / "train").exists()
