@@ -381,7 +381,7 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
-    per_prompt_records = [store.load(i) for i in range(len(prompts))]
+    per_prompt_records = [store.load(i, prompt) for i, prompt in enumerate(prompts)]
     records = [r for rs in per_prompt_records for r in rs]
     per_prompt = [prompt_summary(rs, names, config.target, confident=config.confident) for rs in per_prompt_records]
     write_table(out / "records.csv", records, names)

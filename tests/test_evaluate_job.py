@@ -124,3 +124,32 @@ def test_missing_model_is_one_clear_error(tmp_path, capsys, monkeypatch):
                  "--classifier", "dlib-gender", "--clip-t", "false"]) == 2
     err = capsys.readouterr().err
     assert "FAIRDIFF_SD15" in err and "model_index.json" in err
+
+
+def test_an_edited_prompt_file_is_refused_with_the_line_that_changed(tiny, tmp_path, monkeypatch):
+    """Issue 19: records were keyed by line only; after adding a line a rerun listed one prompt twice, exit 0."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of the face of a nurse, a person\na photo of the face of a pilot, a person\n")
+    out = tmp_path / "eval"
+    run_eval(_config(tiny, out, prompts=str(prompts), images_per_prompt=2, grid_images=0), progress=False)
+    before = {p.name: p.read_bytes() for p in sorted((out / "records").iterdir())}
+    results = (out / "results.json").read_bytes()
+    prompts.write_text("a photo of the face of a chef, a person\n" + prompts.read_text())
+    with pytest.raises(ValueError, match=r"line 1 is now 'a photo of the face of a chef, a person', its record "
+                                         r"prompt_00000.json was made for 'a photo of the face of a nurse"):
+        run_eval(_config(tiny, out, prompts=str(prompts), images_per_prompt=2, grid_images=0), progress=False)
+    assert {p.name: p.read_bytes() for p in sorted((out / "records").iterdir())} == before
+    assert (out / "results.json").read_bytes() == results
+
+
+def test_a_run_that_failed_before_any_record_does_not_lock_its_folder(tiny, tmp_path, monkeypatch):
+    """Issue 19: a failed evaluation left its settings behind, so the corrected rerun was refused."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from scaleup.evaluation.store import RecordStore
+
+    RecordStore(tmp_path, {"seed": 0, "detector": "typo"})  # what a run failing after its settings leaves
+    done = run_eval(_config(tiny, tmp_path, images_per_prompt=2, grid_images=0, max_prompts=1), progress=False)
+    assert len(done["per_prompt"]) == 1
+    with pytest.raises(ValueError, match="other settings"):  # records exist now: other settings are refused
+        run_eval(_config(tiny, tmp_path, images_per_prompt=3, grid_images=0, max_prompts=1), progress=False)

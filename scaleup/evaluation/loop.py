@@ -128,7 +128,7 @@ def run_evaluation(parts: EvaluationParts, prompts: Sequence[str], store: Record
                    base_seed: int, batch_size: int, indices: Sequence[int] | None = None,
                    grid_dir: Path | None = None, grid_images: int = 16, progress: bool = True) -> list[int]:
     """Evaluate the prompts ``indices`` (default all) not yet in ``store``; returns the indices evaluated now."""
-    todo = [i for i in (range(len(prompts)) if indices is None else indices) if not store.done(i)]
+    todo = [i for i in (range(len(prompts)) if indices is None else indices) if not store.done(i, prompts[i])]
     for i in tqdm(todo, desc="prompts", disable=not progress):
         records, images, perceived = evaluate_prompt(parts, i, prompts[i], n_images=n_images, base_seed=base_seed,
                                                      batch_size=batch_size)

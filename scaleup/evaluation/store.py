@@ -3,7 +3,12 @@
 ``OUT/records/prompt_NNNNN.json`` is written atomically once a prompt's images are all generated and classified; a
 rerun skips every prompt whose file exists. ``OUT/evaluation.json`` holds the settings that determine the images and
 their labels: a rerun with other settings into the same folder is refused (naming what differs), so a run never
-mixes its records with another run's or overwrites results it did not make.
+mixes its records with another run's or overwrites results it did not make. A folder holding no record yet (a run
+that failed before its first prompt) binds nothing: a corrected rerun takes it over.
+
+Each record names its prompt, and a record is reused only for the very prompt it was made for at that line: a prompt
+file edited between runs (a line added, removed or changed) is refused with the line that differs, since the
+images' seeds follow the line number and reusing records by text would give results a fresh run would not.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class RecordStore:
         if settings_path.exists() and not restart:
             previous = json.loads(settings_path.read_text(encoding="utf-8"))
             differing = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            if differing:
+            if differing and any(self.records_dir.glob("prompt_*.json")):
                 raise SettingsMismatchError(
                     f"{self.root} holds an evaluation made with other settings ({', '.join(differing)} differ); "
                     "choose another output folder, or pass --restart to discard its records")
@@ -46,19 +51,32 @@ class RecordStore:
     def _path(self, prompt_index: int) -> Path:
         return self.records_dir / f"prompt_{prompt_index:05d}.json"
 
-    def done(self, prompt_index: int) -> bool:
-        return self._path(prompt_index).exists()
+    def done(self, prompt_index: int, prompt: str | None = None) -> bool:
+        """Whether ``prompt_index`` is finished; with ``prompt``, its record must have been made for that prompt."""
+        if not self._path(prompt_index).exists():
+            return False
+        if prompt is not None:
+            self.load(prompt_index, prompt)
+        return True
 
     def save(self, prompt_index: int, records: Sequence[ImageRecord]) -> None:
         atomic_write_text(self._path(prompt_index), json.dumps([asdict(r) for r in records]) + "\n")
 
-    def load(self, prompt_index: int) -> list[ImageRecord]:
+    def load(self, prompt_index: int, prompt: str | None = None) -> list[ImageRecord]:
+        """The records of ``prompt_index``; with ``prompt``, refused when they were made for another prompt."""
         path = self._path(prompt_index)
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
-            return [ImageRecord(**row) for row in rows]
+            records = [ImageRecord(**row) for row in rows]
         except (json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"record file {path} is damaged ({err}); delete it to regenerate that prompt") from None
+        made_for = {r.prompt for r in records}
+        if prompt is not None and made_for != {prompt}:
+            raise SettingsMismatchError(
+                f"{self.root}: the prompt list changed since its records were made: line {prompt_index + 1} is now "
+                f"{prompt!r}, its record {path.name} was made for {', '.join(map(repr, sorted(made_for)))}; choose "
+                "another output folder, or pass --restart to discard its records")
+        return records
 
 
 def write_table(path: Path, records: Sequence[ImageRecord], class_names: Sequence[str]) -> None:
