@@ -12,16 +12,16 @@ from accelerate import Accelerator
 from scaleup.training.checkpoints import (MARKER, TrainingProgress, complete_checkpoints, load_checkpoint,
                                           resolve_resume)
 from scaleup.training.log import JsonlLog
-from scaleup.training.loop import run_training
+from scaleup.training.loop import MAX_SKIPS_IN_A_ROW, NonFiniteTrainingError, run_training
 
 DATA = torch.linspace(-1, 1, 64).reshape(32, 2)
 
 
-def _job(out, *, resume=None, until=None, poison_step=None, n_iterations=6):
+def _job(out, *, resume=None, until=None, poison_step=None, n_iterations=6, poison_from=None, lr=1e-2):
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(123)
     model = torch.nn.Linear(2, 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     progress = TrainingProgress()
@@ -36,7 +36,7 @@ def _job(out, *, resume=None, until=None, poison_step=None, n_iterations=6):
         p.data_position += 1
         noise = torch.randn(4, 1)  # the global RNG: restored by load_state
         loss = ((model(batch) - noise) ** 2).mean()
-        if p.step == poison_step:
+        if p.step == poison_step or (poison_from is not None and p.step >= poison_from):
             loss = loss * float("inf")
         accelerator.backward(loss)
         return {"loss": float(loss.detach())}
@@ -62,6 +62,24 @@ def test_non_finite_gradient_skips_the_update(tmp_path):
     assert [entry["skipped"] for entry in log] == [False, True]
     one, _ = _job(tmp_path / "one", n_iterations=1)
     assert all(torch.equal(x, y) for x, y in zip(params, one))
+
+
+def test_a_diverged_run_stops_after_the_stated_number_of_skips_in_a_row(tmp_path):
+    """Issue 19: non-finite steps are skipped, but a run that only produces them stops instead of running on."""
+    with pytest.raises(NonFiniteTrainingError, match=f"iterations 4-{3 + MAX_SKIPS_IN_A_ROW}: {MAX_SKIPS_IN_A_ROW} "
+                                                     "steps in a row .* the last good checkpoint is .*checkpoint-12"):
+        _job(tmp_path, poison_from=3, n_iterations=40)
+    # skipped steps leave the state untouched, so their checkpoints are sound; none follows the stop
+    assert [s for s, _ in complete_checkpoints(tmp_path)] == [10, 12]
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["skipped"] for e in lines] == [False] * 3 + [True] * MAX_SKIPS_IN_A_ROW
+
+
+def test_an_update_that_makes_a_parameter_non_finite_stops_before_anything_is_saved(tmp_path):
+    """Issue 19: PopAlign with --learning-rate inf wrote 64 of 64 LoRA tensors NaN with exit 0."""
+    with pytest.raises(NonFiniteTrainingError, match="iteration 1: the update left trained parameters non-finite"):
+        _job(tmp_path, lr=float("inf"))
+    assert complete_checkpoints(tmp_path) == []
 
 
 def test_half_written_checkpoint_is_never_resumed(tmp_path):

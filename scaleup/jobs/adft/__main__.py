@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scaleup.job_config import ConfigError, parse_config
     from scaleup.jobs.adft.config import AdftConfig
     from scaleup.models.errors import ModelUnavailableError
+    from scaleup.training.loop import NonFiniteTrainingError
 
     try:
         config = parse_config(AdftConfig, argv, prog="accelerate launch -m scaleup.jobs.adft",
@@ -25,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, ModelUnavailableError, FileNotFoundError) as err:
         print(f"scaleup.jobs.adft: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteTrainingError as err:
+        print(f"scaleup.jobs.adft: error: {err}", file=sys.stderr)
+        return 1
     if results:
         last = results.get("last") or {}
         where = (f"weights in {results['final_weights']}" if results.get("final_weights") else

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     from scaleup.jobs.popalign.config import BuildSetsConfig, GenerateConfig, TrainConfig
+    from scaleup.training.loop import NonFiniteTrainingError
 
     stages = {"generate": GenerateConfig, "build-sets": BuildSetsConfig, "train": TrainConfig}
     if command not in stages:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"popalign {command}: {err}", file=sys.stderr)
         return 2
-    except ModelUnavailableError as err:  # a model that is not on this machine: not a usage error
+    except (ModelUnavailableError, NonFiniteTrainingError) as err:  # not a usage error: a missing model, divergence
         print(f"popalign {command}: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))

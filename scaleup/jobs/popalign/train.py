@@ -337,6 +337,7 @@ def _train_claimed(config: TrainConfig, accelerator, pairs, pipe, progress: bool
     if accelerator.is_main_process:
         lines = log.read()
         results["last_log"] = lines[-1] if lines else None
+        results["skipped_steps"] = [e["step"] for e in lines if e.get("skipped")]  # as the aDFT job counts them
         atomic_write_text(out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return (results, trainer) if return_trainer else results
