@@ -196,3 +196,16 @@ def test_popalign_refuses_settings_that_write_nan_weights_or_ascend(tmp_path, kw
     with pytest.raises(ValueError, match=message):
         run_train(_train_config(tmp_path, **kw), progress=False)
     assert not (tmp_path / "train").exists()
+
+
+def test_adft_refuses_an_sdxl_folder_before_loading_it(inputs, tmp_path):
+    """Issue 19: an SDXL folder died inside diffusers (TypeError) after 17 s of loading."""
+    from scaleup.jobs.adft.config import AdftConfig, plan_job
+    from scaleup.jobs.adft.tiny import tiny_config_values
+    from scaleup.models.tiny import tiny_sdxl_pipeline
+
+    tiny_sdxl_pipeline(0).save_pretrained(tmp_path / "sdxl")
+    config = AdftConfig(**(tiny_config_values(inputs, tmp_path / "run") | {"pretrained_model": str(tmp_path / "sdxl")}))
+    with pytest.raises(ValueError, match="pretrained_model: .* is an SDXL pipeline; expected an SD 1.5-architecture"):
+        plan_job(config)
+    assert not (tmp_path / "run").exists()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from scaleup.training.checkpoints import (MARKER, TrainingProgress, complete_checkpoints, load_checkpoint,
-                                          resolve_resume)
+from scaleup.training.checkpoints import (MARKER, CheckpointDamagedError, TrainingProgress, complete_checkpoints,
+                                          load_checkpoint, resolve_resume)
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import MAX_SKIPS_IN_A_ROW, NonFiniteTrainingError, run_training
 
@@ -25,10 +25,9 @@ def _job(out, *, resume=None, until=None, poison_step=None, n_iterations=6, pois
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
     path = resolve_resume(out, resume)
     if path is not None:
-        load_checkpoint(accelerator, path)
+        load_checkpoint(accelerator, path, {"progress": progress})
     log = JsonlLog(out / "log.jsonl", resume_step=progress.step if path is not None else None)
 
     def step_fn(p):
@@ -43,7 +42,7 @@ def _job(out, *, resume=None, until=None, poison_step=None, n_iterations=6, pois
 
     run_training(accelerator, step_fn=step_fn, parameters=list(model.parameters()), optimizer=optimizer,
                  lr_scheduler=scheduler, progress=progress, n_iterations=n_iterations, output_dir=out, log=log,
-                 checkpoint_every=2, total_limit=2, until=until, show_progress=False)
+                 checkpoint_every=2, total_limit=2, until=until, show_progress=False, states={"progress": progress})
     return [p.detach().clone() for p in model.parameters()], log.read()
 
 
@@ -91,3 +90,56 @@ def test_half_written_checkpoint_is_never_resumed(tmp_path):
         resolve_resume(tmp_path, str(tmp_path / "checkpoint-4"))
     assert resolve_resume(tmp_path / "nothing", "latest") is None
     assert json.loads((tmp_path / "checkpoint-2" / MARKER).read_text())["step"] == 2
+
+
+def test_no_job_state_is_pickled_and_every_file_is_verified_on_resume(tmp_path):
+    """Issue 19: accelerate's custom_checkpoint_*.pkl was loaded with weights_only=False (a crafted file ran a shell
+    command), one flipped bit resumed silently into another model, a missing random_states_0.pkl was ignored."""
+    _job(tmp_path / "a", n_iterations=4)
+    checkpoint = tmp_path / "a" / "checkpoint-4"
+    names = sorted(p.name for p in checkpoint.iterdir())
+    assert not any(n.startswith("custom_checkpoint") for n in names)
+    assert "fairdiff_state_progress.json" in names
+    assert json.loads((checkpoint / "fairdiff_state_progress.json").read_text()) == {
+        "__dict__": [["step", 4], ["data_position", 4]]}
+    marker = json.loads((checkpoint / MARKER).read_text())
+    assert set(marker["files"]) == set(names) - {MARKER}
+
+    (checkpoint / "custom_checkpoint_0.pkl").write_bytes(b"crafted")
+    with pytest.raises(CheckpointDamagedError, match="custom_checkpoint_0.pkl was added after .* The last good "
+                                                     "checkpoint is .*checkpoint-2"):
+        _job(tmp_path / "a", resume="latest", n_iterations=6)
+    (checkpoint / "custom_checkpoint_0.pkl").unlink()
+    state = checkpoint / "random_states_0.pkl"
+    kept = state.read_bytes()
+    state.unlink()
+    with pytest.raises(CheckpointDamagedError, match="random_states_0.pkl is missing"):
+        _job(tmp_path / "a", resume="latest", n_iterations=6)
+    flipped = bytearray(kept)
+    flipped[len(flipped) // 2] ^= 1
+    state.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointDamagedError, match="random_states_0.pkl is damaged"):
+        _job(tmp_path / "a", resume="latest", n_iterations=6)
+    state.write_bytes(kept)
+    resumed, _ = _job(tmp_path / "a", resume="latest", n_iterations=6)
+    full, _ = _job(tmp_path / "b", n_iterations=6)
+    assert all(torch.equal(x, y) for x, y in zip(full, resumed))
+
+
+def test_replacing_a_checkpoint_never_shows_a_marked_one_without_its_files(tmp_path, monkeypatch):
+    """Issue 19: a kill while checkpoint-4 was being replaced left it marked complete without its parameters."""
+    import scaleup.training.checkpoints as checkpoints
+
+    _job(tmp_path, n_iterations=4)
+    seen = []
+    real = checkpoints.atomic_replace_folder
+
+    def spy(src, dst):
+        seen.append((tmp_path / "checkpoint-4").exists())
+        return real(src, dst)
+
+    monkeypatch.setattr(checkpoints, "atomic_replace_folder", spy)
+    _job(tmp_path, resume=str(tmp_path / "checkpoint-2"), n_iterations=4)  # saves checkpoint-4 again
+    # the old checkpoint-4 is renamed away whole before the new one takes its name
+    assert seen == [True, False]
+    assert checkpoints.verify_checkpoint(tmp_path / "checkpoint-4")["step"] == 4

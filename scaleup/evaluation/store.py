@@ -6,9 +6,10 @@ their labels: a rerun with other settings into the same folder is refused (namin
 mixes its records with another run's or overwrites results it did not make. A folder holding no record yet (a run
 that failed before its first prompt) binds nothing: a corrected rerun takes it over.
 
-Each record names its prompt, and a record is reused only for the very prompt it was made for at that line: a prompt
-file edited between runs (a line added, removed or changed) is refused with the line that differs, since the
-images' seeds follow the line number and reusing records by text would give results a fresh run would not.
+Records are filed by line, and each names its prompt: a record is reused only for the very prompt it was made for,
+so a prompt file edited between runs (a line added, removed or changed) is refused with the line that differs
+rather than summarised under the wrong prompts. (The images' seeds are keyed by the prompt's text, so a new folder
+gives the unchanged prompts their old images again.)
 """
 
 from __future__ import annotations

@@ -192,10 +192,10 @@ def train(config: TestbedConfig, *, progress: bool = True) -> dict:
     accelerator = Accelerator(cpu=True)
     unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
     progress_state = TrainingProgress()
-    accelerator.register_for_checkpointing(progress_state, ema)
+    states = {"progress": progress_state, "ema": ema}
     resume_from = resolve_resume(out, config.resume)
     if resume_from is not None:
-        load_checkpoint(accelerator, resume_from)
+        load_checkpoint(accelerator, resume_from, states)
     alpha_bar = alphas_cumprod(scaled_linear_betas()).float()
     captions = _caption_ids(tokenizer)
 
@@ -225,7 +225,7 @@ def train(config: TestbedConfig, *, progress: bool = True) -> dict:
     run_training(accelerator, step_fn=step_fn, parameters=trainable, optimizer=optimizer, progress=progress_state,
                  n_iterations=config.steps, output_dir=out, log=log, lr_scheduler=lr_scheduler,
                  max_grad_norm=config.max_grad_norm, ema=ema, checkpoint_every=config.checkpoint_every,
-                 total_limit=1, show_progress=progress)
+                 total_limit=1, show_progress=progress, states=states)
     unet, text_encoder = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
     ema.copy_to(trainable)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),

@@ -53,13 +53,14 @@ def run_training(accelerator, *, step_fn: Callable[[TrainingProgress], dict], pa
                  log: JsonlLog, lr_scheduler=None, max_grad_norm: float | None = None, ema=None,
                  checkpoint_every: int = 0, total_limit: int | None = None, until: int | None = None,
                  on_checkpoint: Callable[[Path, int], None] | None = None, show_progress: bool = True,
-                 max_skips_in_a_row: int = MAX_SKIPS_IN_A_ROW) -> int:
+                 max_skips_in_a_row: int = MAX_SKIPS_IN_A_ROW, states: dict | None = None) -> int:
     """Run iterations ``progress.step .. n_iterations - 1`` (or up to ``until``); returns the iterations done.
 
     A step whose gradients are not all finite is skipped cleanly (no optimiser, scheduler or EMA update) and logged
     with ``skipped: true``; it still counts as an iteration, so a resumed run stays aligned with an uninterrupted one.
     ``max_skips_in_a_row`` skipped steps in a row, or an update that leaves a parameter non-finite, stop the run with
-    :class:`NonFiniteTrainingError` before anything more is written (no checkpoint, no export).
+    :class:`NonFiniteTrainingError` before anything more is written (no checkpoint, no export). ``states``: the
+    job's stateful objects saved with each checkpoint (:func:`scaleup.training.checkpoints.save_checkpoint`).
     """
     skips_in_a_row = 0
     stop = n_iterations if until is None else min(until, n_iterations)
@@ -92,7 +93,7 @@ def run_training(accelerator, *, step_fn: Callable[[TrainingProgress], dict], pa
                 f"had non-finite gradients (each skipped, see log.jsonl); the run has diverged and stops, "
                 f"{_last_checkpoint(output_dir)}")
         if checkpoint_every and progress.step % checkpoint_every == 0:
-            path = save_checkpoint(accelerator, output_dir, progress.step, total_limit=total_limit)
+            path = save_checkpoint(accelerator, output_dir, progress.step, total_limit=total_limit, states=states)
             if on_checkpoint is not None:
                 on_checkpoint(path, progress.step)
     return progress.step

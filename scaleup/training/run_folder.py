@@ -20,6 +20,7 @@ Nothing here loads a pickle or reads model weights; everything is JSON.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -27,7 +28,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from scaleup.atomic_write import atomic_replace_folder, atomic_write_text
 
@@ -64,8 +65,9 @@ def settings_differences(stored: Mapping, current: Mapping, may_change: Iterable
     """``"name: stored -> current"`` for every setting that differs, those in ``may_change`` left out."""
     free = set(may_change)
     stored, current = _json_ready(dict(stored)), _json_ready(dict(current))
+    names = sorted(name for name in set(stored) | set(current) if name not in free)
     return [f"{name}: {stored.get(name, '(absent)')!r} -> {current.get(name, '(absent)')!r}"
-            for name in sorted(set(stored) | set(current)) if name not in free and stored.get(name) != current.get(name)]
+            for name in names if stored.get(name) != current.get(name)]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -163,6 +165,27 @@ def claim_run_folder(out: str | Path, *, job: str, settings: Mapping, resume: st
         folder.release()
         raise
     return folder
+
+
+@contextlib.contextmanager
+def run_folder_for(accelerator, out: str | Path, *, job: str, config_settings: Mapping, resume: str | None,
+                   start_over: bool, may_change: Iterable[str], option: str = "--output-dir") -> Iterator[None]:
+    """The contract for a job under accelerate: every process checks the folder (same verdict everywhere), then the
+    main process claims it; the lock is released when the block ends. ``config_settings``: the job's whole
+    configuration; those in ``may_change`` are not part of the stored settings."""
+    may_change = tuple(may_change)
+    settings = {k: v for k, v in config_settings.items() if k not in may_change}
+    check_run_folder(out, settings=settings, resume=resume, start_over=start_over, may_change=may_change,
+                     option=option)
+    accelerator.wait_for_everyone()  # every process has checked before the main one moves or writes anything
+    folder = claim_run_folder(out, job=job, settings=settings, resume=resume, start_over=start_over,
+                              may_change=may_change, option=option) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    try:
+        yield
+    finally:
+        if folder is not None:
+            folder.release()
 
 
 def _holder(out: Path) -> dict | None:

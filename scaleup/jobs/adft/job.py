@@ -13,7 +13,8 @@
 Under ``accelerate launch`` every process holds the models and N / P images of each iteration; only the trained
 parameters' gradients are exchanged (summed), so no model is wrapped in DistributedDataParallel and the gradient
 accumulation over sub-batches needs no ``no_sync``. The trained parameters, the LR schedule, the EMA and the
-position are registered with ``accelerator.register_for_checkpointing``; the optimiser is prepared by accelerate.
+position are saved with each checkpoint as safetensors + JSON (:mod:`scaleup.training.checkpoints`: nothing is
+pickled); the optimiser is prepared by accelerate.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from scaleup.jobs.adft.export import evaluate_export, export_weights, read_evalu
 from scaleup.jobs.adft.step import AdftStep
 from scaleup.job_config import config_to_dict
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
-from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, check_run_folder, claim_run_folder
+from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
 
@@ -97,21 +98,9 @@ def run_job(config: AdftConfig, *, components: Components | None = None, timer=N
     accelerator = Accelerator(log_with="tensorboard" if config.tensorboard else None,
                               project_dir=config.output_dir)
     plan = plan_job(config, num_processes=accelerator.num_processes, check_models=components is None)
-    out = Path(config.output_dir)
-    run_settings = {k: v for k, v in config_to_dict(config).items() if k not in may_change_on_resume(config)}
-    check_run_folder(out, settings=run_settings, resume=config.resume, start_over=config.start_over,
-                     may_change=may_change_on_resume(config))
-    accelerator.wait_for_everyone()  # every process has checked the folder before the main one takes it
-    folder = None
-    if accelerator.is_main_process:
-        folder = claim_run_folder(out, job="scaleup.jobs.adft", settings=run_settings, resume=config.resume,
-                                  start_over=config.start_over, may_change=may_change_on_resume(config))
-    accelerator.wait_for_everyone()
-    try:
+    with run_folder_for(accelerator, config.output_dir, job="scaleup.jobs.adft", config_settings=config_to_dict(config),
+                        resume=config.resume, start_over=config.start_over, may_change=may_change_on_resume(config)):
         return _run_claimed(config, plan, accelerator, components, timer, started)
-    finally:
-        if folder is not None:
-            folder.release()
 
 
 def may_change_on_resume(config: AdftConfig) -> tuple[str, ...]:
@@ -144,13 +133,14 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
     # the scheduler is registered, not prepared: a prepared scheduler steps once per process per iteration
     optimizer = accelerator.prepare(optimizer)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(ParameterState(components.named_trainable), lr_scheduler, progress)
+    states = {"parameters": ParameterState(components.named_trainable), "lr_scheduler": lr_scheduler,
+              "progress": progress}
     ema = None
     if config.ema:
         ema = EMAModel(trainable, decay=config.ema_decay)
-        accelerator.register_for_checkpointing(ema)
+        states["ema"] = ema
     if resume_path is not None:
-        load_checkpoint(accelerator, resume_path)
+        load_checkpoint(accelerator, resume_path, states)
     log = JsonlLog(out / "log.jsonl", resume_step=progress.step if resume_path is not None else None,
                    enabled=accelerator.is_main_process)
     if config.tensorboard:
@@ -184,7 +174,7 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
                         n_iterations=plan.iterations, output_dir=out, log=log, lr_scheduler=lr_scheduler,
                         max_grad_norm=config.max_grad_norm, ema=ema, checkpoint_every=config.checkpoint_every,
                         total_limit=config.checkpoints_total_limit, until=config.until,
-                        on_checkpoint=on_checkpoint, show_progress=config.progress)
+                        on_checkpoint=on_checkpoint, show_progress=config.progress, states=states)
     finished = done >= plan.iterations
     if finished and accelerator.is_main_process:
         export_weights(components, out / "final", ema=ema)

@@ -28,7 +28,7 @@ from scaleup.jobs.popalign.preference_data import (PreferencePair, batch_indices
                                                    read_preference_pairs, set_pairs)
 from scaleup.jobs.popalign.step import lora_reference, noised_pairs, popalign_step, sft_step, unet_predictor
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
-from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, check_run_folder, claim_run_folder
+from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
 from theory.popalign import diffusion_log_ratio, implied_reward_accuracy
@@ -274,23 +274,11 @@ def run_train(config: TrainConfig, *, pipe=None, progress: bool = True, return_t
 
     validate(config)
     pairs = read_preference_pairs(config.data)  # a table naming missing images fails here, before any model
-    out = Path(config.out)
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in may_change_on_resume(config)}
-    check_run_folder(out, settings=settings, resume=config.resume, start_over=config.start_over,
-                     may_change=may_change_on_resume(config), option="--out")
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    accelerator.wait_for_everyone()  # every process has checked the folder before the main one takes it
-    folder = None
-    if accelerator.is_main_process:
-        folder = claim_run_folder(out, job="scaleup.jobs.popalign train", settings=settings, resume=config.resume,
-                                  start_over=config.start_over, may_change=may_change_on_resume(config),
-                                  option="--out")
-    accelerator.wait_for_everyone()
-    try:
+    with run_folder_for(accelerator, config.out, job="scaleup.jobs.popalign train",
+                        config_settings=config_to_dict(config), resume=config.resume, start_over=config.start_over,
+                        may_change=may_change_on_resume(config), option="--out"):
         return _train_claimed(config, accelerator, pairs, pipe, progress, return_trainer)
-    finally:
-        if folder is not None:
-            folder.release()
 
 
 def may_change_on_resume(config: TrainConfig) -> tuple[str, ...]:
@@ -313,16 +301,15 @@ def _train_claimed(config: TrainConfig, accelerator, pairs, pipe, progress: bool
         pipe = load_pipeline(config.pipeline, family=config.family, torch_dtype=torch.float32, scheduler=None)
     trainer = PopAlignTrainer(config, accelerator, pipe, pairs)
     state = TrainingProgress()
-    accelerator.register_for_checkpointing(state)
     if resume is not None:
-        load_checkpoint(accelerator, resume)
+        load_checkpoint(accelerator, resume, {"progress": state})
     log = JsonlLog(out / "log.jsonl", resume_step=state.step if resume is not None else None,
                    enabled=accelerator.is_main_process)
     run_training(accelerator, step_fn=trainer.step, parameters=trainer.parameters, optimizer=trainer.optimizer,
                  progress=state, n_iterations=config.max_train_steps, output_dir=out, log=log,
                  lr_scheduler=trainer.lr_scheduler, max_grad_norm=config.max_grad_norm,
                  checkpoint_every=config.checkpoint_every, total_limit=config.checkpoints_total_limit,
-                 until=config.until, show_progress=progress)
+                 until=config.until, show_progress=progress, states={"progress": state})
     results = {"config": config_to_dict(config), "iterations_done": state.step, "resumed_from": str(resume) if
                resume is not None else None, "optimizer": trainer.optimizer_note, "sdxl": is_sdxl(pipe),
                "trainable_parameters": sum(p.numel() for p in trainer.parameters), "pairs": len(pairs),
