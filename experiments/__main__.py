@@ -187,15 +187,21 @@ def _notebooks(parser: argparse.ArgumentParser, names: list[str], out: str | Non
     except ValueError as err:
         parser.error(str(err))
     root = (default_out() if out is None else Path(out)).resolve()
+    if not root.is_dir():
+        parser.error(f"--out {out}: no such folder; it must hold the results the notebooks read (make them with "
+                     f"`python -m experiments run all --out {out}`); nothing was executed")
+    # only the committed results' notebooks are saved over paper_figures/; others go beside their results
+    elsewhere = None if root == default_out().resolve() else root / "notebooks"
     failures = 0
     for path in tqdm(paths, desc="notebooks", disable=len(paths) == 1):
+        dest = path if elsewhere is None else elsewhere / path.name
         try:
-            execute(path, root)
+            execute(path, root, dest=dest)
         except NotebookFailed as err:
             failures += 1
             print(f"{path.stem}: failed: {err}", file=sys.stderr)
         else:
-            print(f"{path.stem}: executed against {_shown(root)} and saved", file=sys.stderr)
+            print(f"{path.stem}: executed against {_shown(root)} and saved to {_shown(dest)}", file=sys.stderr)
     return 1 if failures else 0
 
 

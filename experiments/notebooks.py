@@ -37,8 +37,9 @@ def _results_fingerprint(root: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob("*/results.json"))}
 
 
-def execute(path: Path, out: Path, timeout_s: int = 1800) -> None:
-    """Execute notebook ``path`` with ``FAIRDIFF_OUT=out`` (full configuration) and save it in place, atomically.
+def execute(path: Path, out: Path, timeout_s: int = 1800, dest: Path | None = None) -> None:
+    """Execute notebook ``path`` with ``FAIRDIFF_OUT=out`` (full configuration) and save it to ``dest`` (default: in
+    place), atomically.
 
     Raises :class:`NotebookFailed` when a cell raises or when any ``out/*/results.json`` that existed before changed;
     the notebook file is then left as it was.
@@ -70,4 +71,4 @@ def execute(path: Path, out: Path, timeout_s: int = 1800) -> None:
     if changed:
         raise NotebookFailed(f"{path.name}: executing it changed existing results ({', '.join(changed)}); "
                              f"the notebook was not saved")
-    atomic_write_text(path, nbformat.writes(nb) + "\n")
+    atomic_write_text(path if dest is None else dest, nbformat.writes(nb) + "\n")

@@ -67,6 +67,25 @@ def test_notebooks_command_names_an_unknown_notebook(capsys):
     assert "unknown notebook(s) no_such_notebook" in capsys.readouterr().err
 
 
+def test_notebooks_against_another_folder_never_touch_the_committed_notebook(tmp_path, capsys, monkeypatch):
+    """Issue 19: ``notebooks ot_targets --out <missing folder>`` recomputed and overwrote the committed notebook."""
+    import experiments.__main__ as cli
+    import experiments.notebooks as notebooks
+
+    committed = {p: p.read_bytes() for p in NOTEBOOKS}
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["notebooks", "ot_targets", "--out", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2 and "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
+    calls = []
+    monkeypatch.setattr(notebooks, "execute", lambda path, out, dest=None: calls.append((path, out, dest)))
+    assert cli.main(["notebooks", "ot_targets", "--out", str(tmp_path)]) == 0
+    [(path, out, dest)] = calls
+    assert path.name == "ot_targets.ipynb" and out == tmp_path.resolve()
+    assert dest == tmp_path.resolve() / "notebooks" / "ot_targets.ipynb"
+    assert {p: p.read_bytes() for p in NOTEBOOKS} == committed
+
+
 def test_notebooks_command_reports_a_cell_over_its_time_limit(tmp_path):
     from experiments.notebooks import NotebookFailed, execute
 
