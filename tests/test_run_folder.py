@@ -209,3 +209,20 @@ def test_adft_refuses_an_sdxl_folder_before_loading_it(inputs, tmp_path):
     with pytest.raises(ValueError, match="pretrained_model: .* is an SDXL pipeline; expected an SD 1.5-architecture"):
         plan_job(config)
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------- launch precision
+def test_a_launch_precision_the_job_would_ignore_is_refused_before_loading(inputs, tmp_path, monkeypatch):
+    """Issue 19: ``accelerate launch --mixed_precision bf16`` had no effect on aDFT, silently."""
+    from scaleup.jobs.popalign.train import run_train
+    from test_popalign_job import _train_config
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(ValueError, match="mixed precision 'bf16' .* --mixed-precision 'no'.* pass --mixed-precision "
+                                         "bf16"):
+        _adft(inputs, tmp_path / "adft")
+    with pytest.raises(ValueError, match="mixed precision 'bf16'"):
+        run_train(_train_config(tmp_path), progress=False)
+    assert not (tmp_path / "adft").exists() and not (tmp_path / "train").exists()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert _adft(inputs, tmp_path / "adft")["finished"]

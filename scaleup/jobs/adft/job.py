@@ -33,6 +33,7 @@ from scaleup.jobs.adft.export import evaluate_export, export_weights, read_evalu
 from scaleup.jobs.adft.step import AdftStep
 from scaleup.job_config import config_to_dict
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
+from scaleup.training.launch_precision import check_launch_precision
 from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
@@ -98,6 +99,7 @@ def run_job(config: AdftConfig, *, components: Components | None = None, timer=N
     accelerator = Accelerator(log_with="tensorboard" if config.tensorboard else None,
                               project_dir=config.output_dir)
     plan = plan_job(config, num_processes=accelerator.num_processes, check_models=components is None)
+    check_launch_precision(config.mixed_precision)
     with run_folder_for(accelerator, config.output_dir, job="scaleup.jobs.adft", config_settings=config_to_dict(config),
                         resume=config.resume, start_over=config.start_over, may_change=may_change_on_resume(config)):
         return _run_claimed(config, plan, accelerator, components, timer, started)

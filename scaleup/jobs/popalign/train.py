@@ -28,6 +28,7 @@ from scaleup.jobs.popalign.preference_data import (PreferencePair, batch_indices
                                                    read_preference_pairs, set_pairs)
 from scaleup.jobs.popalign.step import lora_reference, noised_pairs, popalign_step, sft_step, unet_predictor
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
+from scaleup.training.launch_precision import check_launch_precision
 from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
@@ -273,6 +274,7 @@ def run_train(config: TrainConfig, *, pipe=None, progress: bool = True, return_t
     from accelerate import Accelerator
 
     validate(config)
+    check_launch_precision(config.mixed_precision)
     pairs = read_preference_pairs(config.data)  # a table naming missing images fails here, before any model
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     with run_folder_for(accelerator, config.out, job="scaleup.jobs.popalign train",
