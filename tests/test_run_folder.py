@@ -226,3 +226,53 @@ def test_a_launch_precision_the_job_would_ignore_is_refused_before_loading(input
     assert not (tmp_path / "adft").exists() and not (tmp_path / "train").exists()
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert _adft(inputs, tmp_path / "adft")["finished"]
+
+
+# ---------------------------------------------------------------------------------------------- --report-to
+def test_report_to_is_checked_before_loading_and_both_jobs_log_every_iteration(inputs, tmp_path, monkeypatch):
+    """Issue 19: ``--report_to`` as diffusers' scripts have it, in both jobs through the one iteration loop. The
+    tracker packages are not installed here, so a recording tracker stands in for them (accelerate takes tracker
+    instances wherever it takes names)."""
+    from accelerate.tracking import GeneralTracker
+
+    import scaleup.jobs.adft.job as adft_job
+    import scaleup.jobs.popalign.train as popalign_train
+    from scaleup.jobs.popalign.train import run_train
+    from scaleup.training.trackers import check_report_to
+    from test_popalign_job import _pipe, _train_config, _write_dataset
+
+    with pytest.raises(ValueError, match="unknown tracker 'tensorbord'; expected one of none, tensorboard"):
+        check_report_to("tensorbord")
+    with pytest.raises(ValueError, match="--report-to wandb: the wandb package is not installed"):
+        _adft(inputs, tmp_path / "refused", report_to="wandb")
+    assert not (tmp_path / "refused").exists()
+
+    class Recording(GeneralTracker):
+        name, requires_logging_directory = "recording", False
+        logged: list = []
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            pass
+
+        def log(self, values, step=None, **kwargs):
+            Recording.logged.append((step, dict(values)))
+
+    def start(accelerator, value, project, config):  # what start_trackers does for an installed tracker
+        accelerator.init_trackers(project, config={"seed": config["seed"]})
+        return True
+
+    monkeypatch.setattr(adft_job, "log_with", lambda value: [Recording()])
+    monkeypatch.setattr(adft_job, "start_trackers", start)
+    _adft(inputs, tmp_path / "adft", iterations=2)
+    assert [step for step, _ in Recording.logged] == [1, 2] and "loss_align" in Recording.logged[0][1]
+
+    Recording.logged.clear()
+    monkeypatch.setattr(popalign_train, "log_with", lambda value: [Recording()])
+    monkeypatch.setattr(popalign_train, "start_trackers", start)
+    _write_dataset(tmp_path / "data", n_sets=3)
+    run_train(_train_config(tmp_path, max_train_steps=2), pipe=_pipe(), progress=False)
+    assert [step for step, _ in Recording.logged] == [1, 2] and "loss" in Recording.logged[0][1]

@@ -86,6 +86,9 @@ def run_training(accelerator, *, step_fn: Callable[[TrainingProgress], dict], pa
         progress.step += 1
         if accelerator.is_main_process:
             log.write(progress.step, skipped=not finite, **metrics)
+        if accelerator.trackers:  # --report-to: the same numbers as log.jsonl, to every started tracker
+            accelerator.log({k: float(v) for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=progress.step)
         skips_in_a_row = 0 if finite else skips_in_a_row + 1
         if skips_in_a_row >= max_skips_in_a_row:
             raise NonFiniteTrainingError(

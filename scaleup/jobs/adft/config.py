@@ -192,7 +192,8 @@ class AdftConfig:
     eval_images_per_prompt: Optional[int] = None
     eval_max_prompts: Optional[int] = None
     eval_batch_size: int = 8
-    tensorboard: bool = False
+    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb | all: accelerate's "
+                                                                 "trackers, as diffusers' --report_to"})
     progress: bool = True
     seed: int = 0
 
@@ -480,12 +481,9 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     if config.eval_max_prompts is not None:
         _positive_int("eval_max_prompts", config.eval_max_prompts)
     _positive_int("eval_batch_size", config.eval_batch_size)
-    if config.tensorboard:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise _fail("tensorboard", "the tensorboard package is not installed",
-                        "pip install tensorboard, or leave tensorboard off (the JSONL log has every number)") from None
+    from scaleup.training.trackers import check_report_to
+
+    check_report_to(config.report_to)
     # L_img is the only user of DINOv2, and of CLIP besides CLIP-based classifiers and L_face's default embedder:
     # a run whose lambda_img are all 0 needs neither model for it
     image_semantics = any(max(a.weights.agree, a.weights.outside_face, a.weights.face) > 0 for a in attributes)

@@ -35,6 +35,7 @@ from scaleup.job_config import config_to_dict
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
 from scaleup.training.launch_precision import check_launch_precision
 from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
+from scaleup.training.trackers import log_with, start_trackers
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
 
@@ -96,8 +97,7 @@ def run_job(config: AdftConfig, *, components: Components | None = None, timer=N
     from accelerate import Accelerator
 
     started = time.perf_counter()
-    accelerator = Accelerator(log_with="tensorboard" if config.tensorboard else None,
-                              project_dir=config.output_dir)
+    accelerator = Accelerator(log_with=log_with(config.report_to), project_dir=config.output_dir)
     plan = plan_job(config, num_processes=accelerator.num_processes, check_models=components is None)
     check_launch_precision(config.mixed_precision)
     with run_folder_for(accelerator, config.output_dir, job="scaleup.jobs.adft", config_settings=config_to_dict(config),
@@ -111,7 +111,7 @@ def may_change_on_resume(config: AdftConfig) -> tuple[str, ...]:
     weights do not depend on it: the ``adft-sd`` experiment resumes with it on and matches an uninterrupted run
     without it bit for bit); the iteration budget only under a learning-rate schedule that does not stretch over it."""
     free = ("output_dir", "resume", "start_over", "until", "checkpoint_every", "checkpoints_total_limit", "progress",
-            "tensorboard", "evaluate_checkpoints", "test_prompts", "eval_attribute", "eval_classifier",
+            "report_to", "evaluate_checkpoints", "test_prompts", "eval_attribute", "eval_classifier",
             "eval_detector", "eval_images_per_prompt", "eval_max_prompts", "eval_batch_size")
     return free + (("iterations",) if config.lr_scheduler in BUDGET_FREE_SCHEDULES else ())
 
@@ -145,8 +145,7 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
         load_checkpoint(accelerator, resume_path, states)
     log = JsonlLog(out / "log.jsonl", resume_step=progress.step if resume_path is not None else None,
                    enabled=accelerator.is_main_process)
-    if config.tensorboard:
-        accelerator.init_trackers("adft")
+    tracking = start_trackers(accelerator, config.report_to, "adft", config_to_dict(config))
     run_info = {"job": "scaleup.jobs.adft", "config": config_to_dict(config), "plan": _plan_dict(plan),
                 "models": components.used, "processes": accelerator.num_processes,
                 "resumed_from": None if resume_path is None else str(resume_path), "versions": _versions()}
@@ -154,13 +153,7 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "run.json", run_info)
 
-    step = AdftStep(accelerator, config, plan, components, prompts, timer=timer)
-
-    def step_fn(p: TrainingProgress) -> dict:
-        metrics = step(p)
-        if config.tensorboard:
-            accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=p.step + 1)
-        return metrics
+    step_fn = AdftStep(accelerator, config, plan, components, prompts, timer=timer)
 
     def on_checkpoint(path: Path, n: int) -> None:
         if accelerator.is_main_process:
@@ -182,7 +175,7 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
         export_weights(components, out / "final", ema=ema)
     identical = parameters_identical_across_processes(accelerator, trainable)
     accelerator.wait_for_everyone()
-    if config.tensorboard:
+    if tracking:
         accelerator.end_training()
     if not accelerator.is_main_process:
         return {}

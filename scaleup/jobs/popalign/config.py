@@ -98,6 +98,8 @@ class TrainConfig:
     until: int | None = field(default=None, metadata={"help": "stop after this iteration (resume later)"})
     start_over: bool = field(default=False, metadata={"help": "out holds a run: move it aside (to "
                                                                 "OUT.replaced-<time>) and start anew"})
+    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb | all: accelerate's "
+                                                             "trackers, as diffusers' --report_to"})
     reward_accuracy_sets: int = field(default=16, metadata={
         "help": "set pairs on which the implied population reward accuracy (App. E) is measured at the end"})
     seed: int = 0

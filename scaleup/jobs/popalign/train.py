@@ -30,6 +30,7 @@ from scaleup.jobs.popalign.step import lora_reference, noised_pairs, popalign_st
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
 from scaleup.training.launch_precision import check_launch_precision
 from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
+from scaleup.training.trackers import check_report_to, log_with, start_trackers
 from scaleup.training.log import JsonlLog
 from scaleup.training.loop import run_training
 from theory.popalign import diffusion_log_ratio, implied_reward_accuracy
@@ -275,8 +276,10 @@ def run_train(config: TrainConfig, *, pipe=None, progress: bool = True, return_t
 
     validate(config)
     check_launch_precision(config.mixed_precision)
+    check_report_to(config.report_to)
     pairs = read_preference_pairs(config.data)  # a table naming missing images fails here, before any model
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=log_with(config.report_to),
+                              project_dir=config.out)
     with run_folder_for(accelerator, config.out, job="scaleup.jobs.popalign train",
                         config_settings=config_to_dict(config), resume=config.resume, start_over=config.start_over,
                         may_change=may_change_on_resume(config), option="--out"):
@@ -287,7 +290,7 @@ def may_change_on_resume(config: TrainConfig) -> tuple[str, ...]:
     """The settings a resumed run may change (:mod:`scaleup.training.run_folder`): where it stops, how it
     checkpoints, the end-of-run measurement; the step budget only under a schedule that does not stretch over it."""
     free = ("out", "resume", "start_over", "until", "checkpoint_every", "checkpoints_total_limit",
-            "reward_accuracy_sets")
+            "reward_accuracy_sets", "report_to")
     return free + (("max_train_steps",) if config.lr_scheduler in BUDGET_FREE_SCHEDULES else ())
 
 
@@ -307,11 +310,14 @@ def _train_claimed(config: TrainConfig, accelerator, pairs, pipe, progress: bool
         load_checkpoint(accelerator, resume, {"progress": state})
     log = JsonlLog(out / "log.jsonl", resume_step=state.step if resume is not None else None,
                    enabled=accelerator.is_main_process)
+    tracking = start_trackers(accelerator, config.report_to, "popalign", config_to_dict(config))
     run_training(accelerator, step_fn=trainer.step, parameters=trainer.parameters, optimizer=trainer.optimizer,
                  progress=state, n_iterations=config.max_train_steps, output_dir=out, log=log,
                  lr_scheduler=trainer.lr_scheduler, max_grad_norm=config.max_grad_norm,
                  checkpoint_every=config.checkpoint_every, total_limit=config.checkpoints_total_limit,
                  until=config.until, show_progress=progress, states={"progress": state})
+    if tracking:
+        accelerator.end_training()
     results = {"config": config_to_dict(config), "iterations_done": state.step, "resumed_from": str(resume) if
                resume is not None else None, "optimizer": trainer.optimizer_note, "sdxl": is_sdxl(pipe),
                "trainable_parameters": sum(p.numel() for p in trainer.parameters), "pairs": len(pairs),
