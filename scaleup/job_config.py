@@ -122,11 +122,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """``--config FILE`` and one ``--field-name`` flag per dataclass field (values parsed later, by :func:`coerce`)."""
     parser.add_argument("--config", help="YAML or JSON config file; command-line flags override its values")
+    types_ = _field_types(cls)
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
         default = field.default if field.default is not dataclasses.MISSING else "(required)"
-        parser.add_argument(flag, dest=field.name, default=None, help=f"{help_text} (default: {default})")
+        inner, _ = _unwrap_optional(types_[field.name])
+        extra = {}
+        if inner is bool:  # a plain switch (``--ema``), or an explicit ``--ema true|false`` as config files have it
+            extra = dict(nargs="?", const="true", metavar="true|false")
+        elif typing.get_origin(inner) is typing.Literal:
+            help_text = f"{help_text}; one of {', '.join(map(str, typing.get_args(inner)))}".lstrip("; ")
+        # aliases: the other job's name of the same setting (--out / --output-dir), as diffusers' scripts name it
+        parser.add_argument(flag, *field.metadata.get("aliases", ()), dest=field.name, default=None,
+                            help=f"{help_text} (default: {default})", **extra)
 
 
 def build_config(cls: type[Config], file_values: dict[str, Any], flag_values: dict[str, Any]) -> Config:

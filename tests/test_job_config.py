@@ -55,3 +55,24 @@ def test_bad_flag_and_missing_file(tmp_path):
         parse_config(_Job, ["--use-ema", "maybe"])
     with pytest.raises(ConfigError, match="does not exist"):
         parse_config(_Job, ["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_booleans_are_plain_switches_and_help_lists_the_choices(capsys):
+    """Issue 19: booleans as plain switches, and ``--help`` listing the choices."""
+    assert parse_config(_Job, ["--use-ema"]).use_ema is True
+    assert parse_config(_Job, ["--use-ema", "--steps", "3"]) == _Job(use_ema=True, steps=3)
+    assert parse_config(_Job, ["--use-ema", "false"]).use_ema is False
+    assert parse_config(_Job, []).use_ema is False
+    with pytest.raises(SystemExit):
+        parse_config(_Job, ["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--use-ema [true|false]" in shown and "one of gender, race (default: gender)" in shown
+
+
+def test_popalign_takes_the_adft_jobs_names_of_the_same_settings():
+    """Issue 19: flag names consistent between the two jobs (--output-dir / --out, --pretrained-model / --pipeline)."""
+    from scaleup.jobs.popalign.config import TrainConfig
+
+    a = parse_config(TrainConfig, ["--data", "d", "--output-dir", "o", "--pretrained-model", "p"])
+    b = parse_config(TrainConfig, ["--data", "d", "--out", "o", "--pipeline", "p"])
+    assert a == b and a.out == "o" and a.pipeline == "p"

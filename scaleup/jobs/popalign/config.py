@@ -8,13 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+#: The aDFT job's (and diffusers' scripts') names of the same settings, accepted here too.
+OUT_ALIASES = ("--output-dir",)
+MODEL_ALIASES = ("--pretrained-model",)
+
+
 @dataclass
 class GenerateConfig:
     """``generate``: images of the identity-neutral prompts and of their identity-augmented versions."""
 
-    out: str = field(metadata={"help": "output folder (images, per-task records, generation.json)"})
-    pipeline: str | None = field(default=None, metadata={"help": "pipeline folder or hub id; None: FAIRDIFF_SD15 / "
-                                                                  "FAIRDIFF_SDXL or the cached default"})
+    out: str = field(metadata={"aliases": OUT_ALIASES,
+                               "help": "output folder (images, per-task records, generation.json)"})
+    pipeline: str | None = field(default=None, metadata={
+        "aliases": MODEL_ALIASES,
+        "help": "pipeline folder or hub id; None: FAIRDIFF_SD15 / FAIRDIFF_SDXL or the cached default"})
     family: str | None = field(default=None, metadata={"help": "sd15 or sdxl; None: read from the folder"})
     prompts: str = field(default="popalign-occupations", metadata={"help": "shipped prompt set or prompt file"})
     max_prompts: int | None = field(default=None, metadata={"help": "use the first n prompts only"})
@@ -43,7 +50,8 @@ class BuildSetsConfig:
     """``build-sets``: the sanity filter, then winning / losing sets, written as an imagefolder dataset."""
 
     generated: str = field(metadata={"help": "the generate stage's output folder"})
-    out: str = field(metadata={"help": "dataset folder to write (PNG images, metadata.jsonl, README.md)"})
+    out: str = field(metadata={"aliases": OUT_ALIASES,
+                               "help": "dataset folder to write (PNG images, metadata.jsonl, README.md)"})
     set_size: int = field(default=5, metadata={"help": "N, images per set (the public code: 5)"})
     sets_per_prompt: int | None = field(default=None, metadata={
         "help": "set pairs per neutral prompt; None: as many disjoint sets as the images allow"})
@@ -70,8 +78,10 @@ class TrainConfig:
     """``train``: PopAlign (eq. 9) or the SFT baseline on the preference dataset."""
 
     data: str = field(metadata={"help": "the build-sets dataset folder"})
-    out: str = field(metadata={"help": "output folder (checkpoints, log.jsonl, trained weights)"})
-    pipeline: str | None = field(default=None, metadata={"help": "pipeline folder or hub id (the reference)"})
+    out: str = field(metadata={"aliases": OUT_ALIASES,
+                               "help": "output folder (checkpoints, log.jsonl, trained weights)"})
+    pipeline: str | None = field(default=None, metadata={"aliases": MODEL_ALIASES,
+                                                         "help": "pipeline folder or hub id (the reference)"})
     family: str | None = field(default=None, metadata={"help": "sd15 or sdxl; None: read from the folder"})
     loss: str = field(default="popalign", metadata={"help": "popalign (eq. 9) or sft (winners only)"})
     finetune: str = field(default="full", metadata={"help": "full (U-Net; frozen copy as reference) or lora"})
