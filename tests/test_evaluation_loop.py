@@ -107,3 +107,13 @@ def test_classifier_with_the_wrong_class_count_fails(tmp_path):
     with pytest.raises(ValueError, match="returns 2 classes but the attribute has 3"):
         run_evaluation(parts, ["p"], RecordStore(tmp_path, {}), n_images=2, base_seed=0, batch_size=2,
                        progress=False)
+
+
+def test_progress_counts_images_with_an_eta(tmp_path, capsys):
+    """Issue 19: a progress bar over images with an ETA (resumed prompts are not counted)."""
+    prompts = ["a photo of a nurse", "a photo of a pilot", "a photo of a judge"]
+    store = RecordStore(tmp_path, {"seed": 0})
+    run_evaluation(_parts(), prompts, store, n_images=4, base_seed=0, batch_size=4, indices=[0], progress=False)
+    run_evaluation(_parts(), prompts, store, n_images=4, base_seed=0, batch_size=4, progress=True)
+    shown = capsys.readouterr().err
+    assert "images: 100%" in shown and "8/8" in shown and "img" in shown and "prompt 3/3" in shown

@@ -129,9 +129,13 @@ def run_evaluation(parts: EvaluationParts, prompts: Sequence[str], store: Record
                    grid_dir: Path | None = None, grid_images: int = 16, progress: bool = True) -> list[int]:
     """Evaluate the prompts ``indices`` (default all) not yet in ``store``; returns the indices evaluated now."""
     todo = [i for i in (range(len(prompts)) if indices is None else indices) if not store.done(i, prompts[i])]
-    for i in tqdm(todo, desc="prompts", disable=not progress):
+    # counted in images (with its ETA), as a user thinks of the work; resumed prompts are not counted
+    bar = tqdm(total=len(todo) * n_images, desc="images", unit="img", disable=not progress)
+    for i in todo:
         records, images, perceived = evaluate_prompt(parts, i, prompts[i], n_images=n_images, base_seed=base_seed,
                                                      batch_size=batch_size)
+        bar.update(n_images)
+        bar.set_postfix_str(f"prompt {i + 1}/{len(prompts)}", refresh=False)
         if grid_dir is not None and grid_images > 0:
             m = min(grid_images, images.shape[0])
             labels = [parts.class_names[int(np.argmax(perceived.probs[j]))] if perceived.has_face[j] else ""
@@ -139,4 +143,5 @@ def run_evaluation(parts: EvaluationParts, prompts: Sequence[str], store: Record
             boxes = [perceived.boxes[j] if perceived.has_face[j] else None for j in range(m)]
             save_grid(grid_dir / f"prompt_{i:05d}.png", images[:m], boxes, labels)
         store.save(i, records)
+    bar.close()
     return todo
