@@ -17,6 +17,7 @@ name                              prompts
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -51,6 +52,11 @@ class PromptSet:
 def parse_prompt_lines(text: str, *, source: str, template: str | None = None) -> tuple[str, ...]:
     """One prompt per non-blank line, '#' comments dropped, ``template.format(line)`` applied when given."""
     lines = [line.strip() for line in text.splitlines()]
+    for number, line in enumerate(lines, start=1):
+        bad = next((c for c in line if unicodedata.category(c) == "Cc" and c != "\t"), None)
+        if bad is not None:  # NUL and other control characters reach the tokenizer unseen (issue 19)
+            raise ValueError(f"prompt file {source}, line {number}: control character {bad!r} in {line!r}; expected "
+                             "plain text, one prompt per line")
     items = [line for line in lines if line and not line.startswith("#")]
     if not items:
         raise ValueError(f"prompt file {source} holds no prompts; expected one prompt per line "

@@ -44,7 +44,8 @@ def test_user_file_with_template_and_comments(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [(b"", "holds no prompts"), (b"# only a comment\n\n", "holds no prompts"),
-                                              (b"caf\xe9 owner\n", "not UTF-8")])
+                                              (b"caf\xe9 owner\n", "not UTF-8"),
+                                              (b"a nurse\na pi\x00lot\n", r"line 2: control character '\\x00'")])
 def test_bad_prompt_files_fail_with_one_clear_error(tmp_path, content, message):
     path = tmp_path / "prompts.txt"
     path.write_bytes(content)
