@@ -287,9 +287,11 @@ def external_face_files(folder: str | os.PathLike) -> list[Path]:
 def _check_models(config: AdftConfig, *, needs_clip: bool, needs_dinov2: bool) -> None:
     from scaleup.models.loading import pipeline_family, resolve_model_source
 
-    source = resolve_model_source("sd15", config.pretrained_model)
-    if pipeline_family(source.location) == "sdxl":  # read from model_index.json, before diffusers fails inside
-        raise _fail("pretrained_model", f"{source.location!r} is an SDXL pipeline",
+    resolve_model_source("sd15", config.pretrained_model)
+    folder = None if config.pretrained_model is None else Path(config.pretrained_model).expanduser()
+    if folder is not None and (folder / "model_index.json").is_file() and pipeline_family(folder) == "sdxl":
+        # read from model_index.json, before diffusers fails inside with a TypeError
+        raise _fail("pretrained_model", f"{str(folder)!r} is an SDXL pipeline",
                     "an SD 1.5-architecture pipeline (the aDFT job finetunes SD 1.5's text encoder, U-Net or a soft "
                     "prompt, seed 000; PopAlign's job trains SDXL)")
     if needs_clip:
