@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +277,44 @@ def test_report_to_is_checked_before_loading_and_both_jobs_log_every_iteration(i
     _write_dataset(tmp_path / "data", n_sets=3)
     run_train(_train_config(tmp_path, max_train_steps=2), pipe=_pipe(), progress=False)
     assert [step for step, _ in Recording.logged] == [1, 2] and "loss" in Recording.logged[0][1]
+
+
+def test_popalign_refuses_a_corrupt_image_before_any_model_loads(tmp_path):
+    """Issue 19: a corrupt image in a PopAlign dataset killed training mid-run."""
+    from scaleup.jobs.popalign.train import run_train
+    from test_popalign_job import _train_config, _write_dataset
+
+    data = _write_dataset(tmp_path / "data", n_sets=2)
+    victim = sorted((data / "images").glob("*.png"))[1]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte inside the compressed pixels: the chunk's CRC no longer matches
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=f"image {victim} .* cannot be read"):
+        run_train(_train_config(tmp_path, pipeline=str(tmp_path / "no-model")), progress=False)
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_an_unwritable_output_folder_is_one_clear_error(tmp_path, where):
+    """Issue 19: a read-only or file --out gave a raw OSError."""
+    if where == "under-a-file":
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "run"
+    else:  # nobody, root included, can make a folder in /proc (permissions alone do not stop root)
+        if not Path("/proc").is_dir():
+            pytest.skip("no /proc on this system")
+        out = Path("/proc/fairdiff-run")
+    with pytest.raises(RunFolderError, match=f"{out}: cannot create or write the folder"):
+        claim_run_folder(out, job="test", settings={}, resume=None)
+
+
+def test_a_damaged_soft_prompt_file_is_named(tmp_path):
+    """Issue 19: damaged soft-prompt files raised without naming the file."""
+    import torch
+
+    from scaleup.models.soft_prompt import SoftPrompt
+
+    path = SoftPrompt(torch.zeros(2, 4)).save(tmp_path / "soft_prompt.safetensors")
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match=f"soft prompt: '{path}' is damaged or not a safetensors file"):
+        SoftPrompt.load(path)

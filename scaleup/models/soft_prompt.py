@@ -121,12 +121,18 @@ class SoftPrompt(nn.Module):
         if not path.is_file():
             raise ModelNotFoundError(f"soft prompt: {str(path)!r} does not exist. Expected a file written by "
                                      f"SoftPrompt.save, or a folder holding {SOFT_PROMPT_FILE}.")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _FORMAT or "embeddings" not in f.keys():
-                raise ValueError(f"{str(path)!r} is not a soft prompt written by SoftPrompt.save "
-                                 f"(metadata format {meta.get('format')!r}, expected {_FORMAT!r})")
-            embeddings = f.get_tensor("embeddings")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _FORMAT or "embeddings" not in f.keys():
+                    raise ValueError(f"{str(path)!r} is not a soft prompt written by SoftPrompt.save "
+                                     f"(metadata format {meta.get('format')!r}, expected {_FORMAT!r})")
+                embeddings = f.get_tensor("embeddings")
+        except ValueError:
+            raise
+        except Exception as err:  # safetensors' own error type for a damaged or foreign file (issue 19)
+            raise ValueError(f"soft prompt: {str(path)!r} is damaged or not a safetensors file "
+                             f"({type(err).__name__}: {err}); expected a file written by SoftPrompt.save") from None
         prompt = cls(embeddings)
         return prompt.to(device=device, dtype=dtype) if device is not None or dtype is not None else prompt
 

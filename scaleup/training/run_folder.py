@@ -154,13 +154,21 @@ def claim_run_folder(out: str | Path, *, job: str, settings: Mapping, resume: st
     if fresh and holds_run(out):  # start_over: the whole old run goes aside, unless a live job holds it
         _holder(out)
         moved_aside = atomic_replace_folder(out, out.with_name(f"{out.name}.replaced-{_now()}"))
-    out.mkdir(parents=True, exist_ok=True)
-    folder = RunFolder(out, fresh=fresh, moved_aside=moved_aside, took_over_lock=_lock(out, job), _locked=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(out, fresh=fresh, moved_aside=moved_aside, took_over_lock=_lock(out, job), _locked=True)
+    except OSError as err:  # read-only, a file on the way, no space: one line, not a traceback
+        raise RunFolderError(f"{option} {out}: cannot create or write the folder ({err.strerror or err}); pass a "
+                             f"writable folder") from None
     try:
         if fresh:
             atomic_write_text(out / SETTINGS_FILE, json.dumps(
                 {"job": job, "written_utc": _now(), "settings": _json_ready(dict(settings)),
                  "may_change_on_resume": sorted(may_change)}, indent=2) + "\n")
+    except OSError as err:
+        folder.release()
+        raise RunFolderError(f"{option} {out}: cannot write {SETTINGS_FILE} ({err.strerror or err}); pass a "
+                             f"writable folder") from None
     except BaseException:
         folder.release()
         raise

@@ -81,7 +81,23 @@ def read_preference_pairs(folder: str | Path) -> list[PreferencePair]:
                   for i in sorted(entry["winner"])]
     if not pairs:
         raise ValueError(f"data: {table} lists no images")
+    _check_images_decode([p for pair in pairs for p in (pair.winner, pair.loser)], table)
     return pairs
+
+
+def _check_images_decode(paths: Sequence[Path], table: Path) -> None:
+    """Every image passes PIL's integrity check (``verify``: headers and, for PNG, every chunk's CRC, without
+    decoding the pixels, so it stays cheap on large datasets), so a corrupt file stops the run here, before any
+    model loads, and not mid-training when its batch comes (issue 19)."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(f"data: image {path} (listed in {table}) cannot be read ({type(err).__name__}: {err}); "
+                             "rebuild the dataset with build-sets or replace the file") from None
 
 
 def set_pairs(pairs: Sequence[PreferencePair]) -> dict[int, list[PreferencePair]]:
