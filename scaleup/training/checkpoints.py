@@ -170,37 +170,36 @@ def verify_checkpoint(path: str | Path) -> dict:
     """
     path = Path(path)
     marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
-    recorded = marker.get("files")
-    problem = None
-    if recorded is None:
-        problem = (f"{MARKER} lists no checksums: it was written by an older fairdiff, whose job state was pickled; "
-                   "it is not loaded")
-    else:
-        found = set(_state_files(path))
-        for name in sorted(set(recorded) | found):
-            if name not in found:
-                problem = f"{name} is missing"
-            elif name not in recorded:
-                problem = f"{name} was added after the checkpoint was saved"
-            elif _sha256(path / name) != recorded[name]:
-                problem = f"{name} is damaged (its SHA-256 differs from the one recorded at saving)"
-            if problem:
-                break
+    problem = _problem(path, marker)
     if problem is None:
         return marker
     earlier = [p for step, p in complete_checkpoints(path.parent) if step < marker.get("step", 0)]
-    good = next((p for p in reversed(earlier) if _verifies(p)), None)
+    good = next((p for p in reversed(earlier) if _problem(p) is None), None)
     raise CheckpointDamagedError(
         f"checkpoint {path}: {problem}. " + (f"The last good checkpoint is {good}: resume with --resume {good}"
                                              if good is not None else "No earlier checkpoint verifies."))
 
 
-def _verifies(path: Path) -> bool:
-    try:
-        verify_checkpoint(path)
-        return True
-    except (CheckpointDamagedError, ValueError, OSError):
-        return False
+def _problem(path: Path, marker: dict | None = None) -> str | None:
+    """What is wrong with the checkpoint at ``path`` (the first damaged, missing or added file), or None."""
+    if marker is None:
+        try:
+            marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            return f"{MARKER} cannot be read ({err})"
+    recorded = marker.get("files")
+    if recorded is None:
+        return (f"{MARKER} lists no checksums: it was written by an older fairdiff, whose job state was pickled; "
+                "it is not loaded")
+    found = set(_state_files(path))
+    for name in sorted(set(recorded) | found):
+        if name not in found:
+            return f"{name} is missing"
+        if name not in recorded:
+            return f"{name} was added after the checkpoint was saved"
+        if _sha256(path / name) != recorded[name]:
+            return f"{name} is damaged (its SHA-256 differs from the one recorded at saving)"
+    return None
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, *, total_limit: int | None = None,

@@ -18,11 +18,16 @@ from scaleup.training.checkpoints import TrainingProgress, save_checkpoint
 from scaleup.training.log import JsonlLog
 
 
+def _on_every_process(accelerator, local: bool) -> bool:
+    """``local`` and-ed over every process, so that all of them take the same branch."""
+    flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
+    return bool(accelerator.gather(flag).min() > 0)
+
+
 def gradients_finite(accelerator, parameters: Iterable[torch.nn.Parameter]) -> bool:
     """True when every gradient on every process is finite (one process's inf must skip the step everywhere)."""
-    finite = all(bool(torch.isfinite(p.grad).all()) for p in parameters if p.grad is not None)
-    flag = torch.tensor([1.0 if finite else 0.0], device=accelerator.device)
-    return bool(accelerator.gather(flag).min() > 0)
+    return _on_every_process(accelerator, all(bool(torch.isfinite(p.grad).all()) for p in parameters
+                                              if p.grad is not None))
 
 
 #: Consecutive non-finite steps after which a run stops: a few are the fp16 loss scale finding its level, this many
@@ -36,9 +41,7 @@ class NonFiniteTrainingError(RuntimeError):
 
 def parameters_finite(accelerator, parameters: Iterable[torch.nn.Parameter]) -> bool:
     """True when every trained parameter on every process is finite."""
-    finite = all(bool(torch.isfinite(p).all()) for p in parameters)
-    flag = torch.tensor([1.0 if finite else 0.0], device=accelerator.device)
-    return bool(accelerator.gather(flag).min() > 0)
+    return _on_every_process(accelerator, all(bool(torch.isfinite(p).all()) for p in parameters))
 
 
 def _last_checkpoint(output_dir: str | Path) -> str:

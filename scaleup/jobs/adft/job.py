@@ -132,7 +132,7 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
                                   eps=config.adam_epsilon, weight_decay=config.weight_decay)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
                                  num_training_steps=plan.iterations)
-    # the scheduler is registered, not prepared: a prepared scheduler steps once per process per iteration
+    # the scheduler is saved with the checkpoints' states, not prepared: a prepared one steps once per process
     optimizer = accelerator.prepare(optimizer)
     progress = TrainingProgress()
     states = {"parameters": ParameterState(components.named_trainable), "lr_scheduler": lr_scheduler,
