@@ -357,12 +357,12 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
     ``pipe`` evaluates an already-loaded (e.g. finetuned, in-memory) pipeline instead of ``config.pipeline``;
     ``parts`` replaces every model (tests, custom classifiers).
     """
-    from accelerate import PartialState
+    from scaleup.processes import process_state
 
     config, names = validate(config)
     prompts = list(load_prompt_set(config.prompts).prompts)[:config.max_prompts]
     out = Path(config.out)
-    state = PartialState()
+    state = process_state()
     settings = {k: v for k, v in config_to_dict(config).items() if k not in ("out", "restart", "batch_size", "device")}
     started = time.perf_counter()
     store = RecordStore(out, settings, restart=config.restart and state.is_main_process) \

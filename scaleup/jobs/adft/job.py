@@ -94,10 +94,10 @@ def _write_json(path: Path, payload: dict) -> None:
 def run_job(config: AdftConfig, *, components: Components | None = None, timer=None) -> dict:
     """Run or resume the job of ``config`` (module docstring); returns the summary written to results.json (main
     process; ``{}`` elsewhere). ``components`` replaces the models loaded from ``config`` (tests, benchmarks)."""
-    from accelerate import Accelerator
+    from scaleup.processes import make_accelerator
 
     started = time.perf_counter()
-    accelerator = Accelerator(log_with=log_with(config.report_to), project_dir=config.output_dir)
+    accelerator = make_accelerator(log_with=log_with(config.report_to), project_dir=config.output_dir)
     plan = plan_job(config, num_processes=accelerator.num_processes, check_models=components is None)
     check_launch_precision(config.mixed_precision)
     with run_folder_for(accelerator, config.output_dir, job="scaleup.jobs.adft", config_settings=config_to_dict(config),

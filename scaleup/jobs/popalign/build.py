@@ -73,19 +73,11 @@ def run_build_sets(config: BuildSetsConfig, *, perception=None, reuse: bool = Fa
 
     ``perception``: a ready :class:`.sanity.Perception` (tests pass stubs); None builds the configured one.
     ``reuse``: draw each set from the whole pools (the public code's sampling) instead of disjoint sets.
+    Launched on several processes, each perceives its share of the images; the main process alone draws and writes.
     """
-    from accelerate import PartialState
+    from scaleup.processes import process_state
 
-    state = PartialState()
-    if not state.is_main_process:  # launched on several processes: one builds, the others wait and read its report
-        state.wait_for_everyone()
-        return json.loads((Path(config.out) / REPORT_FILE).read_text(encoding="utf-8"))
-    report = _build(config, perception=perception, reuse=reuse, progress=progress)
-    state.wait_for_everyone()
-    return report
-
-
-def _build(config: BuildSetsConfig, *, perception, reuse: bool, progress: bool) -> dict:
+    state = process_state()
     generated = Path(config.generated)
     settings, records = read_generation(generated)
     keywords = _keyword_set(settings)
@@ -94,12 +86,42 @@ def _build(config: BuildSetsConfig, *, perception, reuse: bool, progress: bool) 
     if (out / METADATA_FILE).exists():
         raise ValueError(f"out: {out} already holds a preference dataset ({METADATA_FILE}); choose another folder "
                          "so that it is not overwritten")
-    class_target = keywords.class_target(target)
     if config.filter != "off":
         if perception is None:
             perception = make_perception(keywords.attribute, config.detector, config.classifier,
                                          clip_model=config.clip_model, seed=config.seed)
-        perceive_records(records, generated, perception, progress=progress)
+        _perceive_split(records, generated, perception, state, progress=progress)
+    report = _build(config, settings, records, keywords, target, perception, reuse=reuse,
+                    write=state.is_main_process)
+    state.wait_for_everyone()  # the others read the report the main process wrote
+    return report if state.is_main_process else json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
+
+
+def _perceive_split(records: list[dict], root: Path, perception, state, *, progress: bool,
+                    batch_size: int = 16) -> None:
+    """:func:`.sanity.perceive_records` over every process: each takes whole batches of the one-process run (so each
+    image is classified in the same batch either way), and every process ends with every record's verdict."""
+    from accelerate.utils import gather_object
+
+    starts = list(range(0, len(records), batch_size))[state.process_index::state.num_processes]
+    # only the last batch of all can be short, and it ends its process's list: chunks of ``mine`` are those batches
+    mine = [r for start in starts for r in records[start:start + batch_size]]
+    perceive_records(mine, root, perception, batch_size=batch_size, progress=progress and state.is_main_process)
+    if state.num_processes == 1:
+        return
+    found = {r["file"]: (r["has_face"], r["probs"]) for r in gather_object([
+        {"file": r["file"], "has_face": r["has_face"], "probs": r["probs"]} for r in mine])}
+    for r in records:
+        r["has_face"], r["probs"] = found[r["file"]]
+
+
+def _build(config: BuildSetsConfig, settings: dict, records: list[dict], keywords: KeywordSet, target: np.ndarray,
+           perception, *, reuse: bool, write: bool = True) -> dict:
+    """Judge, draw and (``write``) write the dataset; every process runs it, so that a refusal (no set pair) is
+    raised on each of them rather than leaving the others waiting, and only the main process writes."""
+    out = Path(config.out)
+    generated = Path(config.generated)
+    class_target = keywords.class_target(target)
     for r in records:
         if config.filter == "off":
             r["has_face"], r["probs"], r["verdict"] = None, None, UNCHECKED
@@ -134,7 +156,7 @@ def _build(config: BuildSetsConfig, *, perception, reuse: bool, progress: bool) 
         "images": {"checked": len(records), "verdicts": image_verdicts}, "pairs_dropped": {},
         "pairs_flagged_not_dropped": {}, "prompts_without_sets": {}, "reuse_images": reuse}
 
-    rows, pairs, linked = [], [], set()
+    rows, pairs, placements = [], [], []
     set_id = 0
     for index in sorted(by_prompt):
         entry = by_prompt[index]
@@ -152,7 +174,7 @@ def _build(config: BuildSetsConfig, *, perception, reuse: bool, progress: bool) 
             for role, members in (("winner", winners), ("loser", losers)):
                 for position, r in enumerate(members):
                     name = f"images/{set_id:06d}-{role[0]}{position}.png"
-                    linked.add(_place(generated / r["file"], out / name, config.link))
+                    placements.append((generated / r["file"], out / name))
                     names[role, position] = name
                     rows.append({"file_name": name, "caption": entry["prompt"], "prompt": r["prompt"],
                                  "keyword": r["keyword"], "seed": r["seed"], "set_id": set_id, "role": role,
@@ -166,6 +188,9 @@ def _build(config: BuildSetsConfig, *, perception, reuse: bool, progress: bool) 
         raise ValueError("no set pair could be built: " + "; ".join(
             f"{p!r}: {why}" for p, why in list(report["prompts_without_sets"].items())[:5])
             + ". Generate more images per prompt, lower set_size, or check the filter counts in the report")
+    if not write:
+        return report
+    linked = {_place(src, dst, config.link) for src, dst in placements}
     report.update(set_pairs=set_id, rows=len(rows), set_size=config.set_size, linked_as=sorted(linked),
                   class_names=list(perception.class_names) if perception is not None and
                   perception.class_names is not None else None)

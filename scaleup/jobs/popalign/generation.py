@@ -131,12 +131,11 @@ def run_generate(config: GenerateConfig, *, pipe=None, progress: bool = True) ->
 
     ``pipe``: an already-loaded pipeline (tests, experiments); None loads ``config.pipeline``.
     """
-    from accelerate import PartialState
-
     from scaleup.models.pipelines import generate_batches
+    from scaleup.processes import process_state
 
     prompts, keywords = validate(config)
-    state = PartialState()
+    state = process_state()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(config, prompts, keywords)

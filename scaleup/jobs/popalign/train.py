@@ -272,13 +272,13 @@ def run_train(config: TrainConfig, *, pipe=None, progress: bool = True, return_t
     ``pipe``: an already-loaded pipeline, whose U-Net is trained in place (tests, experiments); None loads
     ``config.pipeline`` in float32. ``return_trainer``: also return the :class:`PopAlignTrainer` (its models).
     """
-    from accelerate import Accelerator
+    from scaleup.processes import make_accelerator
 
     validate(config)
     check_launch_precision(config.mixed_precision)
     check_report_to(config.report_to)
     pairs = read_preference_pairs(config.data)  # a table naming missing images fails here, before any model
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=log_with(config.report_to),
+    accelerator = make_accelerator(mixed_precision=config.mixed_precision, log_with=log_with(config.report_to),
                               project_dir=config.out)
     with run_folder_for(accelerator, config.out, job="scaleup.jobs.popalign train",
                         config_settings=config_to_dict(config), resume=config.resume, start_over=config.start_over,
