@@ -88,3 +88,24 @@ def atomic_replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> P
     _fsync_folder(final.parent)
     return final
 
+
+
+class UnwritableFolderError(ValueError):
+    """An output folder that cannot be created or written; the message is one line naming it and the reason."""
+
+
+def check_writable_folder(folder: str | os.PathLike, *, option: str = "--out") -> Path:
+    """Create ``folder`` when missing and check that a file can be written in it, before any model loads.
+
+    Raises :class:`UnwritableFolderError` (a ``ValueError``) for a read-only folder, a file in the way or a full
+    disk, naming ``option`` and the folder, instead of an ``OSError`` once the work is done."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fairdiff-writable.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UnwritableFolderError(f"{option} {folder}: cannot create or write the folder "
+                                    f"({err.strerror or err}); pass a writable folder") from None
+    return folder

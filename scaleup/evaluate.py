@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from scaleup.evaluation.loop import EvaluationParts, Perceived, run_evaluation
-from scaleup.atomic_write import atomic_write_text
+from scaleup.atomic_write import atomic_write_text, check_writable_folder
 from scaleup.evaluation.store import RecordStore, write_table
 from scaleup.evaluation.summary import overall_summary, prompt_summary
 from scaleup.job_config import ConfigError, config_to_dict, parse_config
@@ -121,8 +121,12 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
     from scaleup.perception.factory import (check_classifier_spec, check_content_classifier_spec, check_detector_name,
                                             resolve_attribute)
 
+    from scaleup.processes import check_device
+
     attribute = resolve_attribute(config.attribute)
     names = attribute.class_names
+    if config.device is not None:
+        check_device(config.device)
     n = config.images_per_prompt if config.images_per_prompt is not None else DEFAULT_IMAGES_PER_PROMPT.get(len(names), 60)
     for key, value in (("images_per_prompt", n), ("num_inference_steps", config.num_inference_steps),
                        ("batch_size", config.batch_size), ("crop_size", config.crop_size)):
@@ -361,7 +365,7 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
 
     config, names = validate(config)
     prompts = list(load_prompt_set(config.prompts).prompts)[:config.max_prompts]
-    out = Path(config.out)
+    out = check_writable_folder(config.out, option="--out")  # read-only or a file in the way: before any load
     state = process_state()
     settings = {k: v for k, v in config_to_dict(config).items() if k not in ("out", "restart", "batch_size", "device")}
     started = time.perf_counter()

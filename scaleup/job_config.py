@@ -104,12 +104,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         import yaml  # PyYAML comes with transformers/accelerate
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_key_loader(path))  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     else:
+        def unique(pairs: list[tuple[str, Any]]) -> dict:
+            keys = [k for k, _ in pairs]
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            if twice:
+                raise ConfigError(f"config file {path} sets {twice[0]!r} twice; keep one (a JSON parser would "
+                                  "silently use the last)")
+            return dict(pairs)
+
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=unique)
         except json.JSONDecodeError as err:
             raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
     if data is None:
@@ -117,6 +125,28 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold one mapping of key: value pairs; got {type(data).__name__}")
     return data
+
+
+def _unique_key_loader(path: Path):
+    """PyYAML's SafeLoader, refusing a key set twice in one mapping (SafeLoader keeps the last without a word, so
+    an edited config could run with the value its author thought was gone)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"config file {path} sets {key!r} twice (lines {seen[key]} and "
+                                  f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeyLoader
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:

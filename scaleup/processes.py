@@ -14,7 +14,7 @@ import os
 
 import torch
 
-__all__ = ["LaunchError", "launched_processes", "on_cpu", "process_state", "make_accelerator"]
+__all__ = ["LaunchError", "launched_processes", "on_cpu", "process_state", "make_accelerator", "check_device"]
 
 
 class LaunchError(RuntimeError):
@@ -63,3 +63,24 @@ def make_accelerator(**kwargs):
     accelerator = Accelerator(cpu=kwargs.pop("cpu", False) or on_cpu(), **kwargs)
     _check_joined(accelerator.num_processes)
     return accelerator
+
+
+def check_device(name: str, *, option: str = "--device") -> torch.device:
+    """The torch device ``name`` names, checked to exist on this machine before any model loads (a missing GPU is
+    one ``ValueError`` naming ``option``, not an ``AssertionError`` from deep inside torch)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{option}: {name!r} is not a device; expected cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{option} {name}: this machine has no CUDA GPU (torch {torch.__version__}"
+                             f"{'' if torch.version.cuda else ', a CPU-only build'}); use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{option} {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option} {name}: MPS is not available on this machine; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{option} {name}: fairdiff runs on cpu, cuda or mps; got {device.type!r}")
+    return device

@@ -153,3 +153,26 @@ def test_a_run_that_failed_before_any_record_does_not_lock_its_folder(tiny, tmp_
     assert len(done["per_prompt"]) == 1
     with pytest.raises(ValueError, match="other settings"):  # records exist now: other settings are refused
         run_eval(_config(tiny, tmp_path, images_per_prompt=3, grid_images=0, max_prompts=1), progress=False)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_load(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "a-file").write_text("not a folder")
+    loaded = []
+    monkeypatch.setattr("scaleup.evaluate.build_parts", lambda *a, **k: loaded.append(1))
+    argv = ["--pipeline", str(tiny["sd15"]), "--prompts", str(tiny["prompts"]), "--out",
+            str(tmp_path / "a-file" / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"scaleup.evaluate: error: --out {tmp_path / 'a-file' / 'run'}: cannot create or write "
+                          "the folder (") and err.endswith("pass a writable folder") and "\n" not in err
+    assert not loaded and (tmp_path / "a-file").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("device, message", [("cuda", "this machine has no CUDA GPU"),
+                                             ("cuda:1", "this machine has no CUDA GPU"),
+                                             ("gpu0", "'gpu0' is not a device; expected cpu, cuda, cuda:N or mps")])
+def test_a_device_this_machine_lacks_is_refused_before_any_load(tmp_path, device, message):
+    with pytest.raises(ValueError, match=message):
+        validate(EvalConfig(out=str(tmp_path), device=device))

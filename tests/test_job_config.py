@@ -42,11 +42,20 @@ def test_json_file_and_list_flag(tmp_path):
                                            ("steps: 2.5\n", "steps = 2.5 is not an integer"),
                                            ("attribute: age\n", "attribute = 'age' is not one of"),
                                            ("- a\n- b\n", "one mapping"),
-                                           ("steps: [\n", "not valid YAML")])
+                                           ("steps: [\n", "not valid YAML"),
+                                           ("steps: 3\nguidance: 2\nsteps: 30\n",
+                                            r"sets 'steps' twice \(lines 1 and 3\); keep one")])
 def test_bad_config_files_fail_naming_the_key(tmp_path, text, message):
     cfg_file = tmp_path / "job.yaml"
     cfg_file.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
+        parse_config(_Job, ["--config", str(cfg_file)])
+
+
+def test_a_json_key_set_twice_is_refused(tmp_path):
+    cfg_file = tmp_path / "job.json"
+    cfg_file.write_text('{"steps": 3, "lr": 1e-4, "steps": 30}', encoding="utf-8")
+    with pytest.raises(ConfigError, match="sets 'steps' twice; keep one"):
         parse_config(_Job, ["--config", str(cfg_file)])
 
 

@@ -3,6 +3,8 @@ converted to torch, CLIP zero-shot and probe classifiers, embedders (seed 000 [0
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -713,3 +715,70 @@ def test_train_probe_cli_bad_input_exits_2(saved_tiny_clip, tmp_path, capsys):
                  str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "is not a saved CLIPModel folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_labelled_images_in_16_bits_are_scaled_not_clipped_to_white(tmp_path):
+    from PIL import Image
+
+    from scaleup.perception.labelled_faces import load_image_batch
+
+    grey = np.full((16, 12), 0.4 * 65535, dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")  # PIL reads it back as 16-bit
+    batch = load_image_batch([tmp_path / "grey16.png"], 8)
+    np.testing.assert_allclose(batch.numpy(), round(0.4 * 255) / 255, atol=1e-6)  # was 1.0 (white) before
+
+
+@pytest.mark.parametrize("size, mode, message", [
+    ((1, 1), "RGB", "it is 1x1 pixels; at least 8 a side expected"),
+    ((40, 5), "RGB", "it is 40x5 pixels"),
+    ((16, 16), "RGBA", "every pixel is fully transparent"),
+])
+def test_labelled_images_that_hold_nothing_to_learn_are_refused_by_name(tmp_path, size, mode, message):
+    from PIL import Image
+
+    from scaleup.perception.labelled_faces import load_image_batch
+
+    path = tmp_path / "bad.png"
+    Image.new(mode, size, (200, 10, 10, 0) if mode == "RGBA" else (200, 10, 10)).save(path)
+    with pytest.raises(ValueError, match=f"cannot read image {path}: {message}"):
+        load_image_batch([path], 8)
+    Image.new("RGBA", (16, 16), (200, 10, 10, 1)).save(path)  # one step above transparent: an image
+    assert load_image_batch([path], 8)[0, 0].mean().item() == pytest.approx(200 / 255)
+
+
+@pytest.mark.parametrize("damage, file", [("meta-json", "probe.json"), ("meta-key", "probe.json"),
+                                          ("head-bytes", "head.safetensors"), ("head-shape", "head.safetensors")])
+def test_a_damaged_probe_file_is_named(tmp_path, damage, file):
+    from scaleup.perception.linear_probe import ProbeHead, load_probe, save_probe
+
+    folder = save_probe(tmp_path / "probe", ProbeHead(6, 2, 0), "gender")
+    meta = json.loads((folder / "probe.json").read_text())
+    if damage == "meta-json":
+        (folder / "probe.json").write_text("{\"attribute\": \"gender\", ")
+    elif damage == "meta-key":
+        (folder / "probe.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "in_dim"}))
+    elif damage == "head-bytes":
+        (folder / "head.safetensors").write_bytes((folder / "head.safetensors").read_bytes()[:40])
+    else:
+        (folder / "probe.json").write_text(json.dumps(meta | {"in_dim": 7}))
+    with pytest.raises(ValueError, match=f"probe file {folder / file} is damaged"):
+        load_probe(folder)
+
+
+def test_train_probe_refuses_an_output_it_cannot_write_and_a_missing_gpu(saved_tiny_clip, tmp_path, capsys):
+    from scaleup.perception.train_probe import main
+
+    root = tmp_path / "faces"
+    _write_images(root / "red", 4, (1, 0, 0), seed=1)
+    _write_images(root / "blue", 4, (0, 0, 1), seed=2)
+    (tmp_path / "a-file").write_text("x")
+    base = ["--clip", str(saved_tiny_clip), "--attribute", "ink:red,blue", "--layout", "folder", "--root", str(root),
+            "--image-size", "16"]
+    assert main(base + ["--out", str(tmp_path / "a-file" / "probe")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--out" in err and "cannot create or write the folder" in err and "\n" not in err
+    if not torch.cuda.is_available():
+        assert main(base + ["--out", str(tmp_path / "probe"), "--device", "cuda"]) == 2
+        assert "--device cuda: this machine has no CUDA GPU" in capsys.readouterr().err
+        assert not (tmp_path / "probe").exists()

@@ -146,6 +146,29 @@ def read_labelled_images(root: str | Path, layout: Literal["fairface", "celeba",
     return data
 
 
+#: The smallest side a labelled image may have: below it no face crop or classifier input means anything.
+MIN_IMAGE_SIDE = 8
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _as_rgb(image):
+    """8-bit RGB of ``image``, refusing what would train on nothing: an image smaller than
+    :data:`MIN_IMAGE_SIDE` pixels a side, or one whose every pixel is transparent. PIL's ``convert("RGB")`` clips
+    16-bit greyscale (0..65535) to 255, white; such images are scaled to 8 bits instead."""
+    from PIL import Image
+
+    if min(image.size) < MIN_IMAGE_SIDE:
+        raise ValueError(f"it is {image.width}x{image.height} pixels; at least {MIN_IMAGE_SIDE} a side expected")
+    if image.mode in _SIXTEEN_BIT:
+        grey = np.asarray(image, dtype=np.float64) / 65535.0
+        return Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        if alpha.max() == 0:
+            raise ValueError("every pixel is fully transparent (alpha 0): there is no image to learn from")
+    return image.convert("RGB")
+
+
 def load_image_batch(paths: list[Path], size: int) -> torch.Tensor:
     """(N, 3, size, size) float in [0, 1]: each image's shorter side resized to ``size`` and centre-cropped."""
     from PIL import Image
@@ -154,7 +177,7 @@ def load_image_batch(paths: list[Path], size: int) -> torch.Tensor:
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = _as_rgb(image)
                 scale = size / min(image.size)
                 w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
                 image = image.resize((w, h), Image.BICUBIC)

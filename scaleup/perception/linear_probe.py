@@ -206,11 +206,21 @@ def load_probe(folder: str | Path) -> tuple[ProbeHead, Attribute, dict[str, Any]
     if not (folder / HEAD_FILE).is_file() or not (folder / META_FILE).is_file():
         raise ValueError(f"probe folder {str(folder)!r} must contain {HEAD_FILE} and {META_FILE} "
                          "(written by save_probe / python -m scaleup.perception.train_probe)")
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    # a probe of a user-defined attribute (folder/<class>/ layout) carries its classes in probe.json
-    attr = get_attribute(meta["attribute"]) if meta["attribute"] in ATTRIBUTES else \
-        Attribute(meta["attribute"], tuple(meta["class_names"]))
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        # a probe of a user-defined attribute (folder/<class>/ layout) carries its classes in probe.json
+        attr = get_attribute(meta["attribute"]) if meta["attribute"] in ATTRIBUTES else \
+            Attribute(meta["attribute"], tuple(meta["class_names"]))
+        sizes = (int(meta["in_dim"]), int(meta["num_classes"]), int(meta["hidden"]))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"probe file {folder / META_FILE} is damaged ({type(err).__name__}: {err}); "
+                         "write it again with python -m scaleup.perception.train_probe") from None
     check_class_names(meta["class_names"], attr, owner=f"probe {folder}")
-    head = ProbeHead(meta["in_dim"], meta["num_classes"], meta["hidden"])
-    head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    head = ProbeHead(*sizes)
+    try:
+        head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    except Exception as err:  # safetensors' own error type differs by version; a wrong shape is a RuntimeError
+        raise ValueError(f"probe file {folder / HEAD_FILE} is damaged or does not match {META_FILE} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); write it again "
+                         "with python -m scaleup.perception.train_probe") from None
     return head, attr, meta

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from scaleup.atomic_write import check_writable_folder
+from scaleup.processes import check_device
+
 from .attributes import ATTRIBUTES
 from .embedders import ClipEmbedder
 from .factory import DETECTORS, make_detector, resolve_attribute
@@ -117,6 +120,7 @@ def run(args: argparse.Namespace) -> dict:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     if args.max_images is not None and args.max_images < 2:
         raise ValueError(f"--max-images must be >= 2; got {args.max_images}")
+    check_device(args.device)
     _check_clip_folder(args.clip)
     data = read_labelled_images(args.root, args.layout, resolve_attribute(args.attribute), labels=args.labels)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(1)[0])
@@ -127,6 +131,7 @@ def run(args: argparse.Namespace) -> dict:
     labels = data.labels[order]
     is_eval = _split(labels, None if data.is_eval is None else data.is_eval[order], args.eval_fraction, args.seed)
 
+    check_writable_folder(args.out, option="--out")  # read-only, or a file in the way: before CLIP loads
     embedder = _load_clip(args.clip, args.device)
     detector = None
     if args.detect_faces != "none":

@@ -406,6 +406,8 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     iterations = _positive_int("iterations", paper.iterations if config.iterations is None else config.iterations)
     learning_rate = _finite("learning_rate", paper.learning_rate if config.learning_rate is None
                             else config.learning_rate, strict=True)
+    if learning_rate >= 1:  # Adam moves every parameter by about the rate per step: >= 1 erases the model
+        raise _fail("learning_rate", f"got {learning_rate!r}", "a number in (0, 1); seed 000 uses 1e-5 to 5e-3")
     _finite("weight_decay", config.weight_decay)
     for name in ("adam_beta1", "adam_beta2"):
         value = getattr(config, name)

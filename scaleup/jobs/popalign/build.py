@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaleup.atomic_write import atomic_write_text
+from scaleup.atomic_write import atomic_write_text, check_writable_folder
 from scaleup.job_config import config_to_dict
 from scaleup.jobs.popalign.config import BuildSetsConfig
 from scaleup.jobs.popalign.dataset_card import data_card
@@ -86,6 +86,7 @@ def run_build_sets(config: BuildSetsConfig, *, perception=None, reuse: bool = Fa
     if (out / METADATA_FILE).exists():
         raise ValueError(f"out: {out} already holds a preference dataset ({METADATA_FILE}); choose another folder "
                          "so that it is not overwritten")
+    check_writable_folder(out, option="--out")  # before the images are perceived
     if config.filter != "off":
         if perception is None:
             perception = make_perception(keywords.attribute, config.detector, config.classifier,

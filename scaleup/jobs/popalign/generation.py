@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaleup.atomic_write import atomic_write, atomic_write_text
+from scaleup.atomic_write import atomic_write, atomic_write_text, check_writable_folder
 from scaleup.evaluation.loop import image_seed
 from scaleup.job_config import config_to_dict
 from scaleup.jobs.popalign.config import GenerateConfig
@@ -136,8 +136,7 @@ def run_generate(config: GenerateConfig, *, pipe=None, progress: bool = True) ->
 
     prompts, keywords = validate(config)
     state = process_state()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_folder(config.out, option="--out")
     settings = _settings(config, prompts, keywords)
     _claim_folder(out, settings, state.is_main_process)
     tasks = make_tasks(prompts, keywords, config.images_per_neutral, config.images_per_augmented,

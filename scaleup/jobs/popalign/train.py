@@ -57,8 +57,9 @@ def validate(config: TrainConfig) -> None:
     for name in ("lr_warmup_steps", "checkpoint_every", "reward_accuracy_sets"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0; got {getattr(config, name)!r}")
-    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-        raise ValueError(f"learning_rate must be a finite number > 0 (the public code: 5e-7 full, 1e-5 LoRA); got "
+    # Adam moves every parameter by about the rate per step: a rate >= 1 erases the model before the first check
+    if not (math.isfinite(config.learning_rate) and 0 < config.learning_rate < 1):
+        raise ValueError(f"learning_rate must be a number in (0, 1) (the public code: 5e-7 full, 1e-5 LoRA); got "
                          f"{config.learning_rate!r}")
     if not (math.isfinite(config.max_grad_norm) and config.max_grad_norm > 0):
         raise ValueError(f"max_grad_norm must be a finite number > 0 (gradients are clipped to it; 1.0 in the "
