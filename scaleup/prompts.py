@@ -21,6 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 OCCUPATION_TEMPLATE = "a photo of the face of a {}, a person"  # seed 000 [0134]
 SPORT_TEMPLATE = "a person playing {}"  # seed 000 [0134]
@@ -100,3 +101,26 @@ def load_prompt_set(name_or_path: str | Path, *, template: str | None = None) ->
         return PromptSet(name=name_or_path,
                          prompts=parse_prompt_lines(text, source=file_name, template=shipped_template))
     return read_prompt_file(name_or_path, template=template)
+
+
+def prompts_cut(tokenizer, prompts: Sequence[str], *, reserved: int = 0) -> list[dict]:
+    """The prompts the text encoder would not read whole: more tokens (start and end included) than its context
+    (``tokenizer.model_max_length``) less ``reserved`` positions (a soft prompt's tokens). Each entry names the
+    prompt, its token count and the context left; fairdiff's own encoders cut such prompts as diffusers' do."""
+    context = int(tokenizer.model_max_length) - reserved
+    cut = []
+    for prompt in dict.fromkeys(prompts):  # each prompt once, in order
+        n = len(tokenizer(prompt, truncation=False, verbose=False).input_ids)
+        if n > context:
+            cut.append({"prompt": prompt, "tokens": n, "context": context})
+    return cut
+
+
+def warn_prompts_cut(cut: Sequence[dict], *, job: str) -> None:
+    """One warning line per cut prompt on stderr (the job goes on: a cut prompt still runs, as in diffusers)."""
+    import sys
+
+    for entry in cut:
+        print(f"{job}: warning: prompt {entry['prompt'][:60]!r}{'...' if len(entry['prompt']) > 60 else ''} has "
+              f"{entry['tokens']} tokens but the text encoder reads {entry['context']}; the rest is cut",
+              file=sys.stderr)

@@ -65,3 +65,29 @@ def test_template_needs_one_placeholder(tmp_path):
     path.write_text("x\n", encoding="utf-8")
     with pytest.raises(ValueError, match="placeholder"):
         read_prompt_file(path, template="no placeholder")
+
+
+def test_prompts_longer_than_the_text_encoders_context_are_named(capsys):
+    from transformers import CLIPTokenizer
+
+    from scaleup.prompts import prompts_cut, warn_prompts_cut
+    from scaleup.testbed.paths import testbed_path
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(testbed_path() / "tokenizer"), local_files_only=True)
+    context = tokenizer.model_max_length
+    short = "a handwritten zero"
+    long = " ".join(["a handwritten zero"] * context)
+    cut = prompts_cut(tokenizer, [short, long, long])
+    n = len(tokenizer(long, verbose=False).input_ids)
+    assert cut == [{"prompt": long, "tokens": n, "context": context}] and n > context
+    # independently: exactly the prompts whose truncated ids differ from their whole ids
+    for prompt in (short, long):
+        whole = tokenizer(prompt, verbose=False).input_ids
+        assert (tokenizer(prompt, truncation=True, max_length=context).input_ids != whole) == (prompt == long)
+    k = len(tokenizer(short).input_ids)
+    assert prompts_cut(tokenizer, [short], reserved=context - k) == []
+    assert prompts_cut(tokenizer, [short], reserved=context - k + 1)[0]["context"] == k - 1  # a soft prompt's room
+    warn_prompts_cut(cut, job="scaleup.jobs.adft")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scaleup.jobs.adft: warning: prompt 'a handwritten zero a handwritten zero") and \
+        f"has {n} tokens but the text encoder reads {context}; the rest is cut" in err and "\n" not in err

@@ -32,6 +32,7 @@ from scaleup.jobs.adft.config import AdftConfig, JobPlan, plan_job
 from scaleup.jobs.adft.export import evaluate_export, export_weights, read_evaluations, record_evaluation
 from scaleup.jobs.adft.step import AdftStep
 from scaleup.job_config import config_to_dict
+from scaleup.prompts import prompts_cut, warn_prompts_cut
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
 from scaleup.training.launch_precision import check_launch_precision
 from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
@@ -126,6 +127,10 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
     prompts = pooled_prompts(plan)
     if components is None:
         components = build_components(config, plan, accelerator.device)
+    soft_tokens = 0 if components.soft_prompt is None else components.soft_prompt.num_tokens
+    cut = prompts_cut(components.pipe.tokenizer, prompts, reserved=soft_tokens)
+    if accelerator.is_main_process:
+        warn_prompts_cut(cut, job="scaleup.jobs.adft")
 
     trainable = components.trainable
     optimizer = torch.optim.AdamW(trainable, lr=plan.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
@@ -147,7 +152,7 @@ def _run_claimed(config: AdftConfig, plan: JobPlan, accelerator, components: Com
                    enabled=accelerator.is_main_process)
     tracking = start_trackers(accelerator, config.report_to, "adft", config_to_dict(config))
     run_info = {"job": "scaleup.jobs.adft", "config": config_to_dict(config), "plan": _plan_dict(plan),
-                "models": components.used, "processes": accelerator.num_processes,
+                "models": components.used, "processes": accelerator.num_processes, "prompts_cut": cut,
                 "resumed_from": None if resume_path is None else str(resume_path), "versions": _versions()}
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
