@@ -266,6 +266,11 @@ def adft_loss(
         :func:`face_realism_distance` of the N_f images with a face, in batch order.
     has_face : bool Tensor (N,)
     lambda_face : float >= 0
+
+    Non-finite inputs are not refused here (a check would synchronise a GPU on every step): a NaN or an infinity in
+    ``align_on_faces``, ``semantics``, ``semantics_weight`` or ``face`` gives a non-finite loss and non-finite
+    gradients, and the jobs' loop (:func:`scaleup.training.loop.run_training`) skips such a step and stops after ten
+    in a row. Settings (weights, coefficients) are checked.
     """
     has_face = _check_mask(has_face, "has_face")
     n = has_face.shape[0]

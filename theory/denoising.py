@@ -24,5 +24,10 @@ def denoising_loss(eps: torch.Tensor, eps_pred: torch.Tensor, weight: torch.Tens
 
     ``weight`` is lambda(t) per sample (shape (B,)) or a constant; 1 gives the "simple" loss of Ho et al. The SFT
     baseline of seed 001 is this loss on the winning samples only.
+
+    Non-finite inputs are not refused here (a check would synchronise a GPU on every step): a NaN or an infinity in
+    ``eps``, ``eps_pred`` or ``weight`` gives a non-finite loss and non-finite gradients, and the jobs' loop
+    (:func:`scaleup.training.loop.run_training`) skips such a step and stops after ten in a row. Settings (weights,
+    coefficients) are checked.
     """
     return (torch.as_tensor(weight, dtype=eps.dtype, device=eps.device) * noise_mse(eps, eps_pred)).mean()

@@ -56,6 +56,11 @@ def diffusion_log_ratio(
 
     The one-step estimate of log pi_theta(x_{t-1} | x_t) / pi_ref(x_{t-1} | x_t) used by Diffusion-DPO and by the public
     PopAlign code (reference MSE minus model MSE). ``weight`` is lambda(t); the public code uses 1.
+
+    Non-finite inputs are not refused here (a check would synchronise a GPU on every step): a NaN or an infinity in
+    ``eps``, ``eps_theta``, ``eps_ref`` or ``weight`` gives a non-finite loss and non-finite gradients, and the
+    jobs' loop (:func:`scaleup.training.loop.run_training`) skips such a step and stops after ten in a row. Settings
+    (weights, coefficients) are checked.
     """
     weight = torch.as_tensor(weight, dtype=eps.dtype, device=eps.device)
     return weight * (noise_mse(eps, eps_ref.detach()) - noise_mse(eps, eps_theta))
@@ -155,6 +160,13 @@ def popalign_loss(
     Tensor
         The scalar loss for r of shape (B,); the loss of every run, shape (R,), for r of shape (R, B). Runs share no
         parameter through the loss, so the sum over runs trains each run exactly as its own loss would.
+
+    Notes
+    -----
+    Non-finite inputs are not refused here (a check would synchronise a GPU on every step): a NaN or an infinity in
+    ``r`` (or a given ``mu``) gives a non-finite loss and non-finite gradients, and the jobs' loop
+    (:func:`scaleup.training.loop.run_training`) skips such a step and stops after ten in a row. Settings (weights,
+    coefficients) are checked.
     """
     beta_prime = _per_run(beta_prime, r, "beta_prime", "be > 0 and finite", lambda b: 0.0 < b < math.inf)
     winners = _check_labels(r, is_winner)
