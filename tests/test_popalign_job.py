@@ -418,3 +418,14 @@ def test_full_popalign_sd_without_weights_stops_unless_missing_models_are_allowe
     monkeypatch.setenv("FAIRDIFF_SD15", str(tmp_path / "typo"))
     with pytest.raises(ModelUnavailableError, match="typo"):
         run("popalign-sd", out=tmp_path / "c", allow_missing_models=True)
+
+
+def test_the_train_commands_last_line_says_where_the_weights_are_and_counts_skipped_steps(tmp_path):
+    from scaleup.jobs.popalign.__main__ import _train_line
+
+    config = _train_config(tmp_path)
+    done = {"finished": True, "iterations_done": 5, "skipped_steps": [2], "weights": {"lora": f"{config.out}/lora"}}
+    assert _train_line(config, done) == (f"popalign train: 5 steps (1 skipped as non-finite); wrote "
+                                         f"{config.out}/train_results.json; weights in {config.out}/lora")
+    assert _train_line(config, {"finished": False, "iterations_done": 2}) == \
+        f"popalign train: stopped after 2 steps; continue with --resume latest --out {config.out}"

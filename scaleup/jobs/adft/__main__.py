@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         last = results.get("last") or {}
         where = (f"weights in {results['final_weights']}" if results.get("final_weights") else
                  f"stopped before the end: continue with --resume latest")
-        print(f"scaleup.jobs.adft: {results['iterations_done']} iterations, last loss {last.get('loss')}; "
+        skipped = len(results.get("skipped_steps") or [])
+        print(f"scaleup.jobs.adft: {results['iterations_done']} iterations ({skipped} skipped as non-finite), "
+              f"last loss {last.get('loss')}; "
               f"wrote {config.output_dir}/results.json; {where}", file=sys.stderr)
     return 0
 

@@ -57,7 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"popalign {command}: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
+    if command == "train":  # the last line says where the weights are, as the aDFT job's does
+        print(_train_line(config, result), file=sys.stderr)
     return 0
+
+
+def _train_line(config, result: dict) -> str:
+    if not result.get("finished"):
+        return (f"popalign train: stopped after {result['iterations_done']} steps; continue with --resume latest "
+                f"--out {config.out}")
+    weights = result.get("weights") or {}
+    where = weights.get("lora") or weights.get("unet") or next(iter(weights.values()), config.out)
+    return (f"popalign train: {result['iterations_done']} steps ({len(result.get('skipped_steps') or [])} skipped as "
+            f"non-finite); wrote {config.out}/train_results.json; weights in {where}")
 
 
 if __name__ == "__main__":
