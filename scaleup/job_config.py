@@ -163,6 +163,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             extra = dict(nargs="?", const="true", metavar="true|false")
         elif typing.get_origin(inner) is typing.Literal:
             help_text = f"{help_text}; one of {', '.join(map(str, typing.get_args(inner)))}".lstrip("; ")
+        if "range" in field.metadata:  # scaleup.setting_ranges: the declared interval, as click shows IntRange
+            help_text = f"{help_text}; {field.metadata['range'].describe()}".lstrip("; ")
         # aliases: the other job's name of the same setting (--out / --output-dir), as diffusers' scripts name it
         parser.add_argument(flag, *field.metadata.get("aliases", ()), dest=field.name, default=None,
                             help=f"{help_text} (default: {default})", **extra)

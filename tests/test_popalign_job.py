@@ -275,7 +275,7 @@ def test_bad_input_fails_early_with_a_clear_message(tmp_path, capsys):
                  str(tmp_path / "no-model")]) == 2  # the table is read before the (absent) model
     err = capsys.readouterr().err.strip()
     assert "1 image(s)" in err and "000001-l0.png" in err and err.count("\n") == 0
-    with pytest.raises(ValueError, match="alpha must lie in"):
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\] \(App. A.3: 0.5; 0.25 or 0.75\); got 1.5"):
         from scaleup.jobs.popalign.train import validate as validate_training
 
         validate_training(_train_config(tmp_path, alpha=1.5))

@@ -46,6 +46,8 @@ from theory.adft_loss import AdftPreset, AttributeSetting, ImageWeights
 from theory.sampler_gradient import COEFFICIENTS
 from theory.validation import check_distribution, check_threshold
 
+from scaleup.setting_ranges import Range, check_ranges, setting
+
 ADAPTERS = ("text-encoder-lora", "unet-lora", "both-lora", "soft-prompt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 #: diffusers.optimization.get_scheduler names that need no further arguments
@@ -112,18 +114,18 @@ class AdftConfig:
                                         "default: the CLIP image tower"})
     external_faces: Optional[str] = field(default=None, metadata={"help": "folder of real face images (D_F of "
                                                                           "[0108]); needed when lambda_face > 0"})
-    max_external_faces: int = 10_000
+    max_external_faces: int = setting(10_000, Range.integer(1))
     # what is finetuned (seed 000 Table 1)
     adapter: Literal["text-encoder-lora", "unet-lora", "both-lora", "soft-prompt"] = "text-encoder-lora"
-    lora_rank: int = 50
-    unet_lora_rank: Optional[int] = field(default=None, metadata={"help": "default: lora_rank"})
-    soft_prompt_tokens: int = 5
+    lora_rank: int = setting(50, Range.integer(1))
+    unet_lora_rank: Optional[int] = setting(None, Range.integer(1), help="default: lora_rank")
+    soft_prompt_tokens: int = setting(5, Range.integer(1))
     # faces and classifiers
     detector: str = field(
         default="dlib", metadata={"help": "dlib | haar | insightface | mtcnn | whole-image (the whole image: models "
                                           "without faces) | centre (central square: tiny random models, benchmarks)"})
-    face_expand: Optional[float] = None
-    crop_size: int = 224
+    face_expand: Optional[float] = setting(None, Range.number(-1, low_open=True))
+    crop_size: int = setting(224, Range.integer(1))
     classifier: str = field(default="clip-zero-shot", metadata={"help": "training classifier of every attribute: "
                                                                         "clip-zero-shot | dlib-gender | dlib-age | "
                                                                         "probe:/path | package.module:factory"})
@@ -134,7 +136,7 @@ class AdftConfig:
     conditional: Optional[dict[str, list[str]]] = field(
         default=None, metadata={"help": "attribute -> conditioning attributes, JSON (age within gender x race)"})
     threshold: Optional[float] = None
-    lambda_face: Optional[float] = None
+    lambda_face: Optional[float] = setting(None, Range.number(0))
     lambda_img: dict[str, list[float]] = field(
         default_factory=dict, metadata={"help": "attribute -> [lambda_img_1, factor_2, factor_3], JSON"})
     image_embedder: str = field(
@@ -142,45 +144,50 @@ class AdftConfig:
                                                  "package.module:factory (L_img = 1 - cos of its embeddings)"})
     agreement_needs_confidence: bool = False
     dal_method: Literal["auto", "exact", "binary", "mc"] = "auto"
-    dal_mc_samples: int = 1_000
+    dal_mc_samples: int = setting(1_000, Range.integer(1))
     # data
     prompts: Optional[tuple[str, ...]] = field(default=None, metadata={"help": "prompt sets (names or files)"})
     test_prompts: Optional[tuple[str, ...]] = None
-    batch_size: Optional[int] = field(default=None, metadata={"help": "N images per iteration, all processes"})
-    sub_batch_size: int = field(default=8, metadata={"help": "images differentiated at once (memory)"})
+    batch_size: Optional[int] = setting(None, Range.integer(1), help="N images per iteration, all processes")
+    sub_batch_size: int = setting(8, Range.integer(1), help="images differentiated at once (memory)")
     # the sampler (seed 000 [0119]-[0120], Algorithm A.1)
-    num_inference_steps: int = 20
+    num_inference_steps: int = setting(20, Range.integer(1))
     random_inference_steps: bool = field(default=False, metadata={"help": "draw the steps per iteration from "
                                                                           "inference_steps_range"})
-    inference_steps_range: tuple[int, ...] = (19, 23)
-    guidance_scale: float = 7.5
+    inference_steps_range: tuple[int, ...] = setting((19, 23), Range.integer(1), help="low, high")
+    guidance_scale: float = setting(7.5, Range.number(1))
     coefficients: Literal["algorithm_a1", "sampler"] = "algorithm_a1"
     gradient: Literal["adjusted", "exact"] = field(
         default="adjusted", metadata={"help": "adjusted (Algorithm A.1: z_i detached before the U-Net, eps_i's "
                                               "gradient scaled by C_i) or exact (through the whole chain, eq. 9)"})
-    resolution: Optional[int] = None
+    resolution: Optional[int] = setting(None, Range.integer(8), help="pixels, a multiple of 8; default: the "
+                                                                        "U-Net's native size")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    loss_scale: Optional[float] = field(default=None, metadata={"help": "static loss scale; default 1024 for fp16, "
-                                                                        "else 1"})
+    loss_scale: Optional[float] = setting(None, Range.number(0, low_open=True),
+                                          help="static loss scale; default 1024 for fp16, else 1")
     gradient_checkpointing: bool = True
     # optimisation
-    iterations: Optional[int] = None
-    learning_rate: Optional[float] = None
-    weight_decay: float = 1e-2
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW's beta1 (diffusers' --adam_beta1)"})
-    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW's beta2 (diffusers' --adam_beta2)"})
-    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW's epsilon (diffusers' --adam_epsilon)"})
+    iterations: Optional[int] = setting(None, Range.integer(1))
+    # Adam moves every parameter by about the rate per step: a rate >= 1 erases the model
+    learning_rate: Optional[float] = setting(None, Range.number(0, 1, low_open=True, high_open=True,
+                                                               note="seed 000 uses 1e-5 to 5e-3"))
+    weight_decay: float = setting(1e-2, Range.number(0))
+    adam_beta1: float = setting(0.9, Range.number(0, 1, high_open=True), help="AdamW's beta1 (diffusers' --adam_beta1)")
+    adam_beta2: float = setting(0.999, Range.number(0, 1, high_open=True),
+                                help="AdamW's beta2 (diffusers' --adam_beta2)")
+    adam_epsilon: float = setting(1e-8, Range.number(0, 1, low_open=True, high_open=True),
+                                  help="AdamW's epsilon (diffusers' --adam_epsilon)")
     lr_scheduler: str = field(default="constant", metadata={"help": ", ".join(LR_SCHEDULERS)})
-    lr_warmup_steps: int = 0
-    max_grad_norm: Optional[float] = None
+    lr_warmup_steps: int = setting(0, Range.integer(0))
+    max_grad_norm: Optional[float] = setting(None, Range.number(0, low_open=True))
     ema: bool = False
-    ema_decay: float = 0.996
+    ema_decay: float = setting(0.996, Range.number(0, 1, low_open=True, high_open=True))
     # checkpoints, logs, evaluation
     output_dir: str = "runs/adft"
-    checkpoint_every: int = 200
-    checkpoints_total_limit: Optional[int] = 3
+    checkpoint_every: int = setting(200, Range.integer(0), help="0: no checkpoints")
+    checkpoints_total_limit: Optional[int] = setting(3, Range.integer(1))
     resume: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
-    until: Optional[int] = field(default=None, metadata={"help": "stop after this iteration (resume later)"})
+    until: Optional[int] = setting(None, Range.integer(1), help="stop after this iteration (resume later)")
     start_over: bool = field(default=False, metadata={"help": "the output folder holds a run: move it aside (to "
                                                                 "OUTPUT_DIR.replaced-<time>) and start anew"})
     evaluate_checkpoints: bool = field(default=False, metadata={"help": "evaluate held-out bias at every checkpoint "
@@ -189,13 +196,13 @@ class AdftConfig:
     eval_classifier: str = field(default="clip-zero-shot", metadata={"help": "checked and used with "
                                                                              "--evaluate-checkpoints"})
     eval_detector: Optional[str] = field(default=None, metadata={"help": "default: the training detector"})
-    eval_images_per_prompt: Optional[int] = None
-    eval_max_prompts: Optional[int] = None
-    eval_batch_size: int = 8
+    eval_images_per_prompt: Optional[int] = setting(None, Range.integer(1))
+    eval_max_prompts: Optional[int] = setting(None, Range.integer(1))
+    eval_batch_size: int = setting(8, Range.integer(1))
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb | all: accelerate's "
                                                                  "trackers, as diffusers' --report_to"})
     progress: bool = True
-    seed: int = 0
+    seed: int = setting(0, Range.integer(0, 2 ** 63, high_open=True))
 
 
 @dataclass(frozen=True)
@@ -307,26 +314,12 @@ def _check_models(config: AdftConfig, *, needs_clip: bool, needs_dinov2: bool) -
                                      "folder of a transformers CLIPModel or Dinov2Model (save_pretrained layout)")
 
 
-def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool = True) -> JobPlan:
-    """Check ``config`` and resolve it against its preset; nothing is loaded or computed.
-
-    Raises
-    ------
-    ValueError
-        One message naming the setting, what was wrong and what is expected (unknown preset, a target that is not
-        a distribution over the attribute's classes, a threshold outside [0, 1], N smaller than an attribute's
-        number of classes or not divisible by the number of processes, ...).
-    ModelNotFoundError
-        When a model is not on this machine (``check_models``).
-    """
+def _attribute_plans(config: AdftConfig, preset: JobPreset) -> tuple[AttributePlan, ...]:
+    """The debiased attributes: the preset's, or ``--attribute``; each with its target (uniform by default, [0120]),
+    lambda_img ([0121]), conditioning and training classifier, checked against its classes."""
     from scaleup.perception.attributes import ATTRIBUTES
-    from scaleup.perception.factory import (CLIP_DINOV2, check_classifier_spec, check_detector_name,
-                                            check_image_embedder_spec, classifier_needs_clip, resolve_attribute)
-    from scaleup.prompts import load_prompt_set
+    from scaleup.perception.factory import check_classifier_spec, resolve_attribute
 
-    if config.preset not in PRESETS:
-        raise _fail("preset", f"unknown preset {config.preset!r}", f"one of {', '.join(PRESETS)}")
-    preset = PRESETS[config.preset]
     paper = preset.paper
     preset_weights = {a.name: a.weights for a in paper.attributes}
     if config.attribute is None:
@@ -339,18 +332,6 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
         debiased = [_checked("attribute", resolve_attribute, config.attribute)]
         preset_targets, preset_conditional, source = {}, {}, f"attribute {config.attribute!r}"
     names = tuple(a.name for a in debiased)
-    if config.adapter not in ADAPTERS:
-        raise _fail("adapter", f"unknown adapter {config.adapter!r}", f"one of {', '.join(ADAPTERS)}")
-    _positive_int("lora_rank", config.lora_rank)
-    if config.unet_lora_rank is not None:
-        _positive_int("unet_lora_rank", config.unet_lora_rank)
-    _positive_int("soft_prompt_tokens", config.soft_prompt_tokens)
-    _checked("detector", check_detector_name, config.detector)
-    eval_detector = config.eval_detector or config.detector
-    _checked("eval_detector", check_detector_name, eval_detector)
-    if config.face_expand is not None:
-        _finite("face_expand", config.face_expand, minimum=-1.0, strict=True)
-    _positive_int("crop_size", config.crop_size)
 
     for key, label in ((config.classifiers, "classifiers"), (config.targets, "targets"),
                        (config.lambda_img, "lambda_img"), (config.conditional or {}, "conditional")):
@@ -389,10 +370,39 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
         _checked(f"classifiers[{name!r}]" if name in config.classifiers else "classifier", check_classifier_spec,
                  spec, attr)
         attributes.append(AttributePlan(name, attr.class_names, target, weights, on, spec))
+    return tuple(attributes)
+
+
+def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool = True) -> JobPlan:
+    """Check ``config`` and resolve it against its preset; nothing is loaded or computed.
+
+    Raises
+    ------
+    ValueError
+        One message naming the setting, what was wrong and what is expected (unknown preset, a target that is not
+        a distribution over the attribute's classes, a threshold outside [0, 1], N smaller than an attribute's
+        number of classes or not divisible by the number of processes, ...).
+    ModelNotFoundError
+        When a model is not on this machine (``check_models``).
+    """
+    from scaleup.perception.factory import (CLIP_DINOV2, check_classifier_spec, check_detector_name,
+                                            check_image_embedder_spec, classifier_needs_clip, resolve_attribute)
+    from scaleup.prompts import load_prompt_set
+
+    check_ranges(config)  # every numeric setting against the range declared on its field
+    if config.preset not in PRESETS:
+        raise _fail("preset", f"unknown preset {config.preset!r}", f"one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset]
+    paper = preset.paper
+    if config.adapter not in ADAPTERS:
+        raise _fail("adapter", f"unknown adapter {config.adapter!r}", f"one of {', '.join(ADAPTERS)}")
+    _checked("detector", check_detector_name, config.detector)
+    eval_detector = config.eval_detector or config.detector
+    _checked("eval_detector", check_detector_name, eval_detector)
+    attributes = _attribute_plans(config, preset)
 
     threshold = check_threshold(paper.threshold if config.threshold is None else config.threshold)
     n = paper.batch_size if config.batch_size is None else config.batch_size
-    _positive_int("batch_size", n)
     for a in attributes:
         if n < len(a.class_names):
             raise _fail("batch_size", f"N = {n} is smaller than the {len(a.class_names)} classes of {a.name}",
@@ -401,56 +411,27 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     if n % num_processes:
         raise _fail("batch_size", f"N = {n} does not split evenly over {num_processes} processes",
                     f"a multiple of {num_processes}")
-    _positive_int("sub_batch_size", config.sub_batch_size)
-    lambda_face = _finite("lambda_face", paper.lambda_face if config.lambda_face is None else config.lambda_face)
-    iterations = _positive_int("iterations", paper.iterations if config.iterations is None else config.iterations)
-    learning_rate = _finite("learning_rate", paper.learning_rate if config.learning_rate is None
-                            else config.learning_rate, strict=True)
-    if learning_rate >= 1:  # Adam moves every parameter by about the rate per step: >= 1 erases the model
-        raise _fail("learning_rate", f"got {learning_rate!r}", "a number in (0, 1); seed 000 uses 1e-5 to 5e-3")
-    _finite("weight_decay", config.weight_decay)
-    for name in ("adam_beta1", "adam_beta2"):
-        value = getattr(config, name)
-        if not (isinstance(value, (int, float)) and 0 <= value < 1):
-            raise _fail(name, f"got {value!r}", "a number in [0, 1)")
-    if not (isinstance(config.adam_epsilon, (int, float)) and 0 < config.adam_epsilon < 1):
-        raise _fail("adam_epsilon", f"got {config.adam_epsilon!r}", "a number in (0, 1)")
+    lambda_face = float(paper.lambda_face if config.lambda_face is None else config.lambda_face)
+    iterations = paper.iterations if config.iterations is None else config.iterations
+    learning_rate = float(paper.learning_rate if config.learning_rate is None else config.learning_rate)
     if config.lr_scheduler not in LR_SCHEDULERS:
         raise _fail("lr_scheduler", f"unknown schedule {config.lr_scheduler!r}", f"one of {', '.join(LR_SCHEDULERS)}")
-    _positive_int("lr_warmup_steps", config.lr_warmup_steps, minimum=0)
-    if config.max_grad_norm is not None:
-        _finite("max_grad_norm", config.max_grad_norm, strict=True)
-    if config.ema and not 0.0 < config.ema_decay < 1.0:
-        raise _fail("ema_decay", f"got {config.ema_decay!r}", "a number in (0, 1)")
     if config.dal_method not in ("auto", "exact", "binary", "mc"):
         raise _fail("dal_method", f"got {config.dal_method!r}", "auto, exact, binary or mc")
-    _positive_int("dal_mc_samples", config.dal_mc_samples)
-
-    _positive_int("num_inference_steps", config.num_inference_steps)
     lo_hi = tuple(config.inference_steps_range)
-    if len(lo_hi) != 2 or not all(isinstance(v, int) and v >= 1 for v in lo_hi) or lo_hi[0] > lo_hi[1]:
+    if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
         raise _fail("inference_steps_range", f"got {lo_hi!r}", "two integers 1 <= low <= high (the official code: "
                                                                "19, 23)")
-    _finite("guidance_scale", config.guidance_scale, minimum=1.0)
     if config.coefficients not in COEFFICIENTS:
         raise _fail("coefficients", f"got {config.coefficients!r}", f"one of {', '.join(COEFFICIENTS)}")
     if config.gradient not in ("adjusted", "exact"):
         raise _fail("gradient", f"got {config.gradient!r}", "adjusted (Algorithm A.1) or exact (eq. 9)")
-    if config.resolution is not None and (_positive_int("resolution", config.resolution) % 8):
+    if config.resolution is not None and config.resolution % 8:
         raise _fail("resolution", f"{config.resolution} is not a multiple of 8", "a multiple of 8 (512 for SD 1.5)")
     if config.mixed_precision not in ("no", "fp16", "bf16"):
         raise _fail("mixed_precision", f"got {config.mixed_precision!r}", "no, fp16 or bf16")
     loss_scale = config.loss_scale if config.loss_scale is not None else (
         1024.0 if config.mixed_precision == "fp16" else 1.0)
-    _finite("loss_scale", loss_scale, strict=True)
-
-    _positive_int("checkpoint_every", config.checkpoint_every, minimum=0)
-    if config.checkpoints_total_limit is not None:
-        _positive_int("checkpoints_total_limit", config.checkpoints_total_limit)
-    if config.until is not None:
-        _positive_int("until", config.until)
-    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or not 0 <= config.seed < 2 ** 63:
-        raise _fail("seed", f"got {config.seed!r}", "an integer in [0, 2^63)")
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise _fail("output_dir", f"{out} is a file", "a folder for checkpoints, logs and weights")
@@ -467,7 +448,6 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
         if not folder.is_dir() or not external_face_files(folder):
             raise _fail("external_faces", f"{str(folder)!r} is not a folder holding images",
                         f"a folder of face images ({', '.join(IMAGE_SUFFIXES)})")
-    _positive_int("max_external_faces", config.max_external_faces)
 
     prompts = preset.prompts if config.prompts is None else tuple(config.prompts)
     test_prompts = preset.test_prompts if config.test_prompts is None else tuple(config.test_prompts)
@@ -480,11 +460,6 @@ def plan_job(config: AdftConfig, *, num_processes: int = 1, check_models: bool =
     eval_attr = _checked("eval_attribute", resolve_attribute, eval_attribute)
     if config.evaluate_checkpoints:  # the evaluation classifier is built only then
         _checked("eval_classifier", check_classifier_spec, config.eval_classifier, eval_attr)
-    if config.eval_images_per_prompt is not None:
-        _positive_int("eval_images_per_prompt", config.eval_images_per_prompt)
-    if config.eval_max_prompts is not None:
-        _positive_int("eval_max_prompts", config.eval_max_prompts)
-    _positive_int("eval_batch_size", config.eval_batch_size)
     from scaleup.training.trackers import check_report_to
 
     check_report_to(config.report_to)

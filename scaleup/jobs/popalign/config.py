@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from scaleup.setting_ranges import Range, setting
+
 
 #: The aDFT job's (and diffusers' scripts') names of the same settings, accepted here too.
 OUT_ALIASES = ("--output-dir",)
@@ -85,31 +87,38 @@ class TrainConfig:
     family: str | None = field(default=None, metadata={"help": "sd15 or sdxl; None: read from the folder"})
     loss: str = field(default="popalign", metadata={"help": "popalign (eq. 9) or sft (winners only)"})
     finetune: str = field(default="full", metadata={"help": "full (U-Net; frozen copy as reference) or lora"})
-    lora_rank: int = field(default=64, metadata={"help": "LoRA rank on the U-Net attention projections"})
-    beta_prime: float = field(default=5000.0, metadata={"help": "beta' of eq. 9 with r a mean over latent elements"})
-    alpha: float = field(default=0.5, metadata={"help": "winners' weight in mu (App. A.3: 0.5; 0.25, 0.75)"})
-    resolution: int | None = field(default=None, metadata={"help": "training size; None: the pipeline's native"})
-    pairs_per_device: int = field(default=2, metadata={"help": "winner/loser pairs per process and step"})
-    max_train_steps: int = field(default=750, metadata={"help": "iterations"})
-    learning_rate: float = field(default=5e-7, metadata={"help": "AdamW learning rate"})
+    lora_rank: int = setting(64, Range.integer(1), help="LoRA rank on the U-Net attention projections")
+    beta_prime: float = setting(5000.0, Range.number(0, low_open=True, note="beta' of eq. 9; 5000 in the public code"),
+                                help="beta' of eq. 9 with r a mean over latent elements")
+    alpha: float = setting(0.5, Range.number(0, 1, note="App. A.3: 0.5; 0.25 or 0.75"),
+                           help="winners' weight in mu (App. A.3: 0.5; 0.25, 0.75)")
+    resolution: int | None = setting(None, Range.integer(8), help="training size, a multiple of 8; None: the "
+                                                                  "pipeline's native")
+    pairs_per_device: int = setting(2, Range.integer(1), help="winner/loser pairs per process and step")
+    max_train_steps: int = setting(750, Range.integer(1), help="iterations")
+    # Adam moves every parameter by about the rate per step: a rate >= 1 erases the model before the first check
+    learning_rate: float = setting(5e-7, Range.number(0, 1, low_open=True, high_open=True,
+                                                      note="the public code: 5e-7 full, 1e-5 LoRA"),
+                                   help="AdamW learning rate")
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "diffusers get_scheduler name"})
-    lr_warmup_steps: int = field(default=200, metadata={"help": "warm-up iterations"})
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
+    lr_warmup_steps: int = setting(200, Range.integer(0), help="warm-up iterations")
+    adam_beta1: float = setting(0.9, Range.number(0, 1, high_open=True))
+    adam_beta2: float = setting(0.999, Range.number(0, 1, high_open=True))
+    adam_weight_decay: float = setting(1e-2, Range.number(0))
+    adam_epsilon: float = setting(1e-8, Range.number(0, low_open=True))
     use_8bit_adam: bool = field(default=True, metadata={"help": "bitsandbytes AdamW8bit where it imports"})
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = setting(1.0, Range.number(0, low_open=True, note="gradients are clipped to it; 1.0 in "
+                                                                           "the public code"))
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (frozen parts in that dtype)"})
     gradient_checkpointing: bool = False
-    checkpoint_every: int = field(default=250, metadata={"help": "iterations between checkpoints (0: none)"})
-    checkpoints_total_limit: int | None = 4
+    checkpoint_every: int = setting(250, Range.integer(0), help="iterations between checkpoints (0: none)")
+    checkpoints_total_limit: int | None = setting(4, Range.integer(1))
     resume: str | None = field(default=None, metadata={"help": "latest or a checkpoint folder"})
-    until: int | None = field(default=None, metadata={"help": "stop after this iteration (resume later)"})
+    until: int | None = setting(None, Range.integer(1), help="stop after this iteration (resume later)")
     start_over: bool = field(default=False, metadata={"help": "out holds a run: move it aside (to "
                                                                 "OUT.replaced-<time>) and start anew"})
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb | all: accelerate's "
                                                              "trackers, as diffusers' --report_to"})
-    reward_accuracy_sets: int = field(default=16, metadata={
-        "help": "set pairs on which the implied population reward accuracy (App. E) is measured at the end"})
-    seed: int = 0
+    reward_accuracy_sets: int = setting(16, Range.integer(0), help="set pairs on which the implied population "
+                                                                   "reward accuracy (App. E) is measured at the end")
+    seed: int = setting(0, Range.integer(0, 2 ** 63, high_open=True))

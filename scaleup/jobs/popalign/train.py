@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from scaleup.jobs.popalign.config import TrainConfig
 from scaleup.jobs.popalign.preference_data import (PreferencePair, batch_indices, load_pixels,
                                                    read_preference_pairs, set_pairs)
 from scaleup.jobs.popalign.step import lora_reference, noised_pairs, popalign_step, sft_step, unet_predictor
+from scaleup.setting_ranges import check_ranges
 from scaleup.training.checkpoints import TrainingProgress, load_checkpoint, resolve_resume
 from scaleup.training.launch_precision import check_launch_precision
 from scaleup.training.run_folder import BUDGET_FREE_SCHEDULES, run_folder_for
@@ -45,37 +45,10 @@ def validate(config: TrainConfig) -> None:
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(config, name)!r}")
-    if not (math.isfinite(config.beta_prime) and config.beta_prime > 0):
-        raise ValueError(f"beta_prime must be a finite number > 0 (beta' of eq. 9; 5000 in the public code); got "
-                         f"{config.beta_prime!r}")
-    if not 0.0 <= config.alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1] (App. A.3: 0.5; 0.25 or 0.75); got {config.alpha!r}")
-    for name in ("pairs_per_device", "max_train_steps", "lora_rank"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    for name in ("lr_warmup_steps", "checkpoint_every", "reward_accuracy_sets"):
-        if getattr(config, name) < 0:
-            raise ValueError(f"{name} must be >= 0; got {getattr(config, name)!r}")
-    # Adam moves every parameter by about the rate per step: a rate >= 1 erases the model before the first check
-    if not (math.isfinite(config.learning_rate) and 0 < config.learning_rate < 1):
-        raise ValueError(f"learning_rate must be a number in (0, 1) (the public code: 5e-7 full, 1e-5 LoRA); got "
-                         f"{config.learning_rate!r}")
-    if not (math.isfinite(config.max_grad_norm) and config.max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be a finite number > 0 (gradients are clipped to it; 1.0 in the "
-                         f"public code); got {config.max_grad_norm!r}")
-    for name in ("adam_beta1", "adam_beta2"):
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise ValueError(f"{name} must lie in [0, 1); got {getattr(config, name)!r}")
-    if not (math.isfinite(config.adam_epsilon) and config.adam_epsilon > 0):
-        raise ValueError(f"adam_epsilon must be a finite number > 0; got {config.adam_epsilon!r}")
-    if not (math.isfinite(config.adam_weight_decay) and config.adam_weight_decay >= 0):
-        raise ValueError(f"adam_weight_decay must be a finite number >= 0; got {config.adam_weight_decay!r}")
-    if config.resolution is not None and (config.resolution < 8 or config.resolution % 8):
+    check_ranges(config)  # every numeric setting against the range declared on its field
+    if config.resolution is not None and config.resolution % 8:
         raise ValueError(f"resolution must be a multiple of 8 (or None for the pipeline's size); got "
                          f"{config.resolution!r}")
-    if config.until is not None and config.until < 1:
-        raise ValueError(f"until must be a positive iteration number; got {config.until!r}")
     if config.family not in (None, "sd15", "sdxl"):
         raise ValueError(f"family must be sd15 or sdxl (or None to read it from the folder); got {config.family!r}")
 
