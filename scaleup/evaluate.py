@@ -39,14 +39,13 @@ import numpy as np
 import torch
 
 from scaleup.evaluation.loop import EvaluationParts, Perceived, run_evaluation
+from scaleup.evaluation.protocols import images_per_prompt, protocol_numbers, protocols_named
 from scaleup.atomic_write import atomic_write_text, check_writable_folder
 from scaleup.evaluation.store import RecordStore, write_table
 from scaleup.evaluation.summary import overall_summary, prompt_summary
 from scaleup.job_config import ConfigError, config_to_dict, parse_config
 from scaleup.prompts import load_prompt_set
 
-#: Images per prompt by number of classes (seed 000 [0124]: 60, 80, 160 for gender, race, gender x race).
-DEFAULT_IMAGES_PER_PROMPT = {2: 60, 4: 80, 8: 160}
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,14 @@ class EvalConfig:
         default=None, metadata={"help": "package.module:factory of your own image embedder: with --compare-original, "
                                         "its cosine to the original model's image from the same noise replaces "
                                         "DINOv2's (the analogue of CLIP-I / DINO for models without them)"})
-    images_per_prompt: Optional[int] = field(default=None, metadata={"help": "default 60/80/160 for K = 2/4/8"})
+    images_per_prompt: Optional[int] = field(default=None, metadata={
+        "help": "default: the protocol's (adft: 60/80/160 for K = 2/4/8; popalign: 100; both: the larger)"})
+    protocol: Literal["adft", "popalign", "both"] = field(default="adft", metadata={
+        "help": "which paper's numbers to report (scaleup.evaluation.protocols): adft = seed 000's mean bias over "
+                "prompts, popalign = seed 001's pooled discrepancy, both = each from the same records"})
+    bootstrap_resamples: int = field(default=1000, metadata={
+        "help": "resamples of the bootstrap over prompts and images behind each number's interval (0: none)"})
+    confidence: float = field(default=0.95, metadata={"help": "level of the intervals"})
     max_prompts: Optional[int] = field(default=None, metadata={"help": "evaluate only the first N prompts"})
     num_inference_steps: int = 20
     guidance_scale: float = 7.5
@@ -127,7 +133,15 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
     names = attribute.class_names
     if config.device is not None:
         check_device(config.device)
-    n = config.images_per_prompt if config.images_per_prompt is not None else DEFAULT_IMAGES_PER_PROMPT.get(len(names), 60)
+    n = config.images_per_prompt if config.images_per_prompt is not None else \
+        images_per_prompt(config.protocol, len(names))
+    protocols_named(config.protocol)  # an unknown protocol (from Python) fails here
+    if isinstance(config.bootstrap_resamples, bool) or not isinstance(config.bootstrap_resamples, int) or \
+            config.bootstrap_resamples < 0:
+        raise ValueError(f"bootstrap_resamples must be an integer >= 0 (0: no intervals); got "
+                         f"{config.bootstrap_resamples!r}")
+    if not 0.0 < config.confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1); got {config.confidence!r}")
     for key, value in (("images_per_prompt", n), ("num_inference_steps", config.num_inference_steps),
                        ("batch_size", config.batch_size), ("crop_size", config.crop_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -367,7 +381,9 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
     prompts = list(load_prompt_set(config.prompts).prompts)[:config.max_prompts]
     out = check_writable_folder(config.out, option="--out")  # read-only or a file in the way: before any load
     state = process_state()
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in ("out", "restart", "batch_size", "device")}
+    # what changes only the summary (protocol, intervals) or where the work runs does not bind the records
+    settings = {k: v for k, v in config_to_dict(config).items()
+                if k not in ("out", "restart", "batch_size", "device", "protocol", "bootstrap_resamples", "confidence")}
     started = time.perf_counter()
     store = RecordStore(out, settings, restart=config.restart and state.is_main_process) \
         if state.is_main_process else None
@@ -393,7 +409,12 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
         "job": "scaleup.evaluate", "config": config_to_dict(config), "seed": config.seed, "class_names": list(names),
         "models": used,
         "overall": overall_summary(per_prompt, records, names, config.target, confident=config.confident),
-        "per_prompt": per_prompt, "versions": _versions(), "processes": state.num_processes,
+        "per_prompt": per_prompt,
+        "protocols": {p.name: protocol_numbers(per_prompt_records, p, names, config.target,
+                                               n_resamples=config.bootstrap_resamples, level=config.confidence,
+                                               seed=config.seed)
+                      for p in protocols_named(config.protocol)},
+        "versions": _versions(), "processes": state.num_processes,
         "debiasing": (debiasing_note(config, names)
                       if config.augment_template is not None or config.edit_template is not None else None),
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -436,9 +457,23 @@ def summary_lines(results: dict) -> str:
         tail = "no face found in any image, so no bias can be measured (try another --detector)"
     else:
         tail = f"mean bias {overall['bias']['mean']:.3f} +- {overall['bias']['sd']:.3f} over prompts"
+    lines += [protocol_line(p) for p in (results.get("protocols") or {}).values()]
     lines.append(f"scaleup.evaluate: {overall['n_prompts']} prompts, {tail}; no-face share "
                  f"{overall['pooled']['no_face_share']:.3f}; wrote {Path(results['config']['out']) / 'results.json'}")
     return "\n".join(lines)
+
+
+def protocol_line(numbers: dict) -> str:
+    """One protocol's number, its interval and what it is comparable to."""
+    name = {"adft": "mean bias over prompts", "popalign": "pooled discrepancy"}[numbers["protocol"]]
+    if numbers["value"] is None:
+        return f"  protocol {numbers['protocol']}: no face found, no {name}"
+    interval = numbers.get("interval")
+    shown = (f", {100 * interval['level']:g} % interval [{interval['low']:.3f}, {interval['high']:.3f}]"
+             if interval else "")
+    short = " (fewer images than the protocol's)" if numbers["short_of_protocol"] else ""
+    return (f"  protocol {numbers['protocol']}: {name} {numbers['value']:.3f}{shown} on "
+            f"{numbers['images_per_prompt']} images per prompt{short}; comparable to {numbers['comparable_to']}")
 
 
 if __name__ == "__main__":

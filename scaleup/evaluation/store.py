@@ -97,3 +97,24 @@ def write_table(path: Path, records: Sequence[ImageRecord], class_names: Sequenc
                          r.similarity])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, buffer.getvalue())
+
+
+def read_evaluation(folder: str | Path) -> tuple[dict, list[list[ImageRecord]]]:
+    """A finished evaluation's ``results.json`` and its records per prompt, read only (nothing is written)."""
+    folder = Path(folder)
+    results_path = folder / "results.json"
+    if not results_path.is_file():
+        raise ValueError(f"{folder} holds no finished evaluation (no results.json); run python -m scaleup.evaluate "
+                         f"--out {folder} first")
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    per_prompt = []
+    for i, summary in enumerate(results["per_prompt"]):
+        path = folder / "records" / f"prompt_{i:05d}.json"
+        try:
+            records = [ImageRecord(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
+        except (OSError, json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"record file {path} is missing or damaged ({err}); rerun the evaluation") from None
+        if {r.prompt for r in records} != {summary["prompt"]}:
+            raise ValueError(f"record file {path} was not made for {summary['prompt']!r}; rerun the evaluation")
+        per_prompt.append(records)
+    return results, per_prompt
