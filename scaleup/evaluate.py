@@ -83,6 +83,14 @@ class EvalConfig:
     protocol: Literal["adft", "popalign", "both"] = field(default="adft", metadata={
         "help": "which paper's numbers to report (scaleup.evaluation.protocols): adft = seed 000's mean bias over "
                 "prompts, popalign = seed 001's pooled discrepancy, both = each from the same records"})
+    labelled_folder: Optional[str] = field(default=None, metadata={
+        "help": "labelled images of the attribute (FairFace / CelebA / <class>/ layout): the evaluation's detector and "
+                "classifier are measured on them and every number is also reported corrected for the classifier's "
+                "confusion (CLEAM)"})
+    labelled_layout: Literal["folder", "fairface", "celeba"] = "folder"
+    labelled_labels: Optional[str] = field(default=None, metadata={"help": "labels file, if not at its usual place"})
+    labelled_size: Optional[int] = field(default=None, metadata={
+        "help": "pixels the labelled images are resized to; default: the generated images' size"})
     bootstrap_resamples: int = field(default=1000, metadata={
         "help": "resamples of the bootstrap over prompts and images behind each number's interval (0: none)"})
     confidence: float = field(default=0.95, metadata={"help": "level of the intervals"})
@@ -142,6 +150,14 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
                          f"{config.bootstrap_resamples!r}")
     if not 0.0 < config.confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1); got {config.confidence!r}")
+    if config.labelled_folder is not None:  # a missing folder or a class it lacks fails here, before any load
+        from scaleup.perception.labelled_faces import read_labelled_images
+
+        read_labelled_images(config.labelled_folder, config.labelled_layout, attribute,
+                             labels=config.labelled_labels)
+    if config.labelled_size is not None and (isinstance(config.labelled_size, bool) or
+                                             not isinstance(config.labelled_size, int) or config.labelled_size < 8):
+        raise ValueError(f"labelled_size must be an integer >= 8; got {config.labelled_size!r}")
     for key, value in (("images_per_prompt", n), ("num_inference_steps", config.num_inference_steps),
                        ("batch_size", config.batch_size), ("crop_size", config.crop_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -285,6 +301,7 @@ def build_parts(config: EvalConfig, names: Sequence[str], *, pipe=None, device: 
         pipe = load_pipeline(config.pipeline, family=config.family, torch_dtype=dtype, device=device)
         if config.lora is not None:
             load_lora(pipe, config.lora)
+    used["image_size"] = config.height or int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
     soft_prompt = (SoftPrompt.load(config.soft_prompt, device=device, dtype=pipe.text_encoder.dtype)
                    if config.soft_prompt else None)
     # CLIP is loaded only for a classifier built on it or for CLIP-T
@@ -383,7 +400,8 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
     state = process_state()
     # what changes only the summary (protocol, intervals) or where the work runs does not bind the records
     settings = {k: v for k, v in config_to_dict(config).items()
-                if k not in ("out", "restart", "batch_size", "device", "protocol", "bootstrap_resamples", "confidence")}
+                if k not in ("out", "restart", "batch_size", "device", "protocol", "bootstrap_resamples", "confidence",
+                             "labelled_folder", "labelled_layout", "labelled_labels", "labelled_size")}
     started = time.perf_counter()
     store = RecordStore(out, settings, restart=config.restart and state.is_main_process) \
         if state.is_main_process else None
@@ -414,6 +432,8 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
                                                n_resamples=config.bootstrap_resamples, level=config.confidence,
                                                seed=config.seed)
                       for p in protocols_named(config.protocol)},
+        "classifier_error": (_classifier_error(config, parts, names, per_prompt_records, used)
+                             if config.labelled_folder is not None else None),
         "versions": _versions(), "processes": state.num_processes,
         "debiasing": (debiasing_note(config, names)
                       if config.augment_template is not None or config.edit_template is not None else None),
@@ -458,9 +478,35 @@ def summary_lines(results: dict) -> str:
     else:
         tail = f"mean bias {overall['bias']['mean']:.3f} +- {overall['bias']['sd']:.3f} over prompts"
     lines += [protocol_line(p) for p in (results.get("protocols") or {}).values()]
+    error = results.get("classifier_error")
+    if error:
+        accuracy = ", ".join(f"{k} {v:.3f}" for k, v in error["accuracy_per_class"].items())
+        lines.append(f"  classifier on {error['n_labelled']} labelled images: accuracy {accuracy}")
+        for name, entry in error["protocols"].items():
+            interval = entry["interval"]
+            shown = f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else ""
+            lines.append(f"  protocol {name}, corrected for the classifier (CLEAM, {entry['on']}): {entry['raw']:.3f} "
+                         f"raw -> {entry['corrected']:.3f}{shown}")
     lines.append(f"scaleup.evaluate: {overall['n_prompts']} prompts, {tail}; no-face share "
                  f"{overall['pooled']['no_face_share']:.3f}; wrote {Path(results['config']['out']) / 'results.json'}")
     return "\n".join(lines)
+
+
+def _classifier_error(config: EvalConfig, parts: EvaluationParts, names, per_prompt_records, used: dict) -> dict:
+    """The classifier measured on the labelled folder and each protocol's number corrected for it (CLEAM)."""
+    from scaleup.evaluation.classifier_error import corrected_protocol_numbers, labelled_predictions
+    from scaleup.perception.labelled_faces import read_labelled_images
+
+    from scaleup.perception.factory import resolve_attribute
+
+    data = read_labelled_images(config.labelled_folder, config.labelled_layout, resolve_attribute(config.attribute),
+                                labels=config.labelled_labels)
+    size = config.labelled_size or used.get("image_size") or config.height or 512
+    labelled = labelled_predictions(parts.perceive, data.paths, data.labels, size=size)
+    result = corrected_protocol_numbers(per_prompt_records, labelled, protocols_named(config.protocol), names,
+                                        config.target, n_resamples=config.bootstrap_resamples,
+                                        level=config.confidence, seed=config.seed)
+    return {"folder": str(config.labelled_folder), "layout": config.labelled_layout, "image_size": size, **result}
 
 
 def protocol_line(numbers: dict) -> str:

@@ -30,7 +30,8 @@ from theory.resampling import bootstrap, paired_bootstrap, percentile_interval
 
 from scaleup.evaluation.summary import ImageRecord
 
-__all__ = ["Protocol", "PROTOCOLS", "protocols_named", "images_per_prompt", "protocol_numbers", "paired_difference"]
+__all__ = ["Protocol", "PROTOCOLS", "protocols_named", "images_per_prompt", "item_groups", "protocol_numbers",
+           "paired_difference"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def _statistic(protocol: Protocol, k: int, target: np.ndarray) -> Callable[[Sequ
     return pooled_discrepancy
 
 
-def _groups(per_prompt: Sequence[Sequence[ImageRecord]], n: int, k: int) -> list[np.ndarray]:
+def item_groups(per_prompt: Sequence[Sequence[ImageRecord]], n: int, k: int) -> list[np.ndarray]:
+    """Per prompt, one row ``[label, p_1 .. p_K]`` for each of its first ``n`` images (label -1, p NaN: no face)."""
     labels, probs = _tables(per_prompt, n, k)
     return [np.column_stack([lab.astype(np.float64), p]) for lab, p in zip(labels, probs)]
 
@@ -113,7 +115,7 @@ def protocol_numbers(per_prompt: Sequence[Sequence[ImageRecord]], protocol: Prot
     target_arr = np.full(k, 1.0 / k) if target is None else np.asarray(target, dtype=np.float64)
     n = protocol.images_for(k)
     have = min(len(r) for r in per_prompt)
-    groups = _groups(per_prompt, n, k)
+    groups = item_groups(per_prompt, n, k)
     statistic = _statistic(protocol, k, target_arr)
     value = statistic(groups)
     out = {"protocol": protocol.name, "statistic": protocol.statistic, "faceless": protocol.faceless,
@@ -154,7 +156,7 @@ def paired_difference(per_prompt_a: Sequence[Sequence[ImageRecord]], per_prompt_
                          "comparison needs the same prompts")
     target_arr = np.full(k, 1.0 / k) if target is None else np.asarray(target, dtype=np.float64)
     statistic = _statistic(protocol, k, target_arr)
-    ga, gb = _groups(per_prompt_a, n, k), _groups(per_prompt_b, n, k)
+    ga, gb = item_groups(per_prompt_a, n, k), item_groups(per_prompt_b, n, k)
     a, b = statistic(ga), statistic(gb)
     samples = paired_bootstrap(ga, gb, statistic, n_resamples=n_resamples, seed=seed)
     low_high = _interval(samples, level)
