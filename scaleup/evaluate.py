@@ -40,6 +40,7 @@ import torch
 
 from scaleup.evaluation.loop import EvaluationParts, Perceived, run_evaluation
 from scaleup.evaluation.protocols import images_per_prompt, protocol_numbers, protocols_named
+from scaleup.evaluation.report import write_report
 from scaleup.atomic_write import atomic_write_text, check_writable_folder
 from scaleup.evaluation.store import RecordStore, write_table
 from scaleup.evaluation.summary import overall_summary, prompt_summary
@@ -91,6 +92,9 @@ class EvalConfig:
     labelled_labels: Optional[str] = field(default=None, metadata={"help": "labels file, if not at its usual place"})
     labelled_size: Optional[int] = field(default=None, metadata={
         "help": "pixels the labelled images are resized to; default: the generated images' size"})
+    reference: Optional[str] = field(default=None, metadata={
+        "help": "a finished evaluation of the reference model (e.g. the original) on the same prompts and seed: "
+                "the paired difference to it, with its interval, goes into results.json and report.md"})
     bootstrap_resamples: int = field(default=1000, metadata={
         "help": "resamples of the bootstrap over prompts and images behind each number's interval (0: none)"})
     confidence: float = field(default=0.95, metadata={"help": "level of the intervals"})
@@ -155,6 +159,9 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
 
         read_labelled_images(config.labelled_folder, config.labelled_layout, attribute,
                              labels=config.labelled_labels)
+    if config.reference is not None and not (Path(config.reference) / "results.json").is_file():
+        raise ValueError(f"reference {config.reference} holds no finished evaluation (no results.json); evaluate the "
+                         "reference model there first, with the same prompts and seed")
     if config.labelled_size is not None and (isinstance(config.labelled_size, bool) or
                                              not isinstance(config.labelled_size, int) or config.labelled_size < 8):
         raise ValueError(f"labelled_size must be an integer >= 8; got {config.labelled_size!r}")
@@ -401,7 +408,8 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
     # what changes only the summary (protocol, intervals) or where the work runs does not bind the records
     settings = {k: v for k, v in config_to_dict(config).items()
                 if k not in ("out", "restart", "batch_size", "device", "protocol", "bootstrap_resamples", "confidence",
-                             "labelled_folder", "labelled_layout", "labelled_labels", "labelled_size")}
+                             "labelled_folder", "labelled_layout", "labelled_labels", "labelled_size",
+                             "reference")}
     started = time.perf_counter()
     store = RecordStore(out, settings, restart=config.restart and state.is_main_process) \
         if state.is_main_process else None
@@ -440,7 +448,15 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds_this_run": round(time.perf_counter() - started, 3),
     }
+    if config.reference is not None:
+        from scaleup.evaluation.compare import compare_evaluations
+
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
+        results["comparison"] = compare_evaluations(config.reference, out, protocol=config.protocol,
+                                                    n_resamples=max(config.bootstrap_resamples, 1),
+                                                    level=config.confidence)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
+    write_report(out, results)
     return results
 
 
@@ -478,6 +494,12 @@ def summary_lines(results: dict) -> str:
     else:
         tail = f"mean bias {overall['bias']['mean']:.3f} +- {overall['bias']['sd']:.3f} over prompts"
     lines += [protocol_line(p) for p in (results.get("protocols") or {}).values()]
+    comparison = results.get("comparison")
+    if comparison:
+        from scaleup.evaluation.compare import difference_line
+
+        lines.append(f"  against the reference {comparison['a']} (same prompts and noise):")
+        lines += [difference_line(name, d) for name, d in comparison["differences"].items()]
     error = results.get("classifier_error")
     if error:
         accuracy = ", ".join(f"{k} {v:.3f}" for k, v in error["accuracy_per_class"].items())

@@ -44,6 +44,8 @@ def test_whole_evaluation_on_tiny_models_offline(tiny, tmp_path, monkeypatch):
     assert results["overall"]["clip_t"]["n_prompts"] == 2
     assert (tmp_path / "records.csv").read_text().count("\n") == 7
     assert len(list((tmp_path / "grids").glob("*.png"))) == 2
+    report = (tmp_path / "report.md").read_text()  # the page a person reads, linking each prompt's grid
+    assert "![](grids/prompt_00000.png)" in report and "![](grids/prompt_00001.png)" in report
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["per_prompt"] == results["per_prompt"]
 

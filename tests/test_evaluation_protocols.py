@@ -30,7 +30,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("protocols")
     both = run_eval(_config(root / "both", protocol="both"), progress=False)
     adft = run_eval(_config(root / "adft"), progress=False)
-    lora = run_eval(_config(root / "lora", protocol="both", lora=str(ADAPTER)), progress=False)
+    lora = run_eval(_config(root / "lora", protocol="both", lora=str(ADAPTER), reference=str(root / "both")),
+                    progress=False)
     return root, both, adft, lora
 
 
@@ -107,3 +108,21 @@ def test_bad_protocol_settings_fail_before_any_load(tmp_path, kw, message):
 
     with pytest.raises(ValueError, match=message):
         validate(_config(tmp_path, **kw))
+
+
+def test_the_report_beside_results_shows_numbers_prompts_grids_and_the_reference(runs):
+    root, both, _, lora = runs
+    assert lora["comparison"]["differences"]["adft"]["a"] == both["protocols"]["adft"]["value"]
+    report = (root / "lora" / "report.md").read_text()
+    assert report.startswith("# Bias evaluation: ink:red,blue on training.txt")
+    assert f"| adft | {lora['protocols']['adft']['statistic']} | {lora['protocols']['adft']['value']:.3f} |" in report
+    assert f"## Against the reference `{root / 'both'}`" in report
+    assert "| a handwritten zero |" in report and "![](grids/prompt_00000.png)" not in report  # grid_images 0
+    assert "against the reference" in summary_lines(lora)
+
+
+def test_a_reference_that_is_not_a_finished_evaluation_is_refused_before_any_load(tmp_path):
+    from scaleup.evaluate import validate
+
+    with pytest.raises(ValueError, match="reference .* holds no finished evaluation"):
+        validate(_config(tmp_path / "x", reference=str(tmp_path)))

@@ -18,7 +18,7 @@ from scaleup.atomic_write import atomic_write_text
 from scaleup.evaluation.protocols import paired_difference, protocols_named
 from scaleup.evaluation.store import read_evaluation
 
-__all__ = ["compare_evaluations", "main"]
+__all__ = ["compare_evaluations", "difference_line", "main"]
 
 
 def compare_evaluations(a: str | Path, b: str | Path, *, protocol: str = "both", n_resamples: int = 1000,
@@ -41,7 +41,8 @@ def compare_evaluations(a: str | Path, b: str | Path, *, protocol: str = "both",
                             for p in protocols_named(protocol)}}
 
 
-def _line(name: str, d: dict) -> str:
+def difference_line(name: str, d: dict) -> str:
+    """One protocol's B - A with its interval, as the comparison prints it."""
     interval = d["interval"]
     shown = f" [{interval['low']:+.3f}, {interval['high']:+.3f}]" if interval else ""
     verdict = "" if d["excludes_zero"] is None else (
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{args.b} against {args.a} (same prompts and noise; B - A):")
     for name, d in result["differences"].items():
-        print(_line(name, d))
+        print(difference_line(name, d))
     return 0
 
 
