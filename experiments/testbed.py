@@ -91,7 +91,10 @@ def plot_train(results: dict) -> dict:
 @dataclass(frozen=True)
 class BiasConfig:
     guidance_scales: tuple[float, ...] = (1.0, 3.0, 5.0, 7.5)
-    images_per_prompt: int = 60
+    #: None: both protocols' own counts (seed 001's 100; seed 000's 60 are the first 60 of them)
+    images_per_prompt: int | None = None
+    labelled_per_class: int = 200
+    bootstrap_resamples: int = 1000
     num_inference_steps: int = 20
     batch_size: int = 60
     max_prompts: int | None = None
@@ -101,11 +104,11 @@ class BiasConfig:
 def make_bias_config(quick: bool) -> BiasConfig:
     if quick:
         return BiasConfig(guidance_scales=(1.0, 7.5), images_per_prompt=8, num_inference_steps=10, batch_size=8,
-                          max_prompts=3, grid_images=0)
+                          max_prompts=3, grid_images=0, labelled_per_class=20, bootstrap_resamples=50)
     return BiasConfig()
 
 
-def testbed_eval_config(*, prompts: str, out: str | Path, guidance_scale: float, images_per_prompt: int,
+def testbed_eval_config(*, prompts: str, out: str | Path, guidance_scale: float, images_per_prompt: int | None,
                         num_inference_steps: int, batch_size: int, seed: int, max_prompts: int | None = None,
                         grid_images: int = 16, pipeline: str | None = None, **overrides):
     """The evaluation job's settings for the testbed: its card's attribute, classifiers and detector."""
@@ -136,19 +139,27 @@ def _group_stats(per_prompt: list[dict], key: str) -> dict:
 
 
 def run_bias(config: BiasConfig, ctx: RunContext) -> dict:
+    import tempfile
+
     from scaleup.evaluate import run_eval
+    from scaleup.evaluation.compare import compare_evaluations
     from scaleup.testbed.card import PROMPT_FILES, prompt_group, read_card
+    from scaleup.testbed.labelled import write_labelled_folder
     from scaleup.testbed.paths import testbed_path
 
     card = read_card()
     prompts = str(testbed_path() / "prompts" / PROMPT_FILES["all"])
     per_scale = []
+    # labelled real digits for the classifier's confusion (CLEAM); made afresh from the seed, not committed
+    labelled_dir = tempfile.TemporaryDirectory(prefix="testbed-labelled-")
+    labelled = write_labelled_folder(labelled_dir.name, n_per_class=config.labelled_per_class, seed=ctx.seed)
     for w in config.guidance_scales:
         eval_config = testbed_eval_config(
             prompts=prompts, out=ctx.out_dir / "evaluations" / f"cfg-{w:g}", guidance_scale=w,
             images_per_prompt=config.images_per_prompt, num_inference_steps=config.num_inference_steps,
             batch_size=config.batch_size, seed=ctx.seed, max_prompts=config.max_prompts,
-            grid_images=config.grid_images if w == max(config.guidance_scales) else 0, restart=True)
+            grid_images=config.grid_images if w == max(config.guidance_scales) else 0, restart=True,
+            protocol="both", labelled_folder=str(labelled), bootstrap_resamples=config.bootstrap_resamples)
         result = run_eval(eval_config, progress=True)
         per_prompt = [{"prompt": p["prompt"], "group": prompt_group(p["prompt"]), "red": p["freq"]["red"],
                        "bias": p["bias"], "confident_share": p["confident_share"],
@@ -157,7 +168,17 @@ def run_bias(config: BiasConfig, ctx: RunContext) -> dict:
         per_scale.append({"guidance_scale": w, "per_prompt": per_prompt,
                           "groups": {key: _group_stats(per_prompt, key)
                                      for key in ("bias", "red", "confident_share", "prompt_accuracy")},
-                          "evaluation": f"evaluations/cfg-{w:g}/results.json"})
+                          "evaluation": f"evaluations/cfg-{w:g}/results.json",
+                          "protocols": result["protocols"],
+                          "classifier_error": {k: result["classifier_error"][k] for k in (
+                              "n_labelled", "accuracy_per_class", "confusion", "protocols")}})
+    labelled_dir.cleanup()
+    # each scale against the lowest on the same prompts and noise: how sure the growth with guidance is
+    lowest = ctx.out_dir / "evaluations" / f"cfg-{config.guidance_scales[0]:g}"
+    guidance_vs_lowest = [
+        {"guidance_scale": w, **compare_evaluations(lowest, ctx.out_dir / "evaluations" / f"cfg-{w:g}",
+                                                    n_resamples=config.bootstrap_resamples)["differences"]}
+        for w in config.guidance_scales[1:]]
     skew = card["data_skew"]
     evaluated = [p["prompt"] for p in per_scale[0]["per_prompt"]]
     data_groups = {g: float(np.mean([skew[p]["bias"] for p in evaluated if prompt_group(p) == g]))
@@ -165,16 +186,19 @@ def run_bias(config: BiasConfig, ctx: RunContext) -> dict:
     top = per_scale[-1]
     return {"testbed": card["name"], "attribute": card["attribute"], "data_skew": {p: skew[p] for p in evaluated},
             "data_bias_by_group": data_groups, "per_guidance_scale": per_scale,
+            "guidance_vs_lowest": guidance_vs_lowest,
             "headline": {"guidance_scale": top["guidance_scale"],
                          "training_bias_mean": top["groups"]["bias"]["training"]["mean"],
-                         "data_training_bias_mean": data_groups["training"]}}
+                         "data_training_bias_mean": data_groups["training"],
+                         "protocols": {name: {k: p[k] for k in ("value", "interval", "images_per_prompt")}
+                                       for name, p in top["protocols"].items()}}}
 
 
 def plot_bias(results: dict) -> dict:
     import matplotlib.pyplot as plt
 
     scales = [s["guidance_scale"] for s in results["per_guidance_scale"]]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), layout="constrained")
     styles = {"training": ("C0", "-", "o"), "heldout_digits": ("C3", "--", "s"), "heldout_template": ("C2", ":", "^")}
     for group, (colour, line, marker) in styles.items():
         stats = [s["groups"]["bias"].get(group) for s in results["per_guidance_scale"]]
@@ -214,6 +238,22 @@ def plot_bias(results: dict) -> dict:
     axes[2].set_ylabel("share of images")
     axes[2].set_ylim(0, 1.05)
     axes[2].set_title("prompt accuracy (markers) and confident share (x)", fontsize=9)
+
+    for name, colour, label in (("adft", "C0", "seed 000: mean bias over prompts"),
+                                ("popalign", "C1", "seed 001: pooled discrepancy")):
+        entries = [s["protocols"].get(name) for s in results["per_guidance_scale"]]
+        if any(e is None or e["interval"] is None for e in entries):
+            continue
+        values = np.array([e["value"] for e in entries])
+        low = values - np.array([e["interval"]["low"] for e in entries])
+        high = np.array([e["interval"]["high"] for e in entries]) - values
+        axes[3].errorbar(scales, values, yerr=[low, high], color=colour, marker="o", capsize=3, label=label)
+    axes[3].set_xlabel("guidance scale w")
+    axes[3].set_ylabel("the protocol's number (95 % bootstrap interval)")
+    n_prompts = len(results["per_guidance_scale"][0]["per_prompt"])
+    axes[3].set_title(f"both papers' protocols, {n_prompts} prompts", fontsize=9)
+    axes[3].legend(fontsize=7, loc="upper left")
+    axes[3].set_ylim(0, 1.05)
     return {"testbed_bias": fig}
 
 
