@@ -93,7 +93,7 @@ def test_half_written_checkpoint_is_never_resumed(tmp_path):
 
 
 def test_no_job_state_is_pickled_and_every_file_is_verified_on_resume(tmp_path):
-    """Issue 19: accelerate's custom_checkpoint_*.pkl was loaded with weights_only=False (a crafted file ran a shell
+    """Issue 19: accelerate's custom_checkpoint_*.pkl was unpickled without weights_only (a crafted file ran a shell
     command), one flipped bit resumed silently into another model, a missing random_states_0.pkl was ignored."""
     _job(tmp_path / "a", n_iterations=4)
     checkpoint = tmp_path / "a" / "checkpoint-4"

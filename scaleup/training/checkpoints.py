@@ -3,8 +3,8 @@
 ``accelerator.save_state`` writes the prepared models, optimiser, gradient scaler and every process's RNG states;
 the job's own state (trained parameters, LR schedule, EMA, :class:`TrainingProgress`) is handed to
 :func:`save_checkpoint` as ``states`` and written here as safetensors (tensors) plus JSON (everything else), never
-through accelerate's ``register_for_checkpointing``, whose ``custom_checkpoint_*.pkl`` files are loaded with
-``weights_only=False`` (arbitrary code). What accelerate itself loads on resume (``optimizer.bin``,
+through accelerate's ``register_for_checkpointing``, whose ``custom_checkpoint_*.pkl`` files are unpickled
+without torch's ``weights_only`` restriction (arbitrary code). What accelerate itself loads on resume (``optimizer.bin``,
 ``random_states_*.pkl``) goes through torch's restricted ``weights_only`` unpickler.
 
 A run killed mid-save must never leave a checkpoint that ``latest`` picks: the state goes to a hidden
