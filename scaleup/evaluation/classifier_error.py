@@ -90,8 +90,11 @@ def corrected_protocol_numbers(per_prompt, labelled: dict, protocols: Sequence[P
         raw, corrected = statistic(groups, c)
         entry = {"raw": raw, "corrected": corrected, "on": "hard labels (counted classes)", "interval": None}
         if n_resamples and np.isfinite(corrected):
-            generated = draw_resamples([len(g) for g in groups], n_resamples, seed=seed)
-            labelled_draws = draw_resamples([len(true)], n_resamples, seed=seed + 1, over="images")
+            # independent streams for the generated and the labelled images
+            generated_seed, labelled_seed = (int(s.generate_state(1)[0])
+                                             for s in np.random.SeedSequence(seed).spawn(2))
+            generated = draw_resamples([len(g) for g in groups], n_resamples, seed=generated_seed)
+            labelled_draws = draw_resamples([len(true)], n_resamples, seed=labelled_seed, over="images")
             samples = []
             for r, (_, items) in zip(generated, (d[0] for d in labelled_draws)):
                 try:
