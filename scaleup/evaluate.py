@@ -101,6 +101,9 @@ class EvalConfig:
     max_prompts: Optional[int] = field(default=None, metadata={"help": "evaluate only the first N prompts"})
     num_inference_steps: int = 20
     guidance_scale: float = 7.5
+    guidance_scales: Optional[tuple[float, ...]] = field(default=None, metadata={
+        "help": "a sweep: one evaluation per scale (OUT/cfg-<w>/, the same noise), each scale's numbers and its paired "
+                "difference to the first scale in OUT/results.json (replaces --guidance-scale)"})
     height: Optional[int] = None
     width: Optional[int] = None
     batch_size: int = 8
@@ -159,6 +162,10 @@ def validate(config: EvalConfig) -> tuple[EvalConfig, tuple[str, ...]]:
 
         read_labelled_images(config.labelled_folder, config.labelled_layout, attribute,
                              labels=config.labelled_labels)
+    if config.guidance_scales is not None:
+        from scaleup.evaluation.guidance_sweep import check_guidance_scales
+
+        check_guidance_scales(config.guidance_scales)
     if config.reference is not None and not (Path(config.reference) / "results.json").is_file():
         raise ValueError(f"reference {config.reference} holds no finished evaluation (no results.json); evaluate the "
                          "reference model there first, with the same prompts and seed")
@@ -401,6 +408,11 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
     """
     from scaleup.processes import process_state
 
+    if config.guidance_scales is not None:
+        from scaleup.evaluation.guidance_sweep import run_guidance_sweep
+
+        validate(config)
+        return run_guidance_sweep(config, lambda sub: run_eval(sub, pipe=pipe, parts=parts, progress=progress))
     config, names = validate(config)
     prompts = list(load_prompt_set(config.prompts).prompts)[:config.max_prompts]
     out = check_writable_folder(config.out, option="--out")  # read-only or a file in the way: before any load
@@ -470,7 +482,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scaleup.evaluate: error: {err}", file=sys.stderr)
         return 2
     if results:
-        print(summary_lines(results), file=sys.stderr)
+        if "guidance_scales" in results:
+            from scaleup.evaluation.guidance_sweep import sweep_lines
+
+            print(sweep_lines(results), file=sys.stderr)
+        else:
+            print(summary_lines(results), file=sys.stderr)
     return 0
 
 

@@ -126,3 +126,35 @@ def test_a_reference_that_is_not_a_finished_evaluation_is_refused_before_any_loa
 
     with pytest.raises(ValueError, match="reference .* holds no finished evaluation"):
         validate(_config(tmp_path / "x", reference=str(tmp_path)))
+
+
+def test_a_guidance_sweep_in_one_run_shares_the_noise_and_compares_each_scale_to_the_first(runs, tmp_path, capsys):
+    from scaleup.evaluate import main
+
+    root, both, _, _ = runs
+    sweep = run_eval(_config(tmp_path / "sweep", protocol="both", guidance_scales=(1.0, 7.5)), progress=False)
+    assert [s["guidance_scale"] for s in sweep["per_guidance_scale"]] == [1.0, 7.5]
+    at_75 = json.loads((tmp_path / "sweep" / "cfg-7.5" / "results.json").read_text())
+    # the 7.5 sub-evaluation is the plain evaluation at 7.5 (the fixture's "both" run), record for record
+    assert (tmp_path / "sweep" / "cfg-7.5" / "records.csv").read_text() == (root / "both" / "records.csv").read_text()
+    assert at_75["protocols"]["adft"]["value"] == both["protocols"]["adft"]["value"]
+    d = sweep["versus_first_scale"][0]
+    first = sweep["per_guidance_scale"][0]["protocols"]
+    assert d["guidance_scale"] == 7.5 and d["adft"]["a"] == first["adft"]["value"]
+    assert d["adft"]["difference"] == pytest.approx(both["protocols"]["adft"]["value"] - first["adft"]["value"])
+    assert (tmp_path / "sweep" / "report.md").read_text().startswith("# Bias against guidance scale")
+    capsys.readouterr()
+    assert main(["--config", str(TESTBED / "evaluate.json"), "--pipeline", str(TESTBED), "--prompts",
+                 str(TESTBED / "prompts" / "training.txt"), "--max-prompts", "2", "--num-inference-steps", "4",
+                 "--batch-size", "20", "--bootstrap-resamples", "50", "--guidance-scales", "1,7.5", "--protocol", "both",
+                 "--grid-images", "0", "--out",
+                 str(tmp_path / "sweep")]) == 0  # a rerun resumes every scale's records
+    assert "w = 7.5 minus w = 1 (same noise): adft" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scales", [(7.5,), (1.0, 1.0), (1.0, float("nan")), (-1.0, 2.0)])
+def test_bad_guidance_scales_are_refused_before_any_load(tmp_path, scales):
+    from scaleup.evaluate import validate
+
+    with pytest.raises(ValueError, match="guidance_scales must be two or more distinct finite numbers"):
+        validate(_config(tmp_path, guidance_scales=scales))
