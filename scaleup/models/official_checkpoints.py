@@ -53,31 +53,40 @@ def _rank(state: dict[str, torch.Tensor], path: Path) -> int:
     return ranks.pop()
 
 
-def _text_encoder(state: dict[str, torch.Tensor], path: Path) -> tuple[dict, dict]:
-    converted, targets = {}, set()
-    for key, value in state.items():
-        match = TEXT_ENCODER_KEY.match(key)
-        if match is None:
-            raise ValueError(f"{path}: key {key!r} is not a text-encoder LoRA key of the aDFT release (expected "
-                             "text_model.encoder.layers.N.self_attn.q_proj.lora_linear_layer.down.weight and alike)")
-        module, part = match.groups()
-        converted[f"{module}.{_PEFT[part]}.weight"] = value.float()
-        targets.add(module.rsplit(".", 1)[1])
-    return converted, {"targets": sorted(targets), "rank": _rank(state, path)}
+def _text_encoder_module(match: re.Match) -> tuple[str, str]:
+    """(PEFT module, target name): the release patched the linear layer itself (q_proj, ..., fc2)."""
+    module = match.group(1)
+    return module, module.rsplit(".", 1)[1]
 
 
-def _unet(state: dict[str, torch.Tensor], path: Path) -> tuple[dict, dict]:
+def _unet_module(match: re.Match) -> tuple[str, str]:
+    """(PEFT module, target name): the processor's to_q_lora adapts the attention's to_q (to_out_lora: to_out.0)."""
+    block, projection = match.group(1), match.group(2)
+    target = "to_out.0" if projection == "out" else f"to_{projection}"
+    return f"{block}.{target}", target
+
+
+#: component -> (key pattern, PEFT module of a match, an example key for the error)
+_LAYOUTS = {
+    "text_encoder": (TEXT_ENCODER_KEY, _text_encoder_module,
+                     "text_model.encoder.layers.N.self_attn.q_proj.lora_linear_layer.down.weight"),
+    "unet": (UNET_KEY, _unet_module,
+             "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight"),
+}
+
+
+def _convert(name: str, state: dict[str, torch.Tensor], path: Path) -> tuple[dict, dict]:
+    """The release's keys of ``name`` as PEFT's ``MODULE.lora_A|lora_B.weight``, and the LoRA's targets and rank."""
+    pattern, module_of, example = _LAYOUTS[name]
     converted, targets = {}, set()
     for key, value in state.items():
-        match = UNET_KEY.match(key)
+        match = pattern.match(key)
         if match is None:
-            raise ValueError(f"{path}: key {key!r} is not a U-Net LoRA key of the aDFT release (expected "
-                             "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight "
+            raise ValueError(f"{path}: key {key!r} is not a {name} LoRA key of the aDFT release (expected {example} "
                              "and alike)")
-        block, projection, part = match.groups()
-        module = f"to_{projection}" if projection != "out" else "to_out.0"
-        converted[f"{block}.{module}.{_PEFT[part]}.weight"] = value.float()
-        targets.add(module)
+        module, target = module_of(match)
+        converted[f"{module}.{_PEFT[match.groups()[-1]]}.weight"] = value.float()
+        targets.add(target)
     return converted, {"targets": sorted(targets), "rank": _rank(state, path)}
 
 
@@ -92,11 +101,11 @@ def convert_adft_lora(out: str | os.PathLike, *, text_encoder: str | os.PathLike
     if text_encoder is None and unet is None:
         raise ValueError("give text_encoder= and/or unet=: the .pth files exported by the aDFT release")
     layers, metadata = {}, {}
-    for name, path, convert in (("text_encoder", text_encoder, _text_encoder), ("unet", unet, _unet)):
+    for name, path in (("text_encoder", text_encoder), ("unet", unet)):
         if path is None:
             continue
         path = Path(path)
-        converted, info = convert(_load(path), path)
+        converted, info = _convert(name, _load(path), path)
         config = LoraConfig(r=info["rank"], lora_alpha=info["rank"], target_modules=info["targets"],
                             init_lora_weights=False)  # alpha = rank: scale 1, as the release's layers apply them
         layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(converted)
