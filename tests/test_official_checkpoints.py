@@ -14,6 +14,16 @@ from scaleup.models.tiny import tiny_sd_pipeline
 RANK = 3
 
 
+def _adapt(linear, state: dict, prefix: str, g: torch.Generator) -> None:
+    """A random rank-RANK LoRA of ``linear`` stored as ``prefix.down/up.weight`` (the release's keys) and merged into
+    ``linear`` by hand: W + up @ down, the scale-1 update the release's layers apply."""
+    down = 0.1 * torch.randn(RANK, linear.in_features, generator=g)
+    up = 0.1 * torch.randn(linear.out_features, RANK, generator=g)
+    state[f"{prefix}.down.weight"], state[f"{prefix}.up.weight"] = down, up
+    with torch.no_grad():
+        linear.weight += up @ down
+
+
 def _release_files(pipe, folder):
     """Files as the release's 2-export-checkpoint.py writes them, and the same LoRA merged into copies by hand."""
     g = torch.Generator().manual_seed(0)
@@ -22,24 +32,13 @@ def _release_files(pipe, folder):
     for i, layer in enumerate(encoder.layers):
         for path in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1",
                      "mlp.fc2"):
-            linear = layer.get_submodule(path)
-            down = 0.1 * torch.randn(RANK, linear.in_features, generator=g)
-            up = 0.1 * torch.randn(linear.out_features, RANK, generator=g)
-            text[f"text_model.encoder.layers.{i}.{path}.lora_linear_layer.down.weight"] = down
-            text[f"text_model.encoder.layers.{i}.{path}.lora_linear_layer.up.weight"] = up
-            with torch.no_grad():
-                linear.weight += up @ down
+            _adapt(layer.get_submodule(path), text, f"text_model.encoder.layers.{i}.{path}.lora_linear_layer", g)
     unet, merged_unet = {}, copy.deepcopy(pipe.unet)
     for name in pipe.unet.attn_processors:  # e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor
         attention = merged_unet.get_submodule(name.rsplit(".", 1)[0])
         for projection, linear in (("q", attention.to_q), ("k", attention.to_k), ("v", attention.to_v),
                                    ("out", attention.to_out[0])):
-            down = 0.1 * torch.randn(RANK, linear.in_features, generator=g)
-            up = 0.1 * torch.randn(linear.out_features, RANK, generator=g)
-            unet[f"{name}.to_{projection}_lora.down.weight"] = down
-            unet[f"{name}.to_{projection}_lora.up.weight"] = up
-            with torch.no_grad():
-                linear.weight += up @ down
+            _adapt(linear, unet, f"{name}.to_{projection}_lora", g)
     folder.mkdir()
     torch.save(text, folder / "text_encoder_lora_EMA.pth")
     torch.save(unet, folder / "unet_lora_EMA.pth")

@@ -26,8 +26,6 @@ from theory.quality_scores import pick_score
 
 __all__ = ["feature_extractor", "fid_kid", "PickScorer", "read_images"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
 
 def feature_extractor(spec: str) -> torch.nn.Module:
     """The feature module named by ``spec``: ``inception:PATH`` or ``package.module:factory`` (module docstring)."""
@@ -126,7 +124,7 @@ class PickScorer:
 
 def read_images(folder: str | Path, size: int) -> torch.Tensor:
     """Every image directly in ``folder``, resized to ``size`` x ``size``, as (N, 3, size, size) in [0, 1]."""
-    from scaleup.perception.labelled_faces import load_image_batch
+    from scaleup.perception.labelled_faces import IMAGE_SUFFIXES, load_image_batch
 
     folder = Path(folder)
     if not folder.is_dir():
