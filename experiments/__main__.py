@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                             help="train from scratch instead of resuming from a checkpoint (gmm-digits)")
     run_parser.add_argument("--retrain", action="store_true",
                             help="train anew what an experiment otherwise reuses from a committed artifact "
-                                 "(testbed-train: the testbed model, about 20 CPU-minutes)")
+                                 "(testbed-train: the testbed model, about 20 CPU-minutes; testbed-methods: every "
+                                 "finetune, about 5 CPU-hours)")
+    run_parser.add_argument("--reevaluate", action="store_true",
+                            help="recompute every evaluation an experiment otherwise reuses from its committed "
+                                 "summaries after checking a sample of them (testbed-methods: about 45 CPU-minutes)")
     run_parser.add_argument("--allow-missing-models", action="store_true",
                             help="run without models that are not on this machine and record their absence in "
                                  "results.json (default: stop with exit code 1 and say which environment variable "
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.jobs import run_jobs  # here, so that `list` and `--help` import no more than they need
 
     options = dict(quick=args.quick, out=args.out, seed=args.seed, restart=args.restart, retrain=args.retrain,
+                   reevaluate=args.reevaluate,
                    allow_missing_models=args.allow_missing_models)
     failures: dict[str, str] = {}
     timings: dict[str, dict] = {}

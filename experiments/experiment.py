@@ -38,7 +38,8 @@ class RunContext:
     """What an experiment needs to know about its run: where to write, which seed, how big.
 
     ``restart`` asks for training from scratch instead of resuming from a checkpoint; ``retrain`` asks an experiment
-    that reuses a committed trained artifact (the testbed) to train it anew instead; ``allow_missing_models`` lets
+    that reuses a committed trained artifact (the testbed) to train it anew instead; ``reevaluate`` asks one that
+    reuses committed evaluation summaries (checking a sample) to recompute them all; ``allow_missing_models`` lets
     an experiment run without a model that is not on this machine (:meth:`model_absent`). The figures written
     through :meth:`save_figure` are listed in ``figures`` and the models run without in ``missing_models`` (both
     recorded in ``results.json``).
@@ -51,6 +52,7 @@ class RunContext:
     restart: bool = False
     allow_missing_models: bool = False
     retrain: bool = False
+    reevaluate: bool = False
     figures: list[str] = field(default_factory=list, compare=False)
     missing_models: list[str] = field(default_factory=list, compare=False)
 

@@ -193,7 +193,8 @@ def fixed_threads(threads: int = THREADS) -> Iterator[None]:
 
 
 def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None, seed: int | None = None,
-        restart: bool = False, allow_missing_models: bool = False, retrain: bool = False) -> dict:
+        restart: bool = False, allow_missing_models: bool = False, retrain: bool = False,
+        reevaluate: bool = False) -> dict:
     """Run experiment ``name`` and return the dictionary written to ``OUT/NAME/results.json``.
 
     Parameters
@@ -212,6 +213,9 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
         Train from scratch instead of resuming from a checkpoint (experiments that train, e.g. ``gmm-digits``).
     retrain : bool
         Train anew what the experiment otherwise reuses from a committed artifact (``testbed-train``: the testbed).
+    reevaluate : bool
+        Recompute every evaluation the experiment otherwise reuses from its committed summaries after checking a
+        sample of them (``testbed-methods``).
     allow_missing_models : bool
         Run without models that are not on this machine and record their absence (``missing_models``), instead of
         stopping with :class:`~scaleup.errors.ModelUnavailableError`. A model named by an environment variable
@@ -233,7 +237,8 @@ def run(name: str, *, quick: bool = False, out: str | os.PathLike | None = None,
     experiment = load(name)
     source = experiment_source(name)  # the code as loaded, before it runs (tests/test_results_fresh.py)
     ctx = RunContext(name=name, out_dir=out_dir, seed=seed, quick=quick, restart=restart,
-                     allow_missing_models=allow_missing_models, retrain=retrain)
+                     allow_missing_models=allow_missing_models, retrain=retrain,
+                     reevaluate=reevaluate)
     config = experiment.make_config(quick)
     with fixed_threads(THREADS):
         started = datetime.datetime.now(datetime.timezone.utc)

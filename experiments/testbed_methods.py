@@ -15,7 +15,12 @@ blue ink, whose learned ink bias is known) and measured by one evaluation:
 - **evaluation**: ``python -m scaleup.evaluate`` with the testbed's ``evaluate.json`` on all 20 testbed prompts, 60
   images per prompt (seed 000 [0124] for two classes), guidance 7.5, 20 DPM-Solver++ steps, the separate evaluation
   classifier (a CNN; the aDFT job trains against a logistic regression on mean ink colour) and the content (digit)
-  classifier, from the same noise for every method of one seed; recomputed on every run.
+  classifier, from the same noise for every method of one seed. The full run's evaluations (about 90, 45
+  CPU-minutes) are summarised per prompt in the committed ``evaluations.json``; a run reuses a summary whose
+  evaluation settings, weights and testbed are unchanged, after re-running one prompt of a sample of them (one per
+  way of loading weights, :func:`verification_sample`) and requiring the same numbers (issue 21: the figures in
+  minutes, not the better part of an hour); ``--reevaluate`` recomputes them all (new weights, e.g. from
+  ``--retrain``, are evaluated anyway).
 - **seeds**: ``n_seeds`` independent streams (:func:`experiments.experiment.spawn_seeds`); each gives a training seed
   and an evaluation seed, shared by all methods of that seed so that methods are compared on the same noise.
 
@@ -60,7 +65,10 @@ SCHEDULE_RULE = (
     "0.5 on the training prompts; on the selection's noise 120 iterations with a cosine decay reached 0.28, so the "
     "budget was doubled once, to 240 iterations with the same decay and rate, and run on every seed; its checkpoints "
     "(every 40 iterations) give the iterations until the training-prompt bias is <= 0.2. The 60-iteration row stays "
-    "the budget at which the parts of Table 1 are compared")
+    "the budget at which the parts of Table 1 are compared. A second look, prompted by seed 2 of that row stalling at "
+    "0.33: on the selection's noise (seed 0, training prompts) a 480-iteration run with the same rate and decay "
+    "reached 0.20 at 320 and 0.13 at 480 (checkpoints every 80), so it was run on every seed as its own row "
+    "(adft-text-lora-480); the 240-iteration row stays beside it, and both rows' curves give the iterations to 0.2")
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,9 @@ METHODS: tuple[Method, ...] = (
     Method("adft-text-lora-long", "aDFT, text-encoder LoRA, 240 it. cosine", "adft", "seed 000 Table 1",
            {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "iterations": 240, "lr_scheduler": "cosine",
             "checkpoint_every": 40}),
+    Method("adft-text-lora-480", "aDFT, text-encoder LoRA, 480 it. cosine", "adft", "seed 000 Table 1",
+           {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "iterations": 480, "lr_scheduler": "cosine",
+            "checkpoint_every": 80}),
     Method("adft-text-lora-exact", "aDFT, text-encoder LoRA, exact gradient", "adft", "seed 000 eq. 9 vs Alg. A.1",
            {"adapter": "text-encoder-lora", "learning_rate": ADFT_LR, "gradient": "exact"}, seeds=1),
     Method("popalign", "PopAlign", "popalign", "seed 001 Table 1"),
@@ -152,8 +163,8 @@ class MethodsConfig:
     grid_images: int = 8
     guidance_sweep: tuple[float, ...] = (1.0, 3.0, 5.0)
     """Guidance scales (besides the table's) at which the original and ``sweep_method`` (seed 0) are compared."""
-    sweep_method: str = "adft-text-lora-long"
-    curve_methods: tuple[str, ...] = ("adft-text-lora", "adft-text-lora-long")
+    sweep_method: str = "adft-text-lora-480"
+    curve_methods: tuple[str, ...] = ("adft-text-lora", "adft-text-lora-long", "adft-text-lora-480")
     """The methods whose checkpoints are evaluated on the training prompts (bias against iterations)."""
 
 
@@ -231,7 +242,16 @@ def train_adft(m: Method, settings: AdftSettings, *, seed: int, root: Path, k: i
     run = root / "training" / m.name / f"seed-{k}"
     cpu = _run_measured(adft_command(m, settings, seed=seed, output_dir=run), root / "training" / "logs" /
                         f"{m.name}-seed-{k}.log")
+    return export_adft_run(m, settings, run=run, seed=seed, root=root, k=k, cpu_seconds=cpu)
+
+
+def export_adft_run(m: Method, settings: AdftSettings, *, run: Path, seed: int, root: Path, k: int,
+                    cpu_seconds: float, cpu_seconds_source: str | None = None) -> dict:
+    """Copy the exports of the finished aDFT run folder ``run`` (final and per checkpoint) to ``adapters/`` with its
+    ``training.json``; ``cpu_seconds_source`` says how the seconds were measured when not by :func:`train_adft`."""
     job = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    if not job.get("finished"):
+        raise RuntimeError(f"{run} is not a finished aDFT run; resume it with the same command first")
     dest = adapter_dir(root, m.name, k)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -239,11 +259,13 @@ def train_adft(m: Method, settings: AdftSettings, *, seed: int, root: Path, k: i
     for checkpoint in sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
         if int(checkpoint.name.split("-")[1]) < adft_flags(m, settings)["iterations"]:
             shutil.copytree(checkpoint / "export", tmp / checkpoint.name)
-    record = {"method": m.name, "seed": seed, "cpu_seconds": round(cpu, 1),
+    record = {"method": m.name, "seed": seed, "cpu_seconds": round(cpu_seconds, 1),
               "iterations": job["iterations_done"], "command": adft_command(m, settings, seed=seed,
                                                                            output_dir=Path("RUN"))[1:],
               "last": {k_: job["last"].get(k_) for k_ in ("loss", "loss_align", "loss_img")},
               "skipped_steps": job["skipped_steps"]}
+    if cpu_seconds_source is not None:
+        record["cpu_seconds_source"] = cpu_seconds_source
     atomic_write_text(tmp / "training.json", json.dumps(record, indent=2) + "\n")
     atomic_replace_folder(tmp, dest)
     return record
@@ -342,9 +364,167 @@ def evaluate_command(*, out: Path, seed: int, config: MethodsConfig, prompts: st
 
 
 def _evaluate(args: list[str], out: Path) -> dict:
+    """Run one evaluation; its per-prompt summary, CPU seconds and the grids of :data:`GRID_PROMPTS` (PNG, base64)."""
+    import base64
+
     cpu = _run_measured(args, out.with_name(out.name + ".log"))
     result = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    return {"per_prompt": _per_prompt(result), "cpu_seconds": round(cpu, 1)}
+    prompts = [p["prompt"] for p in result["per_prompt"]]
+    grids = {prompt: base64.b64encode(path.read_bytes()).decode("ascii") for prompt in GRID_PROMPTS
+             if prompt in prompts and (path := out / "grids" / f"prompt_{prompts.index(prompt):05d}.png").is_file()}
+    return {"per_prompt": _per_prompt(result), "cpu_seconds": round(cpu, 1), "grids": grids}
+
+
+# ---- reusing the committed evaluations -----------------------------------------------------------------------
+
+#: The per-prompt summaries of every evaluation of the run, beside its results.json; a later run reuses them.
+EVALUATIONS_FILE = "evaluations.json"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One run of ``scaleup.evaluate``: its folder under ``evaluations/`` and its command line."""
+
+    folder: str
+    args: tuple[str, ...]
+
+
+def _digest_files(root: Path) -> str:
+    """SHA-256 of the files under ``root`` (or of the file ``root``), each by its path relative to ``root``; a
+    ``.safetensors`` file by its tensors (name, dtype, shape, values) only, because peft writes a LoRA's target
+    modules into the metadata in set order, which changes from process to process for the same weights."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
+        if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0")
+        if path.suffix == ".safetensors":
+            for name, tensor in sorted(load_file(str(path)).items()):
+                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode()
+                              + tensor.contiguous().flatten().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def evaluation_key(args, testbed: str) -> str:
+    """What determines an evaluation's numbers, as one SHA-256: its command line (the interpreter and ``--out``
+    left out, this checkout's path as ``<repo>``), the weight files it loads and the testbed's files (``testbed``,
+    :func:`testbed_digest`). The evaluation code is not in it: the sample re-run checks that (:func:`verify`)."""
+    import hashlib
+
+    args = list(args[3:])
+    if "--out" in args:
+        i = args.index("--out")
+        del args[i:i + 2]
+    weights = [_digest_files(Path(args[args.index(flag) + 1])) for flag in ("--lora", "--soft-prompt")
+               if flag in args]
+    normalised = [a.replace(str(REPO), "<repo>") for a in args]
+    return hashlib.sha256(json.dumps([normalised, weights, testbed]).encode()).hexdigest()
+
+
+def testbed_digest() -> str:
+    """SHA-256 of every file of the committed testbed (weights, configs, prompts)."""
+    from scaleup.testbed.paths import testbed_path
+
+    return _digest_files(testbed_path())
+
+
+def _loading(e: Evaluation) -> tuple:
+    """How an evaluation loads what it evaluates: its option names and the model parts its LoRA touches."""
+    args = list(e.args[3:])
+    names = tuple(sorted(a for a in args if a.startswith("--") and a not in ("--out", "--prompts", "--seed",
+                                                                             "--guidance-scale", "--grid-images")))
+    parts: tuple = ()
+    if "--lora" in args:
+        from safetensors import safe_open
+
+        with safe_open(str(Path(args[args.index("--lora") + 1]) / "pytorch_lora_weights.safetensors"), "pt") as f:
+            parts = tuple(sorted({key.split(".")[0] for key in f.keys()}))
+    return names, parts, "--edit-template" in args and args[args.index("--edit-guidance-scale") + 1]
+
+
+def verification_sample(reused: list[Evaluation], summaries: dict) -> list[tuple[Evaluation, str]]:
+    """The reused evaluations re-run to check their summaries: the first of each way of loading weights
+    (:func:`_loading`: no weights, prompt augmentation, each semantic-guidance scale, a soft prompt, a LoRA of the
+    text encoder / U-Net / both, with or without the same-noise comparison), one prompt each, the i-th of them its
+    prompt ``7 i`` modulo the prompt count so that the sample covers several prompts."""
+    seen, sample = set(), []
+    for e in reused:
+        way = _loading(e)
+        if way in seen:
+            continue
+        seen.add(way)
+        prompts = [p["prompt"] for p in summaries[e.folder]["per_prompt"]]
+        sample.append((e, prompts[(7 * len(sample)) % len(prompts)]))
+    return sample
+
+
+def verify(sample: list[tuple[Evaluation, str]], summaries: dict, folder: Path, workers: int) -> list[dict]:
+    """Re-run each sampled evaluation on its one prompt (same seed, noise and settings; images are keyed by the
+    prompt's text, so a one-prompt run draws the same images) and compare every number of that prompt with the
+    committed summary (:func:`experiments.leaves.moved`, 1e-9 relative); one error naming every difference."""
+    from experiments.leaves import moved
+
+    shutil.rmtree(folder, ignore_errors=True)
+    jobs = []
+    for i, (e, prompt) in enumerate(sample):
+        work = folder / f"{i:02d}"
+        work.mkdir(parents=True)
+        atomic_write_text(work / "prompts.txt", prompt + "\n")
+        args = list(e.args)
+        args[args.index("--prompts") + 1] = str(work / "prompts.txt")
+        args[args.index("--out") + 1] = str(work / "eval")
+        args[args.index("--grid-images") + 1] = "0"
+        jobs.append(lambda args=args, work=work: _evaluate(args, work / "eval"))
+    checked, problems = [], []
+    for (e, prompt), result in zip(sample, _parallel(jobs, workers)):
+        committed = next(p for p in summaries[e.folder]["per_prompt"] if p["prompt"] == prompt)
+        again = result["per_prompt"][0]
+        diff = moved({k: v for k, v in committed.items() if k != "prompt"},
+                     {k: v for k, v in again.items() if k != "prompt"})
+        checked.append({"evaluation": e.folder, "prompt": prompt, "identical": not diff})
+        problems += [f"{e.folder}, {prompt!r}: {line}" for line in diff]
+    if problems:
+        raise RuntimeError("the committed evaluation summaries do not reproduce with this code and machine:\n  "
+                           + "\n  ".join(problems) + f"\nrun `python -m experiments run testbed-methods "
+                           "--reevaluate` to recompute every evaluation (about 45 CPU-minutes)")
+    return checked
+
+
+def run_evaluations(evaluations: list[Evaluation], ctx: RunContext, config: MethodsConfig, *,
+                    reuse_from: Path | None) -> tuple[dict, dict]:
+    """Every evaluation's summary (``{folder: {"per_prompt", "cpu_seconds", "grids"}}``), reusing those of
+    ``reuse_from``'s :data:`EVALUATIONS_FILE` whose :func:`evaluation_key` is unchanged (after :func:`verify` of a
+    sample), running the rest (each resumes its folder under ``evaluations/``); writes the run's
+    :data:`EVALUATIONS_FILE`, and returns what was reused, run and checked."""
+    testbed = testbed_digest()
+    keys = {e.folder: evaluation_key(e.args, testbed) for e in evaluations}
+    committed_file = None if reuse_from is None else reuse_from / EVALUATIONS_FILE
+    committed = {}
+    if committed_file is not None and committed_file.is_file():
+        committed = json.loads(committed_file.read_text(encoding="utf-8"))["evaluations"]
+    by_key = {entry["key"]: entry for entry in committed.values()}  # weights kept, folder name or not
+    summaries = {e.folder: by_key[keys[e.folder]] for e in evaluations if keys[e.folder] in by_key}
+    reused = [e for e in evaluations if e.folder in summaries]
+    todo = [e for e in evaluations if e.folder not in summaries]
+    checked = verify(verification_sample(reused, summaries), summaries, ctx.out_dir / "verification",
+                     config.train_processes) if reused else []
+    jobs = [lambda e=e: _evaluate(list(e.args), ctx.out_dir / "evaluations" / e.folder) for e in todo]
+    for e, result in zip(todo, _parallel(jobs, config.train_processes)):
+        summaries[e.folder] = {"key": keys[e.folder], **result}
+    index = {"about": "per-prompt summaries of every evaluation of this run (experiments/testbed_methods.py); "
+                      "key: evaluation_key()", "testbed": testbed,
+             "evaluations": {e.folder: summaries[e.folder] for e in evaluations}}
+    atomic_write_text(ctx.out_dir / EVALUATIONS_FILE, json.dumps(index, indent=1) + "\n")
+    report = {"reused": f"{len(reused)} committed summaries", "evaluated": f"{len(todo)} evaluations",
+              "verified": "; ".join(f"{c['evaluation']} on {c['prompt']!r}: identical" for c in checked)}
+    return summaries, report
 
 
 def _per_prompt(result: dict) -> list[dict]:
@@ -439,7 +619,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
 
     # 2. evaluation: every method and seed on all testbed prompts, from the seed's noise
     prompts = str(testbed_path() / "prompts" / "all.txt")
-    jobs, keys, grid_folders = [], [], {}
+    evaluations, table_folders = [], {}
     for m in methods:
         for k, (_, eval_seed) in enumerate(streams[:m.seeds]):
             extra = dict(m.evaluate)
@@ -448,15 +628,14 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
                 if k == 0:  # content kept: the same-noise similarity to the original's image (seed 000 Table 1's
                     # CLIP-I / DINO), on the first seed only: it draws every image twice
                     extra.update(compare_original="true", image_embedder=SHAPE_EMBEDDER)
-            out = ctx.out_dir / "evaluations" / m.name / f"seed-{k}{weights_digest(extra)}"
-            args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=prompts, **extra)
-            jobs.append(lambda args=args, out=out: _evaluate(args, out))
-            keys.append((m.name, k))
-            if k == 0:
-                grid_folders[m.name] = out / "grids"
-    # the guidance sweep (original and the curve method, seed 0) and the curve method's checkpoints on the
+            folder = f"{m.name}/seed-{k}{weights_digest(extra)}"
+            args = evaluate_command(out=ctx.out_dir / "evaluations" / folder, seed=eval_seed, config=config,
+                                    prompts=prompts, **extra)
+            evaluations.append(Evaluation(folder, tuple(args)))
+            table_folders[(m.name, k)] = folder
+    # the guidance sweep (original and the sweep method, seed 0) and the curve methods' checkpoints on the
     # training prompts (bias against iterations): the same noise as the table's seed 0
-    extras = []
+    extras = {}
     by_name = {m.name: m for m in methods}
     eval_seed0 = streams[0][1]
     for w in config.guidance_sweep:
@@ -464,36 +643,37 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             if name not in by_name:
                 continue
             extra = weights_flags(adapter_dir(source, name, 0) / "final") if by_name[name].kind != "base" else {}
-            out = ctx.out_dir / "evaluations" / "guidance" / f"{name}-w{w:g}{weights_digest(extra)}"
-            args = evaluate_command(out=out, seed=eval_seed0, config=config, prompts=prompts, guidance_scale=w,
-                                    grid_images=0, **extra)
-            jobs.append(lambda args=args, out=out: _evaluate(args, out))
-            extras.append(("guidance", name, w))
+            folder = f"guidance/{name}-w{w:g}{weights_digest(extra)}"
+            args = evaluate_command(out=ctx.out_dir / "evaluations" / folder, seed=eval_seed0, config=config,
+                                    prompts=prompts, guidance_scale=w, grid_images=0, **extra)
+            evaluations.append(Evaluation(folder, tuple(args)))
+            extras[folder] = ("guidance", name, w)
     training_prompts = str(testbed_path() / "prompts" / "training.txt")
     for m in (by_name[name] for name in config.curve_methods if name in by_name):
         for k, (_, eval_seed) in enumerate(streams[:m.seeds]):
             for checkpoint in sorted(adapter_dir(source, m.name, k).glob("checkpoint-*"),
                                      key=lambda p: int(p.name.split("-")[1])):
                 flags = weights_flags(checkpoint)
-                out = (ctx.out_dir / "evaluations" / "curve"
-                       / f"{m.name}-seed-{k}-{checkpoint.name}{weights_digest(flags)}")
-                args = evaluate_command(out=out, seed=eval_seed, config=config, prompts=training_prompts,
-                                        grid_images=0, **flags)
-                jobs.append(lambda args=args, out=out: _evaluate(args, out))
-                extras.append(("curve", m.name, k, int(checkpoint.name.split("-")[1])))
-    evaluated = _parallel(jobs, config.train_processes)
-    extra_results = evaluated[len(keys):]
-    evaluated = evaluated[:len(keys)]
+                folder = f"curve/{m.name}-seed-{k}-{checkpoint.name}{weights_digest(flags)}"
+                args = evaluate_command(out=ctx.out_dir / "evaluations" / folder, seed=eval_seed, config=config,
+                                        prompts=training_prompts, grid_images=0, **flags)
+                evaluations.append(Evaluation(folder, tuple(args)))
+                extras[folder] = ("curve", m.name, k, int(checkpoint.name.split("-")[1]))
+    # the summaries beside the weights (the committed ones, or a previous run's in this folder when it trains)
+    # are reused where nothing that determines them changed
+    summaries, evaluation_reuse = run_evaluations(evaluations, ctx, config,
+                                                  reuse_from=None if ctx.reevaluate else source)
     guidance = {}
     curve: dict[str, dict[int, dict[int, float]]] = {}
-    for what, result in zip(extras, extra_results):
-        groups = group_means(result["per_prompt"])
+    for folder, what in extras.items():
+        groups = group_means(summaries[folder]["per_prompt"])
         if what[0] == "guidance":
             guidance.setdefault(what[1], []).append({"guidance_scale": what[2], "groups": groups})
         else:
             curve.setdefault(what[1], {}).setdefault(what[2], {})[what[3]] = groups["bias"]["training"]
     per_seed: dict[str, list] = {}
-    for (name, k), result in zip(keys, evaluated):
+    for (name, k), folder in table_folders.items():
+        result = summaries[folder]
         per_seed.setdefault(name, []).append({"seed_index": k, "groups": group_means(result["per_prompt"]),
                                               "per_prompt": result["per_prompt"],
                                               "eval_cpu_seconds": result["cpu_seconds"]})
@@ -514,16 +694,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             guidance[name].sort(key=lambda e: e["guidance_scale"])
 
     # before / after from the same noise: the evaluation's grids of seed 0 (PNG, base64), for the plot step
-    import base64
-
-    all_prompts = [p["prompt"] for p in per_seed[methods[0].name][0]["per_prompt"]]
-    grids = {}
-    for m in methods:
-        folder = grid_folders[m.name]
-        grids[m.name] = {prompt: base64.b64encode((folder / f"prompt_{all_prompts.index(prompt):05d}.png")
-                                                  .read_bytes()).decode("ascii")
-                         for prompt in GRID_PROMPTS if prompt in all_prompts
-                         and (folder / f"prompt_{all_prompts.index(prompt):05d}.png").is_file()}
+    grids = {m.name: summaries[table_folders[(m.name, 0)]]["grids"] for m in methods}
 
     # 3. the table: mean +- sd over seeds of each group mean
     table = []
@@ -545,7 +716,8 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             "learning_rate_rule": LEARNING_RATE_RULE, "schedule_rule": SCHEDULE_RULE,
             "selection": selection(REPO / "paper_figures" / "out" / ctx.name / "selection"),
             "training": training, "per_seed": per_seed, "table": table, "grids": grids,
-            "guidance_sweep": guidance, "iterations_curves": iterations_curves}
+            "guidance_sweep": guidance, "iterations_curves": iterations_curves,
+            "evaluation_reuse": evaluation_reuse}
 
 
 def plot(results: dict) -> dict:

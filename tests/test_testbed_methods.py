@@ -126,3 +126,85 @@ def test_every_finetuned_row_reproduces_in_plain_diffusers(method):
         sd = max(np.sqrt(2 * p * (1 - p) / n), 1 / n)
         assert abs(red - entry["red"]) <= 3 * sd, f"{method}, {entry['prompt']}: plain diffusers {red:.3f}, " \
                                                   f"row {entry['red']:.3f}"
+
+
+# ------------------------------------------------------ issue 21: the committed evaluations are reused, checked
+def test_evaluation_key_follows_what_determines_the_numbers_and_nothing_else(tmp_path, monkeypatch):
+    """The key of a committed evaluation summary: the same for another ``--out``, another checkout (the repository
+    path) and a LoRA file whose metadata lists the target modules in another order (peft writes a set); different
+    for other weights, another setting and another testbed."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from experiments import testbed_methods
+    from experiments.testbed_methods import REPO, MethodsConfig, evaluate_command, evaluation_key
+
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    source = COMMITTED / "adapters" / "adft-text-lora" / "seed-0" / "final" / "lora" / \
+        "pytorch_lora_weights.safetensors"
+    if not source.is_file():
+        pytest.skip("no committed adapter")
+    tensors = load_file(str(source))
+    save_file(tensors, str(lora / "pytorch_lora_weights.safetensors"), metadata={"a": "1", "order": "q,k"})
+
+    def key(out="o1", images=60, testbed="tb", **extra):
+        config = MethodsConfig(images_per_prompt=images)
+        args = evaluate_command(out=tmp_path / out, seed=5, config=config, prompts="p.txt", lora=str(lora), **extra)
+        return evaluation_key(args, testbed)
+
+    base = key()
+    assert key(out="elsewhere") == base
+    args = evaluate_command(out=tmp_path / "o1", seed=5, config=MethodsConfig(), prompts="p.txt", lora=str(lora))
+    elsewhere = [a.replace(str(REPO), "/another/checkout") for a in args]
+    assert elsewhere != args  # the testbed's paths are in the command
+    monkeypatch.setattr(testbed_methods, "REPO", Path("/another/checkout"))
+    assert evaluation_key(elsewhere, "tb") == base
+    monkeypatch.undo()
+    save_file(tensors, str(lora / "pytorch_lora_weights.safetensors"), metadata={"order": "k,q", "a": "1"})
+    assert key() == base, "the same tensors under reordered metadata must keep the key"
+    assert key(images=100) != base
+    assert key(testbed="another") != base
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    first = sorted(tensors)[0]
+    tensors[first].view(-1)[0] += 1e-3
+    save_file(tensors, str(lora / "pytorch_lora_weights.safetensors"))
+    assert key() != base, "other weights must change the key"
+    shutil.rmtree(lora)
+
+
+@pytest.mark.slow
+def test_a_committed_summary_that_no_longer_reproduces_is_named(tmp_path):
+    """verify() re-runs one prompt of an evaluation (a small real one on the testbed, about 10 CPU-seconds) and
+    accepts the summary the evaluation gave; a summary with one number changed is refused with an error naming the
+    evaluation, the prompt and the number."""
+    from experiments.testbed_methods import Evaluation, MethodsConfig, _evaluate, evaluate_command, verify
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a handwritten two\na handwritten six\n")
+    config = MethodsConfig(images_per_prompt=6, num_inference_steps=4, batch_size=6, grid_images=0)
+    args = evaluate_command(out=tmp_path / "full", seed=11, config=config, prompts=str(prompts))
+    summary = _evaluate(args, tmp_path / "full")
+    e = Evaluation("original/seed-0", tuple(args))
+    checked = verify([(e, "a handwritten six")], {e.folder: summary}, tmp_path / "verify", workers=1)
+    assert checked == [{"evaluation": "original/seed-0", "prompt": "a handwritten six", "identical": True}]
+    tampered = json.loads(json.dumps(summary))
+    tampered["per_prompt"][1]["red"] = 1.0 - tampered["per_prompt"][1]["red"] + 1e-3
+    with pytest.raises(RuntimeError, match=r"original/seed-0, 'a handwritten six': red"):
+        verify([(e, "a handwritten six")], {e.folder: tampered}, tmp_path / "verify", workers=1)
+
+
+def test_the_committed_evaluation_summaries_are_the_table_s():
+    """Every per-seed row of the committed results.json is the committed summary of its evaluation (the file a
+    default run reuses), so the table cannot drift from what is reused."""
+    results = _committed_results()
+    path = COMMITTED / "evaluations.json"
+    assert path.is_file(), "testbed-methods' evaluations.json is not committed beside its results.json"
+    summaries = json.loads(path.read_text(encoding="utf-8"))["evaluations"]
+    per_prompt = [json.dumps(s["per_prompt"], sort_keys=True) for s in summaries.values()]
+    for name, seeds in results["per_seed"].items():
+        for entry in seeds:
+            assert json.dumps(entry["per_prompt"], sort_keys=True) in per_prompt, \
+                f"{name} seed {entry['seed_index']}: its per-prompt numbers are in no committed summary"
+    assert "verified" in results["evaluation_reuse"]
