@@ -5,7 +5,7 @@ this module is skipped. It runs in a second environment (the command is in the m
 ``scaleup/perception/embedders.py`` and in the CI notes):
 
     python3 -m venv /tmp/venv-clip && /tmp/venv-clip/bin/pip install torch==2.14.1 torchvision==0.29.1 \\
-        open_clip_torch pytest numpy
+        open_clip_torch pytest numpy scipy
     PYTHONPATH=$PWD /tmp/venv-clip/bin/python -m pytest tests/test_perception_open_clip.py -q
 
 A tiny open_clip architecture (registered from a JSON config, ``pretrained=None``: random weights, nothing
@@ -95,3 +95,33 @@ def test_zero_shot_and_gradients_with_open_clip(tiny_open_clip):
     torch.testing.assert_close(logits.detach(), manual, rtol=1e-5, atol=1e-5)
     logits[:, 1].sum().backward()
     assert images.grad.abs().sum() > 0
+
+
+def test_hpsv2_scorer_matches_hpsv2s_own_scoring_lines(tiny_open_clip, tmp_path):
+    """HPSv2 through ``scaleup.evaluation.quality.HpsV2Scorer`` (checkpoint loaded by path through open_clip) against
+    ``hpsv2.img_score.score``'s own computation, written out with open_clip's objects: the model's forward with
+    ``output_dict``, its validation transform on PIL images, the diagonal of image features times text features.
+    (The ``hpsv2`` 1.2.0 wheel itself does not import offline: it lacks its BPE vocabulary file and fetches ViT-H-14
+    weights on first use.) A tiny random open_clip model saved as HPS checkpoints are: ``{"state_dict": ...}``."""
+    from PIL import Image
+
+    from scaleup.evaluation.quality import HpsV2Scorer
+
+    model, tokenizer, preprocess = tiny_open_clip
+    checkpoint = tmp_path / "hps_tiny.pt"
+    torch.save({"state_dict": model.state_dict()}, checkpoint)
+    scorer = HpsV2Scorer(checkpoint, model_name="fairdiff-tiny-clip")
+    pixels = (_images(3, 32, seed=4) * 255).round().to(torch.uint8)
+    prompts = ["a photo of a doctor", "a red apple", "a handwritten two"]
+    ours = scorer(pixels.float() / 255, prompts)
+    model.output_dict = True
+    reference = []
+    with torch.no_grad():
+        for image, prompt in zip(pixels, prompts):
+            pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+            outputs = model(preprocess(pil).unsqueeze(0), tokenizer([prompt]))
+            logits = outputs["image_features"] @ outputs["text_features"].T
+            reference.append(float(torch.diagonal(logits)[0]))
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="HPSv2 checkpoint"):
+        HpsV2Scorer(tmp_path / "missing.pt", model_name="fairdiff-tiny-clip")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scaleup.evaluation.quality import PickScorer, fid_kid, main
-from theory.quality_scores import clip_score_unclamped, frechet_distance, kernel_distance, pick_score
+from theory.quality_scores import clip_score_unclamped, frechet_distance, hps_v2, kernel_distance, pick_score
 
 
 class _TinyFeatures(torch.nn.Module):
@@ -64,6 +64,13 @@ def test_clip_score_conventions_differ_only_for_negative_cosines():
     texts = np.array([[1.0, 1.0], [-1.0, 0.2]])
     np.testing.assert_allclose(clip_score_unclamped(images, texts), [100 / np.sqrt(2), -100 / np.sqrt(1.04)])
     np.testing.assert_allclose(clip_score_x100(images, texts), [100 / np.sqrt(2), 0.0])
+
+
+def test_hps_v2_is_the_unscaled_cosine_of_unnormalised_rows():
+    """HPSv2 by hand: unit rows (however long the model's raw features), their dot product, no temperature."""
+    images = np.array([[3.0, 4.0], [0.0, 2.0], [1.0, 1.0]])
+    texts = np.array([[4.0, 3.0], [0.0, -5.0], [2.0, 2.0]])
+    np.testing.assert_allclose(hps_v2(images, texts), [24 / 25, -1.0, 1.0], rtol=1e-15)
 
 
 def test_pickscore_of_a_tiny_clip_loaded_by_path(tmp_path):

@@ -20,12 +20,18 @@ from scipy import linalg
 
 from theory.image_scores import paired_cosine
 
-__all__ = ["clip_score_unclamped", "frechet_distance", "kernel_distance", "pick_score"]
+__all__ = ["clip_score_unclamped", "frechet_distance", "hps_v2", "kernel_distance", "pick_score"]
 
 
 def clip_score_unclamped(image_embeddings: ArrayLike, text_embeddings: ArrayLike) -> np.ndarray:
     """100 * cos(image_i, text_i) per image, negative cosines kept."""
     return 100.0 * paired_cosine(image_embeddings, text_embeddings)
+
+
+def hps_v2(image_embeddings: ArrayLike, text_embeddings: ArrayLike) -> np.ndarray:
+    """HPSv2 (Wu et al. 2023): cos(image_i, text_i) per image from the HPS-finetuned open_clip ViT-H-14, unscaled
+    (``hpsv2.img_score.score``: the diagonal of unit image features times unit text features)."""
+    return paired_cosine(image_embeddings, text_embeddings)
 
 
 def _features(x: ArrayLike, name: str) -> np.ndarray:

@@ -8,8 +8,10 @@ folder, with torchmetrics' implementations, and PickScore with its CLIP model.
 ``torch-fidelity`` and the weights file, which no machine here has), ``package.module:factory`` any image embedder
 of the user's (a module mapping images in [0, 1] to feature rows, e.g. the testbed's stroke-shape embedder). FID and
 KID are not hand-written: torchmetrics computes them, and the tests check it against :mod:`theory.quality_scores`.
-HPSv2 and ImageReward need their own packages (``hpsv2``, ``image-reward``), which pull torchvision and cannot be
-installed beside this CPU torch; they are not wrapped here.
+HPSv2 (``--hpsv2 HPS_v2.1_compressed.pt``) is its open_clip ViT-H-14 with the HPS weights, loaded by open_clip, so it
+runs where open_clip does (the second environment with torchvision; see tests/test_perception_open_clip.py).
+ImageReward is not wrapped: its BLIP model and BERT tokenizer come only through the ``image-reward`` package, which
+downloads them on load.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from theory.quality_scores import pick_score
 
-__all__ = ["feature_extractor", "fid_kid", "PickScorer", "read_images"]
+__all__ = ["feature_extractor", "fid_kid", "HpsV2Scorer", "PickScorer", "read_images"]
 
 
 def feature_extractor(spec: str) -> torch.nn.Module:
@@ -122,6 +124,31 @@ class PickScorer:
                           float(self.model.logit_scale.exp()))
 
 
+class HpsV2Scorer:
+    """HPSv2 (Wu et al. 2023) of images and their prompts: the open_clip model ``model_name`` with the HPS checkpoint
+    at ``checkpoint`` (``HPS_v2_compressed.pt`` / ``HPS_v2.1_compressed.pt``, a ``{"state_dict": ...}`` file that
+    open_clip's loader reads with ``weights_only``), images preprocessed as open_clip's validation transform,
+    :func:`theory.quality_scores.hps_v2`."""
+
+    def __init__(self, checkpoint: str | Path, model_name: str = "ViT-H-14", device: str = "cpu"):
+        import open_clip  # needs torchvision: the second environment
+
+        from scaleup.perception.embedders import OpenClipEmbedder
+
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"--hpsv2 {checkpoint}: no such file; expected the HPSv2 checkpoint "
+                                    "(HPS_v2.1_compressed.pt from xswu/HPSv2)")
+        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint), device=device)
+        self.embedder = OpenClipEmbedder(model.eval(), open_clip.get_tokenizer(model_name))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> np.ndarray:
+        from theory.quality_scores import hps_v2
+
+        return hps_v2(self.embedder(images).double().cpu().numpy(),
+                      self.embedder.embed_texts(list(prompts)).double().cpu().numpy())
+
+
 def read_images(folder: str | Path, size: int) -> torch.Tensor:
     """Every image directly in ``folder``, resized to ``size`` x ``size``, as (N, 3, size, size) in [0, 1]."""
     from scaleup.perception.labelled_faces import IMAGE_SUFFIXES, load_image_batch
@@ -145,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", help="inception:PATH or package.module:factory (FID / KID)")
     parser.add_argument("--size", type=int, default=299, help="images are resized to this square size")
     parser.add_argument("--pickscore", help="PickScore CLIP model folder")
-    parser.add_argument("--prompt", help="the prompt of every generated image (PickScore)")
+    parser.add_argument("--hpsv2", help="HPSv2 checkpoint file (needs open_clip)")
+    parser.add_argument("--prompt", help="the prompt of every generated image (PickScore, HPSv2)")
     args = parser.parse_args(argv)
     try:
         generated = read_images(args.generated, args.size)
@@ -160,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("PickScore needs --prompt")
             scores = PickScorer(args.pickscore)(generated, [args.prompt] * len(generated))
             out["pickscore"] = {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1))}
+        if args.hpsv2:
+            if not args.prompt:
+                raise ValueError("HPSv2 needs --prompt")
+            scores = HpsV2Scorer(args.hpsv2)(generated, [args.prompt] * len(generated))
+            out["hpsv2"] = {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1))}
     except (ValueError, FileNotFoundError) as err:
         print(f"scaleup.evaluation.quality: error: {err}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ Backends (all take an already-loaded model; ``scaleup.models`` loads them):
   where open_clip imports, e.g. in a second environment::
 
       python3 -m venv /tmp/venv-clip && /tmp/venv-clip/bin/pip install torch==2.14.1 torchvision==0.29.1 \
-          open_clip_torch pytest numpy
+          open_clip_torch pytest numpy scipy
       PYTHONPATH=$PWD /tmp/venv-clip/bin/python -m pytest tests/test_perception_open_clip.py -q
 
 Each applies its model's own preprocessing in torch (:class:`~.preprocessing.ImagePreprocessing`): no PIL
