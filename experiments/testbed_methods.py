@@ -363,16 +363,18 @@ def evaluate_command(*, out: Path, seed: int, config: MethodsConfig, prompts: st
     return args
 
 
-def _evaluate(args: list[str], out: Path) -> dict:
-    """Run one evaluation; its per-prompt summary, CPU seconds and the grids of :data:`GRID_PROMPTS` (PNG, base64)."""
+def _evaluate(args: list[str], out: Path, grids: bool = False) -> dict:
+    """Run one evaluation; its per-prompt summary, CPU seconds and (``grids``) the grids of :data:`GRID_PROMPTS`
+    (PNG, base64)."""
     import base64
 
     cpu = _run_measured(args, out.with_name(out.name + ".log"))
     result = json.loads((out / "results.json").read_text(encoding="utf-8"))
     prompts = [p["prompt"] for p in result["per_prompt"]]
-    grids = {prompt: base64.b64encode(path.read_bytes()).decode("ascii") for prompt in GRID_PROMPTS
-             if prompt in prompts and (path := out / "grids" / f"prompt_{prompts.index(prompt):05d}.png").is_file()}
-    return {"per_prompt": _per_prompt(result), "cpu_seconds": round(cpu, 1), "grids": grids}
+    pictures = {prompt: base64.b64encode(path.read_bytes()).decode("ascii") for prompt in GRID_PROMPTS
+                if grids and prompt in prompts
+                and (path := out / "grids" / f"prompt_{prompts.index(prompt):05d}.png").is_file()}
+    return {"per_prompt": _per_prompt(result), "cpu_seconds": round(cpu, 1), "grids": pictures}
 
 
 # ---- reusing the committed evaluations -----------------------------------------------------------------------
@@ -383,10 +385,12 @@ EVALUATIONS_FILE = "evaluations.json"
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One run of ``scaleup.evaluate``: its folder under ``evaluations/`` and its command line."""
+    """One run of ``scaleup.evaluate``: its folder under ``evaluations/``, its command line, and whether its grids
+    are kept (seed 0's table evaluations: results.json shows them)."""
 
     folder: str
     args: tuple[str, ...]
+    grids: bool = False
 
 
 def _digest_files(root: Path) -> str:
@@ -497,6 +501,22 @@ def verify(sample: list[tuple[Evaluation, str]], summaries: dict, folder: Path, 
     return checked
 
 
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _reusable(entry: dict, grids: dict[str, str]) -> dict | None:
+    """A committed summary with its grids taken back from the committed results.json (``grids``: PNG base64 by
+    SHA-256; the index keeps only the hashes, the pictures are results.json's), or None when one is missing."""
+    wanted = entry.get("grid_sha256")
+    if wanted is None or any(h not in grids for h in wanted.values()):
+        return None
+    return {**{k: v for k, v in entry.items() if k != "grid_sha256"},
+            "grids": {prompt: grids[h] for prompt, h in wanted.items()}}
+
+
 def run_evaluations(evaluations: list[Evaluation], ctx: RunContext, config: MethodsConfig, *,
                     reuse_from: Path | None) -> tuple[dict, dict]:
     """Every evaluation's summary (``{folder: {"per_prompt", "cpu_seconds", "grids"}}``), reusing those of
@@ -505,22 +525,31 @@ def run_evaluations(evaluations: list[Evaluation], ctx: RunContext, config: Meth
     :data:`EVALUATIONS_FILE`, and returns what was reused, run and checked."""
     testbed = testbed_digest()
     keys = {e.folder: evaluation_key(e.args, testbed) for e in evaluations}
-    committed_file = None if reuse_from is None else reuse_from / EVALUATIONS_FILE
-    committed = {}
-    if committed_file is not None and committed_file.is_file():
-        committed = json.loads(committed_file.read_text(encoding="utf-8"))["evaluations"]
-    by_key = {entry["key"]: entry for entry in committed.values()}  # weights kept, folder name or not
+    by_key = {}
+    if reuse_from is not None and (reuse_from / EVALUATIONS_FILE).is_file():
+        committed = json.loads((reuse_from / EVALUATIONS_FILE).read_text(encoding="utf-8"))["evaluations"]
+        results_path = reuse_from / "results.json"
+        pictures = json.loads(results_path.read_text(encoding="utf-8")).get("grids", {}) \
+            if results_path.is_file() else {}
+        grids = {_sha256(b64): b64 for by_prompt in pictures.values() for b64 in by_prompt.values()}
+        for entry in committed.values():  # by key: the weights kept, whatever the folder's name
+            if (summary := _reusable(entry, grids)) is not None:
+                by_key[entry["key"]] = summary
     summaries = {e.folder: by_key[keys[e.folder]] for e in evaluations if keys[e.folder] in by_key}
     reused = [e for e in evaluations if e.folder in summaries]
     todo = [e for e in evaluations if e.folder not in summaries]
     checked = verify(verification_sample(reused, summaries), summaries, ctx.out_dir / "verification",
                      config.train_processes) if reused else []
-    jobs = [lambda e=e: _evaluate(list(e.args), ctx.out_dir / "evaluations" / e.folder) for e in todo]
+    jobs = [lambda e=e: _evaluate(list(e.args), ctx.out_dir / "evaluations" / e.folder, e.grids) for e in todo]
     for e, result in zip(todo, _parallel(jobs, config.train_processes)):
         summaries[e.folder] = {"key": keys[e.folder], **result}
     index = {"about": "per-prompt summaries of every evaluation of this run (experiments/testbed_methods.py); "
-                      "key: evaluation_key()", "testbed": testbed,
-             "evaluations": {e.folder: summaries[e.folder] for e in evaluations}}
+                      "key: evaluation_key(); grid_sha256: the SHA-256 of each grid's base64 in results.json",
+             "testbed": testbed,
+             "evaluations": {e.folder: {**{k: v for k, v in summaries[e.folder].items() if k != "grids"},
+                                        "grid_sha256": {prompt: _sha256(b64) for prompt, b64
+                                                        in summaries[e.folder]["grids"].items()}}
+                             for e in evaluations}}
     atomic_write_text(ctx.out_dir / EVALUATIONS_FILE, json.dumps(index, indent=1) + "\n")
     report = {"reused": f"{len(reused)} committed summaries", "evaluated": f"{len(todo)} evaluations",
               "verified": "; ".join(f"{c['evaluation']} on {c['prompt']!r}: identical" for c in checked)}
@@ -631,7 +660,7 @@ def run(config: MethodsConfig, ctx: RunContext) -> dict:
             folder = f"{m.name}/seed-{k}{weights_digest(extra)}"
             args = evaluate_command(out=ctx.out_dir / "evaluations" / folder, seed=eval_seed, config=config,
                                     prompts=prompts, **extra)
-            evaluations.append(Evaluation(folder, tuple(args)))
+            evaluations.append(Evaluation(folder, tuple(args), grids=k == 0))
             table_folders[(m.name, k)] = folder
     # the guidance sweep (original and the sweep method, seed 0) and the curve methods' checkpoints on the
     # training prompts (bias against iterations): the same noise as the table's seed 0
