@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "finetune, about 5 CPU-hours)")
     run_parser.add_argument("--reevaluate", action="store_true",
                             help="recompute every evaluation an experiment otherwise reuses from its committed "
-                                 "summaries after checking a sample of them (testbed-methods: about 45 CPU-minutes)")
+                                 "summaries after checking a sample of them (testbed-methods: about 35 CPU-minutes)")
     run_parser.add_argument("--allow-missing-models", action="store_true",
                             help="run without models that are not on this machine and record their absence in "
                                  "results.json (default: stop with exit code 1 and say which environment variable "

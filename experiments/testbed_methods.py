@@ -15,7 +15,7 @@ blue ink, whose learned ink bias is known) and measured by one evaluation:
 - **evaluation**: ``python -m scaleup.evaluate`` with the testbed's ``evaluate.json`` on all 20 testbed prompts, 60
   images per prompt (seed 000 [0124] for two classes), guidance 7.5, 20 DPM-Solver++ steps, the separate evaluation
   classifier (a CNN; the aDFT job trains against a logistic regression on mean ink colour) and the content (digit)
-  classifier, from the same noise for every method of one seed. The full run's evaluations (about 90, 45
+  classifier, from the same noise for every method of one seed. The full run's evaluations (77, about 35
   CPU-minutes) are summarised per prompt in the committed ``evaluations.json``; a run reuses a summary whose
   evaluation settings, weights and testbed are unchanged, after re-running one prompt of a sample of them (one per
   way of loading weights, :func:`verification_sample`) and requiring the same numbers (issue 21: the figures in
@@ -497,7 +497,7 @@ def verify(sample: list[tuple[Evaluation, str]], summaries: dict, folder: Path, 
     if problems:
         raise RuntimeError("the committed evaluation summaries do not reproduce with this code and machine:\n  "
                            + "\n  ".join(problems) + f"\nrun `python -m experiments run testbed-methods "
-                           "--reevaluate` to recompute every evaluation (about 45 CPU-minutes)")
+                           "--reevaluate` to recompute every evaluation (about 35 CPU-minutes)")
     return checked
 
 
