@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from scaleup.evaluation.loop import EvaluationParts, Perceived, run_evaluation
-from scaleup.evaluation.protocols import images_per_prompt, protocol_numbers, protocols_named
+from scaleup.evaluation.protocols import images_per_prompt, interval_text, protocol_numbers, protocols_named
 from scaleup.evaluation.report import write_report
 from scaleup.atomic_write import atomic_write_text, check_writable_folder
 from scaleup.evaluation.store import RecordStore, write_table
@@ -461,12 +461,15 @@ def run_eval(config: EvalConfig, *, pipe=None, parts: EvaluationParts | None = N
         "wall_seconds_this_run": round(time.perf_counter() - started, 3),
     }
     if config.reference is not None:
-        from scaleup.evaluation.compare import compare_evaluations
+        from scaleup.evaluation.compare import compare_loaded
+        from scaleup.evaluation.store import read_evaluation
 
-        atomic_write_text(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
-        results["comparison"] = compare_evaluations(config.reference, out, protocol=config.protocol,
-                                                    n_resamples=max(config.bootstrap_resamples, 1),
-                                                    level=config.confidence)
+        # this evaluation as read back from results.json would be (JSON types: lists, not tuples)
+        this = json.loads(json.dumps(results, allow_nan=False))
+        results["comparison"] = compare_loaded(config.reference, read_evaluation(config.reference), out,
+                                               (this, per_prompt_records), protocol=config.protocol,
+                                               n_resamples=max(config.bootstrap_resamples, 1),
+                                               level=config.confidence)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
     write_report(out, results)
     return results
@@ -523,7 +526,7 @@ def summary_lines(results: dict) -> str:
         lines.append(f"  classifier on {error['n_labelled']} labelled images: accuracy {accuracy}")
         for name, entry in error["protocols"].items():
             interval = entry["interval"]
-            shown = f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else ""
+            shown = f" {interval_text(interval)}" if interval else ""
             lines.append(f"  protocol {name}, corrected for the classifier (CLEAM, {entry['on']}): {entry['raw']:.3f} "
                          f"raw -> {entry['corrected']:.3f}{shown}")
     lines.append(f"scaleup.evaluate: {overall['n_prompts']} prompts, {tail}; no-face share "
@@ -554,8 +557,7 @@ def protocol_line(numbers: dict) -> str:
     if numbers["value"] is None:
         return f"  protocol {numbers['protocol']}: no face found, no {name}"
     interval = numbers.get("interval")
-    shown = (f", {100 * interval['level']:g} % interval [{interval['low']:.3f}, {interval['high']:.3f}]"
-             if interval else "")
+    shown = f", {100 * interval['level']:g} % interval {interval_text(interval)}" if interval else ""
     short = " (fewer images than the protocol's)" if numbers["short_of_protocol"] else ""
     return (f"  protocol {numbers['protocol']}: {name} {numbers['value']:.3f}{shown} on "
             f"{numbers['images_per_prompt']} images per prompt{short}; comparable to {numbers['comparable_to']}")

@@ -85,6 +85,10 @@ def test_paired_comparison_of_the_finetune_against_the_original(runs, capsys):
         assert d["interval"]["low"] <= d["difference"] <= d["interval"]["high"]
     assert compare_main([str(root / "both"), str(root / "lora"), "--out", str(root / "cmp.json")]) == 0
     assert "B - A" in capsys.readouterr().out and json.loads((root / "cmp.json").read_text())["differences"]
+    # --reference compares the evaluation in memory, before its one write: the same as comparing it from disk
+    afterwards = compare_evaluations(root / "both", root / "lora", n_resamples=lora["config"]["bootstrap_resamples"],
+                                     level=lora["config"]["confidence"])
+    assert lora["comparison"]["differences"] == afterwards["differences"]
 
 
 def test_evaluations_of_other_noise_are_not_paired(runs, tmp_path, capsys):

@@ -15,17 +15,24 @@ import sys
 from pathlib import Path
 
 from scaleup.atomic_write import atomic_write_text
-from scaleup.evaluation.protocols import paired_difference, protocols_named
+from scaleup.evaluation.protocols import interval_text, paired_difference, protocols_named
 from scaleup.evaluation.store import read_evaluation
 
-__all__ = ["compare_evaluations", "difference_line", "main"]
+__all__ = ["compare_evaluations", "compare_loaded", "difference_line", "main"]
 
 
 def compare_evaluations(a: str | Path, b: str | Path, *, protocol: str = "both", n_resamples: int = 1000,
                         level: float = 0.95) -> dict:
     """B - A under each protocol, with its paired-bootstrap interval (module docstring)."""
-    results_a, records_a = read_evaluation(a)
-    results_b, records_b = read_evaluation(b)
+    return compare_loaded(a, read_evaluation(a), b, read_evaluation(b), protocol=protocol, n_resamples=n_resamples,
+                          level=level)
+
+
+def compare_loaded(a: str | Path, evaluation_a: tuple, b: str | Path, evaluation_b: tuple, *, protocol: str = "both",
+                   n_resamples: int = 1000, level: float = 0.95) -> dict:
+    """:func:`compare_evaluations` of two evaluations already read (``(results, records per prompt)`` each, as
+    :func:`~scaleup.evaluation.store.read_evaluation` returns), e.g. one still in memory."""
+    (results_a, records_a), (results_b, records_b) = evaluation_a, evaluation_b
     if results_a["class_names"] != results_b["class_names"]:
         raise ValueError(f"the evaluations measure different classes: {results_a['class_names']} and "
                          f"{results_b['class_names']}")
@@ -44,7 +51,7 @@ def compare_evaluations(a: str | Path, b: str | Path, *, protocol: str = "both",
 def difference_line(name: str, d: dict) -> str:
     """One protocol's B - A with its interval, as the comparison prints it."""
     interval = d["interval"]
-    shown = f" [{interval['low']:+.3f}, {interval['high']:+.3f}]" if interval else ""
+    shown = f" {interval_text(interval, signed=True)}" if interval else ""
     verdict = "" if d["excludes_zero"] is None else (
         "; the interval excludes 0" if d["excludes_zero"] else "; the interval includes 0: no change shown")
     return f"  protocol {name}: {d['a']:.3f} -> {d['b']:.3f}, difference {d['difference']:+.3f}{shown}{verdict}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleup.atomic_write import atomic_write_text
+from scaleup.evaluation.protocols import interval_text
 
 __all__ = ["check_guidance_scales", "run_guidance_sweep", "sweep_lines"]
 
@@ -62,14 +63,13 @@ def sweep_lines(results: dict) -> str:
     """What the job prints for a sweep: each scale's numbers, then each scale minus the first."""
     lines = []
     for s in results["per_guidance_scale"]:
-        shown = "; ".join(f"{name} {p['value']:.3f}" + (f" [{p['interval']['low']:.3f}, {p['interval']['high']:.3f}]"
-                                                        if p.get("interval") else "")
+        shown = "; ".join(f"{name} {p['value']:.3f}" + (f" {interval_text(p['interval'])}" if p.get("interval") else "")
                           for name, p in s["protocols"].items() if p["value"] is not None)
         lines.append(f"  w = {s['guidance_scale']:g}: {shown}")
     first = results["guidance_scales"][0]
     for d in results["versus_first_scale"]:
-        shown = "; ".join(f"{name} {e['difference']:+.3f}" + (f" [{e['interval']['low']:+.3f}, "
-                                                              f"{e['interval']['high']:+.3f}]" if e["interval"] else "")
+        shown = "; ".join(f"{name} {e['difference']:+.3f}"
+                          + (f" {interval_text(e['interval'], signed=True)}" if e["interval"] else "")
                           for name, e in d.items() if name != "guidance_scale")
         lines.append(f"  w = {d['guidance_scale']:g} minus w = {first:g} (same noise): {shown}")
     lines.append(f"scaleup.evaluate: guidance sweep over {len(results['guidance_scales'])} scales; wrote "

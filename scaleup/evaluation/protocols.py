@@ -30,8 +30,8 @@ from theory.resampling import bootstrap, paired_bootstrap, percentile_interval
 
 from scaleup.evaluation.summary import ImageRecord
 
-__all__ = ["Protocol", "PROTOCOLS", "protocols_named", "images_per_prompt", "item_groups", "protocol_numbers",
-           "paired_difference"]
+__all__ = ["Protocol", "PROTOCOLS", "protocols_named", "images_per_prompt", "interval_text", "item_groups",
+           "protocol_numbers", "paired_difference"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,12 @@ PROTOCOLS = {
     "popalign": Protocol("popalign", 100, "discrepancy of eq. 11 of the class probabilities pooled over prompts",
                          "dropped", "seed 001 Table 1, with DeepFace as its classifier"),
 }
+
+
+def interval_text(interval: dict, *, signed: bool = False) -> str:
+    """``[low, high]`` of an interval entry of ``results.json``, three decimals (signed for differences)."""
+    form = "+.3f" if signed else ".3f"
+    return f"[{interval['low']:{form}}, {interval['high']:{form}}]"
 
 
 def protocols_named(name: str) -> tuple[Protocol, ...]:

@@ -20,7 +20,9 @@ def _f(value, digits: int = 3) -> str:
 
 
 def _interval(entry: dict | None) -> str:
-    return "-" if not entry else f"[{entry['low']:.3f}, {entry['high']:.3f}]"
+    from scaleup.evaluation.protocols import interval_text
+
+    return "-" if not entry else interval_text(entry)
 
 
 def report_text(results: dict, *, grids: Path | None = None) -> str:
