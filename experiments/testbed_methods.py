@@ -310,23 +310,39 @@ def train_popalign(*, seed: int, root: Path, k: int, tiny: bool = False) -> dict
     return records
 
 
-def weights_digest(flags: dict) -> str:
-    """The first 12 hex digits of the SHA-256 of the weight files the flags load ("" without weights): an
-    evaluation folder named with it belongs to exactly those weights, so a rerun resumes it (the evaluation's own
-    settings lock checks every other setting) and new weights get a new folder."""
+def _digest_files(root: Path) -> str:
+    """SHA-256 of the files under ``root`` (or of the file ``root``), each by its path relative to ``root``; a
+    ``.safetensors`` file by its tensors (name, dtype, shape, values) only, because peft writes a LoRA's target
+    modules into the metadata in set order, which changes from process to process for the same weights."""
     import hashlib
 
-    files = []
-    for value in (flags.get("lora"), flags.get("soft_prompt")):
-        if value is not None:
-            path = Path(value)
-            files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        return ""
+    import torch
+    from safetensors.torch import load_file
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
+        if root.is_dir() else [root]
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return "-" + digest.hexdigest()[:12]
+        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0")
+        if path.suffix == ".safetensors":
+            for name, tensor in sorted(load_file(str(path)).items()):
+                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode()
+                              + tensor.contiguous().flatten().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def weights_digest(flags: dict) -> str:
+    """The first 12 hex digits of the SHA-256 of the weights the flags load (:func:`_digest_files` of each; "" without
+    weights): an evaluation folder named with it belongs to exactly those weights, so a rerun resumes it (the
+    evaluation's own settings lock checks every other setting) and new weights get a new folder."""
+    import hashlib
+
+    paths = [Path(value) for value in (flags.get("lora"), flags.get("soft_prompt")) if value is not None]
+    if not paths:
+        return ""
+    return "-" + hashlib.sha256("".join(_digest_files(path) for path in paths).encode()).hexdigest()[:12]
 
 
 def weights_flags(folder: Path) -> dict:
@@ -391,29 +407,6 @@ class Evaluation:
     folder: str
     args: tuple[str, ...]
     grids: bool = False
-
-
-def _digest_files(root: Path) -> str:
-    """SHA-256 of the files under ``root`` (or of the file ``root``), each by its path relative to ``root``; a
-    ``.safetensors`` file by its tensors (name, dtype, shape, values) only, because peft writes a LoRA's target
-    modules into the metadata in set order, which changes from process to process for the same weights."""
-    import hashlib
-
-    import torch
-    from safetensors.torch import load_file
-
-    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
-        if root.is_dir() else [root]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0")
-        if path.suffix == ".safetensors":
-            for name, tensor in sorted(load_file(str(path)).items()):
-                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode()
-                              + tensor.contiguous().flatten().view(torch.uint8).numpy().tobytes())
-        else:
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def evaluation_key(args, testbed: str) -> str:

@@ -183,16 +183,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("FID / KID need both --reference and --features")
             out["fid_kid"] = fid_kid(generated, read_images(args.reference, args.size),
                                      feature_extractor(args.features))
-        if args.pickscore:
-            if not args.prompt:
-                raise ValueError("PickScore needs --prompt")
-            scores = PickScorer(args.pickscore)(generated, [args.prompt] * len(generated))
-            out["pickscore"] = {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1))}
-        if args.hpsv2:
-            if not args.prompt:
-                raise ValueError("HPSv2 needs --prompt")
-            scores = HpsV2Scorer(args.hpsv2)(generated, [args.prompt] * len(generated))
-            out["hpsv2"] = {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1))}
+        for key, label, path, scorer in (("pickscore", "PickScore", args.pickscore, PickScorer),
+                                         ("hpsv2", "HPSv2", args.hpsv2, HpsV2Scorer)):
+            if path:
+                if not args.prompt:
+                    raise ValueError(f"{label} needs --prompt")
+                scores = scorer(path)(generated, [args.prompt] * len(generated))
+                out[key] = {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1))}
     except (ValueError, FileNotFoundError) as err:
         print(f"scaleup.evaluation.quality: error: {err}", file=sys.stderr)
         return 2

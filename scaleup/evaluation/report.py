@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scaleup.atomic_write import atomic_write_text
+from scaleup.evaluation.protocols import interval_text
 
 __all__ = ["write_report", "report_text"]
 
@@ -20,8 +21,6 @@ def _f(value, digits: int = 3) -> str:
 
 
 def _interval(entry: dict | None) -> str:
-    from scaleup.evaluation.protocols import interval_text
-
     return "-" if not entry else interval_text(entry)
 
 
